@@ -1,0 +1,3 @@
+from scope_eval.cli import main
+
+main()

@@ -1,0 +1,138 @@
+"""The contract every pruning method implements.
+
+A method sees one batch of images (or LLaVA-NeXT crops) at a time, never a model. The model adapters
+(scope_eval.adapters) collect the inputs below at the vision layer the LLaVA config selects, call
+``method.select(tokens, budget)`` and feed only what it returns through the projector into the
+language model.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass, field
+from typing import Callable, ClassVar
+
+import torch
+
+
+class PruningError(ValueError):
+    """Bad pruning input (budget, method, options, features). The message names the fix."""
+
+
+@dataclass
+class VisualTokens:
+    """Everything a method may use, for B images or crops of N tokens each.
+
+    features:  [B, N, D] hidden states of the selected vision layer, CLS dropped (pre-projector).
+    saliency:  [B, N] attention of the CLS query over the N patch keys in that same layer, softmax over
+               the N+1 keys, summed over heads. None when the host cannot provide it.
+    keys:      [B, N, Dk] that layer's attention keys of the patch tokens (heads concatenated), or None.
+    project:   the host's multimodal projector (token-wise), for methods that work on projected tokens.
+    """
+
+    features: torch.Tensor
+    saliency: torch.Tensor | None = None
+    keys: torch.Tensor | None = None
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None
+    _projected: torch.Tensor | None = field(default=None, repr=False)
+
+    @property
+    def batch(self) -> int:
+        return self.features.shape[0]
+
+    @property
+    def num_tokens(self) -> int:
+        return self.features.shape[1]
+
+    def projected(self) -> torch.Tensor:
+        """[B, N, D_text] projected tokens, computed once on first use."""
+        if self._projected is None:
+            if self.project is None:
+                raise PruningError("this method needs the projected tokens, but the host passed no projector")
+            self._projected = self.project(self.features)
+        return self._projected
+
+
+@dataclass
+class KeptTokens:
+    """What a method keeps, per image/crop.
+
+    indices: [B, k] indices into N of the original tokens kept, ascending (spatial order).
+    merged:  [B, m, D] new tokens in the pre-projector feature space (merging methods), placed after the
+             kept ones, or None. The number of visual tokens reaching the LM is k + m.
+    """
+
+    indices: torch.Tensor
+    merged: torch.Tensor | None = None
+
+    @property
+    def count(self) -> int:
+        return self.indices.shape[1] + (0 if self.merged is None else self.merged.shape[1])
+
+
+def check_budget(budget: object, available: int, *, what: str = "budget") -> int:
+    """Validate a visual-token budget against the tokens available; return it as int."""
+    if isinstance(budget, bool) or not isinstance(budget, numbers.Integral):
+        if isinstance(budget, numbers.Real) and float(budget).is_integer():
+            budget = int(budget)
+        else:
+            raise PruningError(
+                f"{what} must be a whole number of visual tokens kept per image, got {budget!r}; "
+                f"pass an integer such as 64 (not a fraction of the tokens)"
+            )
+    budget = int(budget)
+    if budget < 1:
+        raise PruningError(f"{what} must be at least 1 visual token, got {budget}; use method 'none' to keep all")
+    if budget > available:
+        raise PruningError(
+            f"{what} {budget} is larger than the {available} visual tokens available; "
+            f"pass a budget <= {available}, or method 'none' to keep every token"
+        )
+    return budget
+
+
+def check_features(tokens: VisualTokens) -> None:
+    """Reject NaN/inf features and saliency instead of returning a silently wrong selection."""
+    if tokens.features.ndim != 3:
+        raise PruningError(f"features must be [B, N, D], got shape {tuple(tokens.features.shape)}")
+    if not torch.isfinite(tokens.features).all():
+        raise PruningError("visual features contain NaN or inf; check the vision tower's dtype/weights")
+    if tokens.saliency is not None:
+        if tokens.saliency.shape != tokens.features.shape[:2]:
+            raise PruningError(
+                f"saliency must be [B, N] = {tuple(tokens.features.shape[:2])}, got {tuple(tokens.saliency.shape)}"
+            )
+        if not torch.isfinite(tokens.saliency).all():
+            raise PruningError("CLS saliency contains NaN or inf; check the vision tower's attention")
+
+
+@dataclass
+class PruningMethod:
+    """Base class: one dataclass per method, registered by name in scope_eval.pruning.registry.
+
+    Subclasses set ``name`` and implement ``_select``; the base validates inputs and the budget so that
+    a budget means the same thing for every method: visual tokens kept per image/crop.
+    """
+
+    name: ClassVar[str] = ""
+    needs_saliency: ClassVar[bool] = False
+    keeps_all: ClassVar[bool] = False  # True only for 'none'
+
+    def select(self, tokens: VisualTokens, budget: int | None) -> KeptTokens:
+        check_features(tokens)
+        if self.keeps_all:
+            if budget is not None:
+                raise PruningError(f"method '{self.name}' keeps every token and takes no budget; drop the budget")
+            return self._select(tokens, tokens.num_tokens)
+        if budget is None:
+            raise PruningError(f"method '{self.name}' needs a budget (visual tokens kept per image)")
+        budget = check_budget(budget, tokens.num_tokens)
+        if self.needs_saliency and tokens.saliency is None:
+            raise PruningError(f"method '{self.name}' needs the CLS saliency, but the host provided none")
+        kept = self._select(tokens, budget)
+        if kept.count != budget:
+            raise AssertionError(f"{self.name} returned {kept.count} tokens for budget {budget}")
+        return kept
+
+    def _select(self, tokens: VisualTokens, budget: int) -> KeptTokens:  # pragma: no cover - abstract
+        raise NotImplementedError
