@@ -1,0 +1,106 @@
+"""The public entry points: ``prune`` (any method, any supported model) and ``scope`` (the SCOPE README form)."""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+from scope_eval.pruning import PruningError, check_budget
+
+from .base import PruningHandle
+from .core import PruningPlan
+
+_ACTIVE: "weakref.WeakKeyDictionary[Any, PruningHandle]" = weakref.WeakKeyDictionary()
+
+
+def prune(
+    model: Any,
+    method: str = "scope",
+    budget: int | None = None,
+    *,
+    processor: Any = None,
+    budget_policy: str = "per_crop",
+    **options: Any,
+) -> PruningHandle:
+    """Apply a registered pruning method to a LLaVA-1.5 / LLaVA-NeXT model instance.
+
+    budget: visual tokens reaching the language model per image (None for method 'none'). On LLaVA-NeXT
+    with budget_policy='per_crop' (the paper's), each of an image's n crops keeps floor(budget / n), so
+    n * floor(budget / n) tokens reach the model; with 'global', exactly budget.
+    Returns a handle: use it as a context manager or call ``remove()`` to restore the model exactly.
+    """
+    if model in _ACTIVE:
+        raise PruningError("this model is already pruned; call restore(model) or handle.remove() first")
+    plan = PruningPlan.build(method, budget, budget_policy, **options)
+    handle_class = _handle_class_for(model)
+    if not plan.keeps_all:
+        from .hf_llava import HF_LLAVA_CLASSES, max_visual_tokens
+
+        available = max_visual_tokens(model) if isinstance(model, HF_LLAVA_CLASSES) else _original_max_tokens(model)
+        check_budget(budget, available)
+    handle = handle_class(model, plan, processor) if processor is not None else handle_class(model, plan)
+    _ACTIVE[model] = handle
+    return handle
+
+
+def scope(
+    model: Any,
+    token_num: int,
+    processor: Any = None,
+    alpha: float = 1.0,
+    combine: str = "multi",
+    budget_policy: str = "per_crop",
+) -> Any:
+    """SCOPE on ``model`` keeping ``token_num`` visual tokens per image; returns the model (pruned in place).
+
+    ``restore(model)`` undoes it; ``handle_of(model)`` gives the handle (realised counts, removal).
+    """
+    prune(model, "scope", token_num, processor=processor, budget_policy=budget_policy, alpha=alpha, combine=combine)
+    return model
+
+
+def handle_of(model: Any) -> PruningHandle | None:
+    return _ACTIVE.get(model)
+
+
+def restore(model: Any) -> Any:
+    """Undo pruning on ``model`` (no-op if it is not pruned); returns the model."""
+    handle = _ACTIVE.get(model)
+    if handle is not None:
+        handle.remove()
+    return model
+
+
+def _forget(model: Any, handle: PruningHandle) -> None:
+    if _ACTIVE.get(model) is handle:
+        del _ACTIVE[model]
+
+
+def _handle_class_for(model: Any) -> type[PruningHandle]:
+    from .hf_llava import HF_LLAVA_CLASSES, HfLlavaHandle
+
+    if isinstance(model, HF_LLAVA_CLASSES):
+        return HfLlavaHandle
+    original = _original_llava_classes()
+    if original and isinstance(model, original):
+        from .llava_original import LlavaOriginalHandle
+
+        return LlavaOriginalHandle
+    raise PruningError(
+        f"cannot prune a {type(model).__name__}: supported are transformers' LlavaForConditionalGeneration / "
+        "LlavaNextForConditionalGeneration and the original LLaVA codebase's LlavaLlamaForCausalLM (and siblings)"
+    )
+
+
+def _original_llava_classes() -> tuple[type, ...]:
+    try:
+        from llava.model.llava_arch import LlavaMetaForCausalLM
+    except ImportError:  # the original LLaVA codebase is an optional, separately installed dependency
+        return ()
+    return (LlavaMetaForCausalLM,)
+
+
+def _original_max_tokens(model: Any) -> int:
+    from .llava_original import max_visual_tokens
+
+    return max_visual_tokens(model)

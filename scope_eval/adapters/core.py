@@ -1,0 +1,151 @@
+"""Model-independent part of every adapter: budgets per image, selection per crop or globally, packing.
+
+An adapter hands over, per image, the vision features of its crops ([n, N, D]; n = 1 for LLaVA-1.5)
+with their CLS saliency and keys, and the crop grid (LLaVA-NeXT). It gets back, per image, the
+projected tokens that go to the language model, in the order of SPEC section 3:
+the base crop's kept tokens, then the kept high-resolution tokens in raster order of the full
+(rows*side) x (cols*side) grid, then any merged tokens a method created.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+import torch
+
+from scope_eval.pruning import KeptTokens, PruningError, PruningMethod, VisualTokens, build_method
+
+BudgetPolicy = Literal["per_crop", "global"]
+BUDGET_POLICIES = ("per_crop", "global")
+
+
+@dataclass
+class ImageCrops:
+    """One image as the vision tower saw it."""
+
+    features: torch.Tensor  # [n, N, D] selected-layer hidden states, CLS dropped
+    saliency: torch.Tensor  # [n, N]
+    keys: torch.Tensor  # [n, N, Dk]
+    grid: tuple[int, int] | None = None  # (rows, cols) of the high-resolution crops (LLaVA-NeXT)
+
+    @property
+    def num_crops(self) -> int:
+        return self.features.shape[0]
+
+
+@dataclass
+class PruningPlan:
+    """A method, its budget and (LLaVA-NeXT) how the budget is split over crops."""
+
+    method: PruningMethod
+    budget: int | None
+    budget_policy: BudgetPolicy = "per_crop"
+
+    @classmethod
+    def build(cls, method: str, budget: int | None, budget_policy: str = "per_crop", **options) -> "PruningPlan":
+        if budget_policy not in BUDGET_POLICIES:
+            raise PruningError(f"budget_policy must be one of {', '.join(BUDGET_POLICIES)}, got {budget_policy!r}")
+        built = build_method(method, **options)
+        if built.keeps_all and budget is not None:
+            raise PruningError(f"method '{method}' keeps every token and takes no budget; drop the budget")
+        if not built.keeps_all and budget is None:
+            raise PruningError(f"method '{method}' needs a budget: visual tokens kept per image, e.g. budget=64")
+        return cls(built, budget, budget_policy)  # type: ignore[arg-type]
+
+    @property
+    def keeps_all(self) -> bool:
+        return self.method.keeps_all
+
+    def tokens_for(self, num_crops: int, tokens_per_crop: int) -> int:
+        """Visual tokens that reach the language model for an image of ``num_crops`` crops."""
+        if self.keeps_all:
+            return num_crops * tokens_per_crop
+        per_crop = self._per_crop_budget(num_crops, tokens_per_crop)
+        return num_crops * per_crop if per_crop is not None else self.budget  # type: ignore[return-value]
+
+    def _per_crop_budget(self, num_crops: int, tokens_per_crop: int) -> int | None:
+        """floor(K / n) for per_crop (None for global or single-crop images, where the budget is whole)."""
+        if num_crops == 1 or self.budget_policy == "global":
+            return None
+        per_crop = self.budget // num_crops  # type: ignore[operator]
+        if per_crop < 1:
+            raise PruningError(
+                f"budget {self.budget} split over {num_crops} crops (budget_policy=per_crop) leaves 0 tokens per "
+                f"crop; use a budget >= {num_crops} or budget_policy=global"
+            )
+        return per_crop
+
+
+@dataclass
+class PackedImage:
+    tokens: torch.Tensor  # [T, D_text] projected tokens for the language model
+    kept_indices: torch.Tensor  # [k] positions kept, in the image's packing order (see packing_rank)
+    count: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.count = self.tokens.shape[0]
+
+
+def packing_rank(num_crops: int, side: int, grid: tuple[int, int] | None, device: torch.device) -> torch.Tensor:
+    """Rank of each of the n*side*side crop tokens in the packed sequence (lower goes first).
+
+    Base crop tokens keep their raster order; high-resolution crop (r, c) token (i, j) sits at row
+    r*side+i, column c*side+j of the full grid and is ranked by raster order there.
+    """
+    per_crop = side * side
+    base = torch.arange(per_crop, device=device)
+    if num_crops == 1:
+        return base
+    rows, cols = grid if grid is not None else (1, num_crops - 1)
+    if rows * cols != num_crops - 1:
+        raise ValueError(f"crop grid {rows}x{cols} does not match {num_crops - 1} high-resolution crops")
+    r = torch.arange(rows, device=device).view(rows, 1, 1, 1)
+    c = torch.arange(cols, device=device).view(1, cols, 1, 1)
+    i = torch.arange(side, device=device).view(1, 1, side, 1)
+    j = torch.arange(side, device=device).view(1, 1, 1, side)
+    full_width = cols * side
+    high_res = per_crop + (r * side + i) * full_width + (c * side + j)  # [rows, cols, side, side]
+    return torch.cat([base, high_res.reshape(-1)])
+
+
+def prune_images(
+    plan: PruningPlan,
+    images: list[ImageCrops],
+    project: Callable[[torch.Tensor], torch.Tensor],
+) -> list[PackedImage]:
+    """Select, pack and project the visual tokens of each image."""
+    packed = []
+    for image in images:
+        n, tokens_per_crop, _ = image.features.shape
+        side = int(round(tokens_per_crop**0.5))
+        rank = packing_rank(n, side, image.grid, image.features.device)
+        per_crop_budget = plan._per_crop_budget(n, tokens_per_crop) if not plan.keeps_all else None
+        if plan.keeps_all or per_crop_budget is not None or n == 1:
+            # one method call over the crops as a batch: every crop keeps the same number of tokens
+            kept = plan.method.select(_visual_tokens(image, project), per_crop_budget or plan.budget)
+            offsets = (torch.arange(n, device=rank.device) * tokens_per_crop).view(n, 1)
+            flat_indices = (kept.indices + offsets).reshape(-1)
+            merged = None if kept.merged is None else kept.merged.reshape(-1, kept.merged.shape[-1])
+        else:
+            # global: one selection over all n*N tokens, crops side by side
+            kept = plan.method.select(_visual_tokens(image, project, flatten=True), plan.budget)
+            flat_indices = kept.indices[0]
+            merged = None if kept.merged is None else kept.merged[0]
+        order = torch.argsort(rank[flat_indices])
+        flat_indices = flat_indices[order]
+        features = image.features.reshape(-1, image.features.shape[-1])[flat_indices]
+        if merged is not None:
+            features = torch.cat([features, merged.to(features.dtype)], dim=0)
+        packed.append(PackedImage(project(features), flat_indices))
+    return packed
+
+
+def _visual_tokens(image: ImageCrops, project: Callable, flatten: bool = False) -> VisualTokens:
+    features, saliency, keys = image.features, image.saliency, image.keys
+    if flatten:
+        features, saliency, keys = features.reshape(1, -1, features.shape[-1]), saliency.reshape(1, -1), keys.reshape(1, -1, keys.shape[-1])
+    return VisualTokens(features=features, saliency=saliency, keys=keys, project=project)
+
+
+__all__ = ["BUDGET_POLICIES", "ImageCrops", "KeptTokens", "PackedImage", "PruningPlan", "packing_rank", "prune_images"]

@@ -1,0 +1,138 @@
+"""Adapter for the original LLaVA codebase (the ``llava`` package, liuhaotian checkpoints): 1.5 and NeXT.
+
+Upstream ``prepare_inputs_labels_for_multimodal`` encodes the images and splices one entry of
+``encode_images()``'s result in place of each ``<image>`` placeholder (IMAGE_TOKEN_INDEX), whatever
+its length. So the instance gets two shadows, both undone by ``remove()``:
+- ``prepare_inputs_labels_for_multimodal`` runs the vision tower on every crop, selects and packs
+  (scope_eval.adapters.core), then calls upstream with a one-row-per-image stand-in tensor, which sends
+  upstream down its single-tensor branch (no anyres merging, no unpadding, no newlines);
+- ``encode_images`` hands upstream the packed per-image tokens, of any length.
+No tokenizer change is needed: the splice sizes the sequence from the features.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from llava.mm_utils import get_anyres_image_grid_shape
+
+from scope_eval.pruning import PruningError
+
+from .base import PruningHandle
+from .core import ImageCrops, PruningPlan, prune_images
+from .vision_probe import VisionLayerProbe
+
+IMAGE_TOKEN_INDEX = -200  # llava.constants.IMAGE_TOKEN_INDEX
+
+
+def _is_anyres(model: Any) -> bool:
+    return getattr(model.config, "image_aspect_ratio", "square") == "anyres"
+
+
+def max_visual_tokens(model: Any) -> int:
+    """Most visual tokens one image can bring before pruning, for budget validation."""
+    tower = model.get_vision_tower()
+    per_crop = tower.num_patches
+    if not _is_anyres(model):
+        return per_crop
+    size = tower.config.image_size
+    grids = [(w // size) * (h // size) for w, h in _pinpoints(model)]
+    return (max(grids) + 1) * per_crop
+
+
+def _pinpoints(model: Any) -> list:
+    pinpoints = model.config.image_grid_pinpoints
+    if isinstance(pinpoints, str):
+        import ast
+
+        pinpoints = ast.literal_eval(pinpoints)
+    return pinpoints
+
+
+class LlavaOriginalHandle(PruningHandle):
+    def __init__(self, model: Any, plan: PruningPlan):
+        super().__init__(model, plan)
+        tower = model.get_vision_tower()
+        if tower is None:
+            raise PruningError("this LLaVA model has no vision tower loaded")
+        if getattr(tower, "select_feature", "patch") != "patch":
+            raise PruningError("pruning expects mm_vision_select_feature='patch' (CLS dropped), as in LLaVA-1.5/NeXT")
+        self._stock_prepare = model.prepare_inputs_labels_for_multimodal
+        if plan.keeps_all:
+            self._patches.set(model, "prepare_inputs_labels_for_multimodal", self._prepare_recording_stock)
+            return
+        self.probe = VisionLayerProbe(tower.vision_tower, tower.select_layer)
+        self._packed: list[torch.Tensor] | None = None
+        self._patches.set(model, "prepare_inputs_labels_for_multimodal", self._prepare_pruned)
+        self._patches.set(model, "encode_images", self._hand_over_packed)
+
+    def _prepare_pruned(self, input_ids, position_ids, attention_mask, past_key_values, labels, images, image_sizes=None):
+        if images is None or input_ids.shape[1] == 1:  # text only, or a decoding step
+            return self._stock_prepare(input_ids, position_ids, attention_mask, past_key_values, labels, images, image_sizes)
+        crops = self._crops(images)
+        tower = self.model.get_vision_tower()
+        tower(torch.cat(crops, dim=0))
+        features, saliency, keys = self.probe.take()
+        splits = [c.shape[0] for c in crops]
+        grids = [self._grid(c.shape[0], image_sizes, i) for i, c in enumerate(crops)]
+        images_in = [
+            ImageCrops(f, s, k, g)
+            for f, s, k, g in zip(features.split(splits), saliency.split(splits), keys.split(splits), grids)
+        ]
+        packed = prune_images(self.plan, images_in, self.model.get_model().mm_projector)
+        self.record([p.count for p in packed])
+        self._packed = [p.tokens for p in packed]
+        one_row_per_image = torch.zeros(len(packed), 1, device=features.device)
+        try:
+            return self._stock_prepare(
+                input_ids, position_ids, attention_mask, past_key_values, labels, one_row_per_image, image_sizes
+            )
+        finally:
+            self._packed = None
+
+    def _hand_over_packed(self, images):
+        if self._packed is None:
+            raise RuntimeError("encode_images was called outside prepare_inputs_labels_for_multimodal while pruning")
+        return self._packed
+
+    def _crops(self, images) -> list[torch.Tensor]:
+        if isinstance(images, list):
+            return [x.unsqueeze(0) if x.ndim == 3 else x for x in images]
+        if images.ndim == 5:
+            return list(images)
+        return list(images.unsqueeze(1))  # [B, 3, H, W]: one crop per image
+
+    def _grid(self, num_crops: int, image_sizes, index: int) -> tuple[int, int] | None:
+        if num_crops == 1:
+            return None
+        if not _is_anyres(self.model) or image_sizes is None:
+            raise PruningError("multi-crop images need image_aspect_ratio='anyres' and image_sizes")
+        size = self.model.get_vision_tower().config.image_size
+        cols, rows = get_anyres_image_grid_shape(image_sizes[index], self.model.config.image_grid_pinpoints, size)
+        return rows, cols
+
+    def _prepare_recording_stock(self, input_ids, position_ids, attention_mask, past_key_values, labels, images, image_sizes=None):
+        result = self._stock_prepare(input_ids, position_ids, attention_mask, past_key_values, labels, images, image_sizes)
+        if images is not None and input_ids.shape[1] > 1:
+            self.record(_spliced_image_tokens(input_ids, attention_mask, result[2], result[4]))
+        return result
+
+    def _release(self) -> None:
+        probe = getattr(self, "probe", None)
+        if probe is not None:
+            probe.remove()
+
+
+def _spliced_image_tokens(input_ids, attention_mask_in, attention_mask_out, inputs_embeds) -> list[int]:
+    """Per image: sequence length after the splice minus the text tokens before it (even split per row)."""
+    counts = []
+    for b in range(input_ids.shape[0]):
+        valid = attention_mask_in[b].bool() if attention_mask_in is not None else torch.ones_like(input_ids[b], dtype=torch.bool)
+        ids = input_ids[b][valid]
+        images = int((ids == IMAGE_TOKEN_INDEX).sum())
+        if images == 0:
+            continue
+        after = int(attention_mask_out[b].sum()) if attention_mask_out is not None else inputs_embeds.shape[1]
+        counts.extend([(after - (ids.shape[0] - images)) // images] * images)
+    return counts
