@@ -1,0 +1,53 @@
+"""Finished cells of a runs folder as one tidy table: one row per (cell, benchmark)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from ..sweeps.cells import CELL_FILE, run_name
+from ..sweeps.metrics import benchmarks_for_task
+from ..sweeps.tasks import yaml_metrics
+
+TIDY_COLUMNS = [
+    "run", "model", "paper_model", "method", "method_label", "options", "budget", "budget_policy", "limit",
+    "task", "benchmark", "metric", "value", "n", "tokens_min", "tokens_mean", "tokens_max", "cell_dir",
+]  # fmt: skip
+
+
+def finished_cells(runs_dir: Path) -> list[Path]:
+    """Every cell.json below runs_dir; scratch folders (.tmp-*, .stage-*) never hold one by construction,
+    but are skipped anyway in case a copy was made by hand."""
+    return sorted(p for p in runs_dir.rglob(CELL_FILE) if not any(part.startswith(".") for part in p.relative_to(runs_dir).parts))
+
+
+def tidy(runs_dir: Path) -> pd.DataFrame:
+    rows = []
+    for record_path in finished_cells(runs_dir):
+        record = json.loads(record_path.read_text())
+        cell = record["cell"]
+        tokens = record.get("visual_tokens") or {}
+        for benchmark in benchmarks_for_task(cell["task"], yaml_metrics(cell["task"])):
+            rows.append({
+                "run": run_name(cell["model"], cell.get("limit")),
+                "model": cell["model"],
+                "paper_model": cell.get("paper_model"),
+                "method": cell["method"],
+                "method_label": cell["method_label"],
+                "options": ",".join(f"{k}={v}" for k, v in sorted(cell["options"].items())),
+                "budget": cell["table_budget"],
+                "budget_policy": cell.get("budget_policy"),
+                "limit": cell.get("limit"),
+                "task": cell["task"],
+                "benchmark": benchmark.name,
+                "metric": benchmark.describe(),
+                "value": benchmark.value(record["results"]),
+                "n": record.get("n_samples"),
+                "tokens_min": tokens.get("min"),
+                "tokens_mean": tokens.get("mean"),
+                "tokens_max": tokens.get("max"),
+                "cell_dir": str(record_path.parent.relative_to(runs_dir)),
+            })  # fmt: skip
+    return pd.DataFrame(rows, columns=TIDY_COLUMNS)

@@ -1,0 +1,92 @@
+"""`scope-eval report RUNS_DIR`: tables (Markdown, CSV, LaTeX), the comparison with the paper, plots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+import pandas as pd
+import typer
+
+from .collect import tidy
+from .plots import plot_run
+from .reference import reference_long
+from .tables import compare_with_paper, comparison_grid, paper_layout, select_rows
+
+
+@dataclass
+class ReportFiles:
+    tidy: Path
+    tables: list[Path] = field(default_factory=list)
+    comparisons: list[Path] = field(default_factory=list)
+    plots: list[Path] = field(default_factory=list)
+
+
+def write_report(runs_dir: Path, out_dir: Path) -> tuple[ReportFiles, pd.DataFrame]:
+    cells = tidy(runs_dir)
+    if cells.empty:
+        raise FileNotFoundError(f"no finished cells (cell.json) under {runs_dir}; run `scope-eval sweep CONFIG` first")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = ReportFiles(tidy=out_dir / "cells.csv")
+    cells.to_csv(files.tidy, index=False)
+    reference = reference_long()
+    for run in sorted(cells["run"].unique()):
+        table = paper_layout(cells, run)
+        written = {suffix: out_dir / f"table_{run}{suffix}" for suffix in (".md", ".csv", ".tex")}
+        table.to_csv(written[".csv"], index=False)
+        written[".md"].write_text(_markdown_page(run, cells, table) + "\n")
+        written[".tex"].write_text(table.to_latex(index=False, float_format="%.1f", na_rep="--"))
+        files.tables += list(written.values())
+        comparison = compare_with_paper(cells, run, reference)
+        if not comparison.empty:
+            compared = {suffix: out_dir / f"compare_{run}{suffix}" for suffix in (".md", ".csv")}
+            comparison.to_csv(compared[".csv"], index=False)
+            compared[".md"].write_text(comparison_grid(comparison).to_markdown(index=False) + "\n")
+            files.comparisons += list(compared.values())
+        files.plots.append(plot_run(cells, run, reference, out_dir / f"plot_{run}.png"))
+    return files, cells
+
+
+def report(
+    runs_dir: Path = typer.Argument(..., metavar="RUNS_DIR", help="Output root of `scope-eval sweep` (e.g. ./runs)."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Where to write the report (default: RUNS_DIR/report)."),
+    methods: Optional[List[str]] = typer.Option(None, "--method", help="Print only these methods (repeatable); files keep everything."),
+    budgets: Optional[List[int]] = typer.Option(None, "--budget", help="Print only these budgets (repeatable); unpruned rows always show."),
+) -> None:
+    """Tidy table, the paper's layout with Avg, the side-by-side with the published numbers, and plots."""
+    if not runs_dir.is_dir():
+        typer.echo(f"error: {runs_dir} is not a folder; pass the --output of a sweep (default ./runs)", err=True)
+        raise typer.Exit(2)
+    out_dir = output or runs_dir / "report"
+    try:
+        files, cells = write_report(runs_dir, out_dir)
+    except FileNotFoundError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
+    reference = reference_long()
+    for run in sorted(cells["run"].unique()):
+        typer.echo(f"\n## {run}: reproduced\n")
+        typer.echo(select_rows(paper_layout(cells, run), methods or (), budgets or ()).to_markdown(index=False, floatfmt=".1f"))
+        grid = comparison_grid(compare_with_paper(cells, run, reference))
+        if not grid.empty:
+            typer.echo(f"\n## {run}: reproduced / paper (difference)\n")
+            typer.echo(select_rows(grid, methods or (), budgets or ()).to_markdown(index=False))
+    typer.echo(f"\nwritten to {out_dir}: {files.tidy.name}, " + ", ".join(p.name for p in files.tables + files.comparisons + files.plots))
+
+
+def _markdown_page(run: str, cells: pd.DataFrame, table: pd.DataFrame) -> str:
+    data = cells[cells["run"] == run]
+    metrics = data.drop_duplicates("benchmark").set_index("benchmark")["metric"]
+    limit = data["limit"].dropna().unique()
+    lines = [
+        f"# {run}",
+        "",
+        f"Reproduced with scope_eval from {data['cell_dir'].nunique()} finished cells (cell.json files).",
+        "Avg = mean over the benchmarks of score / unpruned score x 100 (the paper's definition).",
+    ]
+    if len(limit):
+        lines.append(f"**Limited run ({limit[0]} documents per task): not comparable with the paper's numbers.**")
+    lines += ["", table.to_markdown(index=False, floatfmt=".1f"), "", "Metrics (lmms-eval keys):", ""]
+    lines += [f"- {benchmark}: {metric}" for benchmark, metric in metrics.items()]
+    return "\n".join(lines)

@@ -1,0 +1,118 @@
+"""The paper's table layout (rows method x budget, columns benchmarks, Avg) and the side-by-side with
+the published numbers."""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Mapping
+
+import pandas as pd
+
+from ..sweeps.metrics import BENCHMARK_ORDER
+from .reference import AVG
+
+UNPRUNED = "none"
+# Row order inside one budget: the reference first, SCOPE and its ablations, then the baselines.
+METHOD_ORDER = ("none", "scope", "coverage", "saliency", "visionzip", "divprune", "random", "fastv", "sparsevlm", "pdrop")
+
+
+def relative_avg(scores: Mapping[str, float], unpruned: Mapping[str, float], benchmarks: Iterable[str]) -> float:
+    """The paper's "Avg": mean over benchmarks of score / unpruned score x 100. NaN if any is missing."""
+    ratios = []
+    for benchmark in benchmarks:
+        score, reference = scores.get(benchmark), unpruned.get(benchmark)
+        if score is None or reference is None or _missing(score) or _missing(reference) or reference == 0:
+            return math.nan
+        ratios.append(100.0 * score / reference)
+    return sum(ratios) / len(ratios) if ratios else math.nan
+
+
+def benchmark_columns(names: Iterable[str]) -> list[str]:
+    names = set(names) - {AVG}
+    return [b for b in BENCHMARK_ORDER if b in names] + sorted(names - set(BENCHMARK_ORDER))
+
+
+def paper_layout(tidy: pd.DataFrame, run: str) -> pd.DataFrame:
+    """One run (model [+ limit]) as the paper prints it: method, budget, one column per benchmark, Avg
+    over all those benchmarks relative to the unpruned row (NaN where a cell is missing)."""
+    data = tidy[tidy["run"] == run]
+    wide = data.pivot_table(index=["method", "method_label", "budget"], columns="benchmark", values="value", aggfunc="first")
+    columns = benchmark_columns(wide.columns)
+    wide = wide[columns].reset_index()
+    unpruned_rows = wide[wide["method"] == UNPRUNED]
+    unpruned = unpruned_rows.iloc[0][columns].to_dict() if len(unpruned_rows) else {}
+    wide[AVG] = [relative_avg(row[columns].to_dict(), unpruned, columns) for _, row in wide.iterrows()]
+    wide = _sorted_rows(wide)
+    return wide.drop(columns=["method"]).rename(columns={"method_label": "method"}).reset_index(drop=True)
+
+
+def compare_with_paper(tidy: pd.DataFrame, run: str, reference: pd.DataFrame) -> pd.DataFrame:
+    """Long table (method, budget, benchmark, ours, paper, diff, source) for every reproduced cell the
+    paper also reports, plus an Avg row per (method, budget) computed for both sides over the
+    benchmarks they share, each relative to its own unpruned row (the paper's Avg recomputed)."""
+    columns = ["method", "budget", "benchmark", "ours", "paper", "diff", "source"]
+    data = tidy[(tidy["run"] == run) & (tidy["method"] == tidy["method_label"])]  # default options only
+    paper_model = data["paper_model"].dropna().unique()
+    if data.empty or len(paper_model) == 0:
+        return pd.DataFrame(columns=columns)
+    published = reference[reference["model"] == paper_model[0]]
+    ours_unpruned = _scores(data[data["method"] == UNPRUNED])
+    paper_unpruned = _scores(published[published["method"] == UNPRUNED])
+    rows = []
+    for (method, budget), group in data.groupby(["method", "budget"], sort=False):
+        theirs = published[(published["method"] == method) & (published["budget"] == budget)]
+        ours_scores, paper_scores = _scores(group), _scores(theirs)
+        shared = [b for b in benchmark_columns(ours_scores) if b in paper_scores]
+        sources = dict(zip(theirs["benchmark"], theirs["source"]))
+        for benchmark in shared:
+            ours, paper = ours_scores[benchmark], paper_scores[benchmark]
+            rows.append([method, budget, benchmark, ours, paper, ours - paper, sources[benchmark]])
+        if shared:
+            ours_avg = relative_avg(ours_scores, ours_unpruned, shared)
+            paper_avg = relative_avg(paper_scores, paper_unpruned, shared)
+            label = f"{AVG} ({len(shared)})"
+            rows.append([method, budget, label, ours_avg, paper_avg, ours_avg - paper_avg, "recomputed over shared benchmarks"])
+    return _sorted_rows(pd.DataFrame(rows, columns=columns)).reset_index(drop=True)
+
+
+def comparison_grid(comparison: pd.DataFrame) -> pd.DataFrame:
+    """The long comparison as rows (method, budget) and one 'ours / paper (diff)' column per benchmark."""
+    if comparison.empty:
+        return pd.DataFrame()
+    text = comparison.assign(cell=[f"{o:.1f} / {p:.1f} ({d:+.1f})" for o, p, d in comparison[["ours", "paper", "diff"]].values])
+    grid = text.pivot_table(index=["method", "budget"], columns="benchmark", values="cell", aggfunc="first", sort=False)
+    order = benchmark_columns(c for c in grid.columns if not c.startswith(AVG)) + [c for c in grid.columns if c.startswith(AVG)]
+    return _sorted_rows(grid[order].reset_index()).reset_index(drop=True)
+
+
+def select_rows(table: pd.DataFrame, methods: Iterable[str] = (), budgets: Iterable[int] = ()) -> pd.DataFrame:
+    methods, budgets = list(methods), list(budgets)
+    keep = pd.Series(True, index=table.index)
+    if methods:
+        keep &= table["method"].isin(methods)
+    if budgets:
+        keep &= table["budget"].isin(budgets) | (table["method"] == UNPRUNED)
+    return table[keep]
+
+
+def _scores(rows: pd.DataFrame) -> dict[str, float]:
+    return {b: float(v) for b, v in zip(rows["benchmark"], rows["value"])}
+
+
+def _sorted_rows(table: pd.DataFrame) -> pd.DataFrame:
+    rank = {name: index for index, name in enumerate(METHOD_ORDER)}
+    label = "method_label" if "method_label" in table else "method"
+    order = sorted(
+        table.index,
+        key=lambda i: (
+            table.at[i, "method"] != UNPRUNED,
+            -table.at[i, "budget"],
+            rank.get(table.at[i, "method"], len(rank)),
+            str(table.at[i, label]),
+        ),
+    )
+    return table.loc[order]
+
+
+def _missing(value: float) -> bool:
+    return isinstance(value, float) and math.isnan(value)

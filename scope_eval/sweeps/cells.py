@@ -1,0 +1,164 @@
+"""A sweep config expanded into table cells, and the lmms-eval launches that fill them.
+
+A *cell* is one number of a paper table: (model, method + options, budget, task). Each finished cell
+owns a folder `<output>/<model>[_limitN]/<method label>/b<budget>|full/<task>/` holding lmms-eval's
+results and samples plus `cell.json`. A *launch* is one lmms-eval process; it fills one cell, or, with
+`group_tasks`, every task of one (method, budget) - see runner.py for the trade-off.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from . import methods as method_catalog
+from .config import MethodSpec, ModelSpec, SweepConfig
+from .tasks import INCLUDE_DIR
+
+CELL_FILE = "cell.json"
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    model: ModelSpec
+    method: MethodSpec
+    budget: int | None  # None: the unpruned reference (method 'none')
+    task: str
+
+    @property
+    def budget_folder(self) -> str:
+        return "full" if self.budget is None else f"b{self.budget}"
+
+    @property
+    def table_budget(self) -> int:
+        """Retained visual tokens as the paper's tables print them (576 / 2880 for the unpruned row)."""
+        return self.model.visual_tokens if self.budget is None else self.budget
+
+    def name(self) -> str:
+        return f"{self.method.label} {self.budget_folder} {self.task}"
+
+
+@dataclass(frozen=True)
+class Launch:
+    cells: tuple[Cell, ...]  # same model, method and budget
+    command: tuple[str, ...]
+    env: dict[str, str]  # added to the child's environment only
+    work_dir: Path  # scratch folder, wiped before the launch; results are moved out of it per cell
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(cell.task for cell in self.cells)
+
+
+def model_folder(config: SweepConfig) -> str:
+    return run_name(config.model.name, config.limit)
+
+
+def run_name(model_name: str, limit: int | float | None) -> str:
+    """A --limit run must never be mistaken for the full one, so the limit is part of its name and folder."""
+    return model_name if limit is None else f"{model_name}_limit{limit}"
+
+
+def cell_dir(config: SweepConfig, cell: Cell) -> Path:
+    return Path(config.output) / model_folder(config) / cell.method.label / cell.budget_folder / cell.task
+
+
+def expand(config: SweepConfig) -> list[Cell]:
+    """Every cell of the sweep: unpruned methods once, pruning methods at every budget, times every task."""
+    cells: list[Cell] = []
+    for method in config.methods:
+        budgets: Sequence[int | None] = [None] if method.keeps_all else config.budgets
+        for budget in budgets:
+            cells.extend(Cell(config.model, method, budget, task) for task in config.tasks)
+    return cells
+
+
+def plan_launches(config: SweepConfig, cells: Sequence[Cell], evaluator: Sequence[str] | None = None) -> list[Launch]:
+    groups: dict[tuple[str, int | None], list[Cell]] = {}
+    for cell in cells:
+        key = (cell.method.label, cell.budget) if config.group_tasks else (cell.method.label, cell.budget, cell.task)
+        groups.setdefault(key, []).append(cell)
+    launches = []
+    for group in groups.values():
+        first = group[0]
+        scratch = ".tmp-group" if config.group_tasks else f".tmp-{first.task}"
+        work_dir = cell_dir(config, first).parent / scratch
+        command = lmms_eval_command(config, first.method, first.budget, [c.task for c in group], work_dir, evaluator)
+        launches.append(Launch(tuple(group), tuple(command), child_env(config), work_dir))
+    return launches
+
+
+def model_args(config: SweepConfig, method: MethodSpec, budget: int | None) -> dict[str, object]:
+    """The plugin's model_args for one (method, budget), in a fixed order."""
+    args: dict[str, object] = {"pretrained": config.model.pretrained, "method": method.name}
+    if budget is not None:
+        args["budget"] = budget
+        if config.budget_policy is not None:
+            args["budget_policy"] = config.budget_policy
+    if "seed" not in method.options and method_catalog.accepts(method.name, "seed"):
+        args["seed"] = config.seed
+    args.update(method.options)
+    args.update(config.model.model_args)
+    if config.data_dir is not None:
+        args["data_dir"] = config.data_dir
+    return args
+
+
+def lmms_eval_command(
+    config: SweepConfig,
+    method: MethodSpec,
+    budget: int | None,
+    tasks: Sequence[str],
+    work_dir: Path,
+    evaluator: Sequence[str] | None = None,
+) -> list[str]:
+    """The argument list of one launch (never a shell string).
+
+    `evaluator` is a Python interpreter followed by what it runs, by default `<this python> -m lmms_eval`;
+    with several processes it runs under `accelerate launch` from that same interpreter.
+    """
+    evaluator = list(evaluator or [sys.executable, "-m", "lmms_eval"])
+    if config.num_processes > 1:
+        python, target = evaluator[0], evaluator[1:]
+        evaluator = [python, "-m", "accelerate.commands.launch", "--num_processes", str(config.num_processes), *target]
+    command = [
+        *evaluator,
+        "--model", config.model.backend,
+        "--model_args", ",".join(f"{key}={_arg(value)}" for key, value in model_args(config, method, budget).items()),
+        "--tasks", ",".join(tasks),
+        "--batch_size", str(config.batch_size),
+        "--log_samples",
+        "--output_path", str(work_dir / "lmms"),
+    ]  # fmt: skip
+    if INCLUDE_DIR.is_dir():
+        command += ["--include_path", str(INCLUDE_DIR)]
+    if config.limit is not None:
+        command += ["--limit", str(config.limit)]
+    if config.gen_kwargs:
+        command += ["--gen_kwargs", ",".join(f"{key}={_arg(value)}" for key, value in config.gen_kwargs.items())]
+    return command
+
+
+def child_env(config: SweepConfig) -> dict[str, str]:
+    return dict(OFFLINE_ENV) if config.offline else {}
+
+
+def fingerprint(config: SweepConfig, cell: Cell) -> dict[str, object]:
+    """Everything that changes a cell's numbers. A finished cell whose fingerprint differs from the
+    current config is reported as a conflict, never silently reused or overwritten."""
+    args = model_args(config, cell.method, cell.budget)
+    args.pop("data_dir", None)  # where the data lives does not change the numbers
+    return {
+        "backend": config.model.backend,
+        "model_args": args,
+        "task": cell.task,
+        "limit": config.limit,
+        "gen_kwargs": dict(config.gen_kwargs),
+    }
+
+
+def _arg(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)

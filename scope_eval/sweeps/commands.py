@@ -1,0 +1,76 @@
+"""`scope-eval sweep CONFIG`: the command-line face of the runner (registered in scope_eval/cli.py)."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from .config import SweepConfigError, load_sweep, with_overrides
+from .runner import SweepLockedError, describe_plan, print_summary, run_sweep
+
+
+def sweep(
+    config_path: Path = typer.Argument(..., metavar="CONFIG", help="Sweep YAML, e.g. configs/llava15_7b_table1.yaml"),
+    num_processes: Optional[int] = typer.Option(None, "--num-processes", help="Processes (GPUs) per lmms-eval launch; >1 uses accelerate launch."),
+    limit: Optional[str] = typer.Option(None, "--limit", help="Documents per task (N, or a fraction in (0,1)); limited runs go to their own folders."),
+    methods: Optional[List[str]] = typer.Option(None, "--method", help="Run only this method (name or label; repeatable). Config entries keep their options."),
+    budgets: Optional[List[int]] = typer.Option(None, "--budget", help="Run these budgets instead of the config's (repeatable). The unpruned cells are not affected."),
+    tasks: Optional[List[str]] = typer.Option(None, "--task", help="Run only these tasks (repeatable)."),
+    output: Optional[str] = typer.Option(None, "--output", help="Root folder of the runs (config default: ./runs)."),
+    pretrained: Optional[str] = typer.Option(None, "--pretrained", help="Checkpoint (hub id or local folder) instead of the config's."),
+    data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Folder with local copies of the benchmarks, handed to the plugin."),
+    offline: Optional[bool] = typer.Option(None, "--offline/--online", help="Run lmms-eval with the Hugging Face hub switched off (or on)."),
+    evaluator: Optional[str] = typer.Option(None, "--evaluator", help="Python interpreter and what it runs instead of lmms-eval, e.g. '/other/venv/bin/python -m lmms_eval'."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the lmms-eval commands and run nothing."),
+) -> None:
+    """Run a methods x budgets x tasks sweep through lmms-eval; finished cells are kept and skipped."""
+    console = Console()
+    try:
+        config = with_overrides(
+            load_sweep(config_path),
+            num_processes=num_processes,
+            limit=_parse_limit(limit),
+            methods=methods or None,
+            budgets=budgets or None,
+            tasks=tasks or None,
+            output=output,
+            pretrained=pretrained,
+            data_dir=data_dir,
+            offline=offline,
+        )
+    except SweepConfigError as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from None
+    evaluator_args = shlex.split(evaluator) if evaluator else None
+    if dry_run:
+        for line in describe_plan(config, evaluator_args):
+            typer.echo(line)
+        return
+    try:
+        summary = run_sweep(config, evaluator_args, console)
+    except SweepLockedError as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/]: finished cells are kept; run the same command again to resume")
+        raise typer.Exit(130) from None
+    print_summary(summary, console)
+    if not summary.ok:
+        raise typer.Exit(1)
+
+
+def _parse_limit(text: str | None) -> int | float | None:
+    if text is None:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise typer.BadParameter(f"--limit takes a number of documents or a fraction, got {text!r}") from None

@@ -1,0 +1,301 @@
+"""Sweep configs: one YAML per paper table, validated on load into frozen dataclasses.
+
+Layering: dataclass defaults < YAML < command-line overrides (`with_overrides`). Every mistake is a
+`SweepConfigError` naming the file, the field and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from . import methods as method_catalog
+from .tasks import INCLUDE_DIR, known_tasks
+
+# Visual tokens the language model sees without pruning: 24 x 24 for LLaVA-1.5, up to 5 crops of 576 for NeXT.
+FAMILY_TOKENS: dict[str, int] = {"llava-1.5": 576, "llava-next": 2880}
+BACKENDS: tuple[str, ...] = ("llava_scope", "llava_hf_scope")
+BUDGET_POLICIES: tuple[str, ...] = ("per_crop", "global")
+PAPER_MODELS: tuple[str, ...] = ("llava-1.5-7b", "llava-1.5-13b", "llava-next-7b", "llava-next-13b")
+# model_args the runner writes itself from other fields; a config must not set them under model_args.
+RUNNER_MODEL_ARGS: dict[str, str] = {
+    "pretrained": "model.pretrained",
+    "method": "methods",
+    "budget": "budgets",
+    "budget_policy": "budget_policy",
+    "seed": "seed",
+    "batch_size": "batch_size",
+}
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+Scalar = str | int | float | bool
+
+
+class SweepConfigError(ValueError):
+    """A sweep config that cannot run; the message says where and how to fix it."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # used in tables and as the top folder of the runs
+    backend: str  # llava_scope (original LLaVA codebase) | llava_hf_scope (HF checkpoints)
+    pretrained: str  # hub id or local folder
+    family: str  # llava-1.5 | llava-next
+    paper: str | None = None  # which model of the paper's tables this reproduces, if any
+    model_args: dict[str, Scalar] = field(default_factory=dict)  # extra lmms-eval model_args
+
+    @property
+    def visual_tokens(self) -> int:
+        return FAMILY_TOKENS[self.family]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    options: dict[str, Scalar] = field(default_factory=dict)
+    label: str = ""  # folder and table name; defaults to the name plus the options
+
+    @property
+    def keeps_all(self) -> bool:
+        return method_catalog.keeps_all(self.name)
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    model: ModelSpec
+    methods: tuple[MethodSpec, ...]
+    budgets: tuple[int, ...]
+    tasks: tuple[str, ...]
+    description: str = ""
+    budget_policy: str | None = None  # llava-next only; None = the plugin's default (per_crop)
+    limit: int | float | None = None  # lmms-eval --limit: N docs, or a fraction in (0, 1)
+    num_processes: int = 1
+    batch_size: int = 1
+    group_tasks: bool = False  # one lmms-eval process per (method, budget) for all tasks, see runner.py
+    gen_kwargs: dict[str, Scalar] = field(default_factory=dict)
+    seed: int = 0
+    offline: bool = False
+    data_dir: str | None = None  # local copies of the benchmarks, handed to the plugin
+    output: str = "./runs"
+    source: str | None = None  # the YAML file it came from
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_TOP_KEYS = {f.name for f in dataclasses.fields(SweepConfig)} - {"source"}
+_MODEL_KEYS = {f.name for f in dataclasses.fields(ModelSpec)}
+_METHOD_KEYS = {f.name for f in dataclasses.fields(MethodSpec)}
+
+
+def load_sweep(path: str | Path) -> SweepConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise SweepConfigError(f"sweep config '{path}' does not exist; pass a YAML such as configs/toy_llava15.yaml")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise SweepConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise SweepConfigError(f"{path}: a sweep config is a mapping with keys {', '.join(sorted(_TOP_KEYS))}")
+    model = data.get("model")
+    if isinstance(model, dict) and isinstance(model.get("pretrained"), str) and model["pretrained"].startswith(("./", "../")):
+        # a local checkpoint written as a relative path is relative to the config file, not to the cwd
+        data["model"] = {**model, "pretrained": str((path.parent / model["pretrained"]).resolve())}
+    return sweep_from_dict(data, where=str(path))
+
+
+def sweep_from_dict(data: Mapping[str, Any], where: str = "<config>") -> SweepConfig:
+    _reject_unknown(data, _TOP_KEYS, where)
+    for required in ("model", "methods", "tasks"):
+        if required not in data:
+            raise SweepConfigError(f"{where}: missing '{required}'")
+    model = _parse_model(data["model"], f"{where}: model")
+    methods = _parse_methods(data["methods"], f"{where}: methods")
+    fields = {key: value for key, value in data.items() if key not in ("model", "methods")}
+    fields["budgets"] = tuple(data.get("budgets") or ())
+    fields["tasks"] = tuple(data["tasks"]) if isinstance(data["tasks"], list) else data["tasks"]
+    for key in ("gen_kwargs",):
+        fields[key] = dict(data.get(key) or {})
+    config = SweepConfig(model=model, methods=methods, source=where if where != "<config>" else None, **fields)
+    validate(config, where)
+    return config
+
+
+def with_overrides(config: SweepConfig, **overrides: Any) -> SweepConfig:
+    """Apply command-line overrides (None means 'not given') and validate again."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    if "pretrained" in given:
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, pretrained=given.pop("pretrained")))
+    if "methods" in given:
+        given["methods"] = select_methods(config, given["methods"])
+    for key in ("budgets", "tasks"):
+        if key in given:
+            given[key] = tuple(given[key])
+    config = dataclasses.replace(config, **given)
+    validate(config, "command line")
+    return config
+
+
+def select_methods(config: SweepConfig, wanted: list[str]) -> tuple[MethodSpec, ...]:
+    """Methods chosen on the command line: the config's entries with that name or label keep their
+    options; a registered method the config does not list runs with its default options."""
+    listed = [m for m in config.methods if m.name in wanted or m.label in wanted]  # in the config's order
+    unlisted = [
+        _parse_method(name, f"--method {name}") for name in wanted if not any(name in (m.name, m.label) for m in listed)
+    ]
+    return tuple(listed + unlisted)
+
+
+def validate(config: SweepConfig, where: str) -> None:
+    model = config.model
+    if not config.methods:
+        raise SweepConfigError(f"{where}: methods is empty; list at least one, e.g. [none, scope]")
+    labels = [m.label for m in config.methods]
+    duplicated = sorted({label for label in labels if labels.count(label) > 1})
+    if duplicated:
+        raise SweepConfigError(f"{where}: methods listed twice: {', '.join(duplicated)}; give variants a distinct 'label'")
+    _check_budgets(config.budgets, model, where)
+    if any(not m.keeps_all for m in config.methods) and not config.budgets:
+        raise SweepConfigError(f"{where}: budgets is empty but pruning methods are listed; add e.g. budgets: [192, 128, 64]")
+    _check_tasks(config.tasks, where)
+    if config.budget_policy is not None:
+        if config.budget_policy not in BUDGET_POLICIES:
+            raise SweepConfigError(f"{where}: budget_policy '{config.budget_policy}' is not one of {', '.join(BUDGET_POLICIES)}")
+        if model.family != "llava-next":
+            raise SweepConfigError(f"{where}: budget_policy applies to llava-next models only; remove it for {model.family}")
+    if config.limit is not None:
+        limit = config.limit
+        whole = isinstance(limit, numbers.Integral) and not isinstance(limit, bool) and limit >= 1
+        fraction = isinstance(limit, float) and 0.0 < limit < 1.0
+        if not (whole or fraction):
+            raise SweepConfigError(f"{where}: limit must be a number of documents >= 1 or a fraction in (0, 1), got {limit!r}")
+    if not _positive_int(config.num_processes):
+        raise SweepConfigError(f"{where}: num_processes must be a whole number >= 1, got {config.num_processes!r}")
+    if config.batch_size != 1:
+        raise SweepConfigError(
+            f"{where}: batch_size must be 1 for LLaVA models (the paper's protocol; lmms-eval's LLaVA wrappers assume it), "
+            f"got {config.batch_size!r}"
+        )
+    if isinstance(config.seed, bool) or not isinstance(config.seed, numbers.Integral) or config.seed < 0:
+        raise SweepConfigError(f"{where}: seed must be a whole number >= 0, got {config.seed!r}")
+    for key, value in config.gen_kwargs.items():
+        _check_arg_value(f"{where}: gen_kwargs.{key}", value)
+    for flag in ("offline", "group_tasks"):
+        if not isinstance(getattr(config, flag), bool):
+            raise SweepConfigError(f"{where}: {flag} must be true or false, got {getattr(config, flag)!r}")
+    if not isinstance(config.output, str) or not config.output:
+        raise SweepConfigError(f"{where}: output must be a folder path such as ./runs")
+
+
+def method_label(name: str, options: Mapping[str, Scalar]) -> str:
+    parts = [name] + [f"{key}{_format_value(value)}" for key, value in sorted(options.items())]
+    return "_".join(parts)
+
+
+def _parse_model(data: Any, where: str) -> ModelSpec:
+    if not isinstance(data, dict):
+        raise SweepConfigError(f"{where}: must be a mapping with keys {', '.join(sorted(_MODEL_KEYS))}")
+    _reject_unknown(data, _MODEL_KEYS, where)
+    for required in ("name", "backend", "pretrained", "family"):
+        if not isinstance(data.get(required), str) or not data[required]:
+            raise SweepConfigError(f"{where}: '{required}' is required (a string)")
+    if not _SAFE_NAME.match(data["name"]):
+        raise SweepConfigError(f"{where}: name '{data['name']}' must use only letters, digits, '.', '_' and '-' (it names folders)")
+    if data["backend"] not in BACKENDS:
+        raise SweepConfigError(f"{where}: backend '{data['backend']}' is not one of {', '.join(BACKENDS)}")
+    if data["family"] not in FAMILY_TOKENS:
+        raise SweepConfigError(f"{where}: family '{data['family']}' is not one of {', '.join(FAMILY_TOKENS)}")
+    if data.get("paper") is not None and data["paper"] not in PAPER_MODELS:
+        raise SweepConfigError(f"{where}: paper '{data['paper']}' is not one of {', '.join(PAPER_MODELS)} (or leave it out)")
+    model_args = dict(data.get("model_args") or {})
+    for key, value in model_args.items():
+        if key in RUNNER_MODEL_ARGS:
+            raise SweepConfigError(f"{where}: model_args.{key} is set by the runner; use '{RUNNER_MODEL_ARGS[key]}' instead")
+        _check_arg_value(f"{where}: model_args.{key}", value)
+    return ModelSpec(**{**data, "model_args": model_args})
+
+
+def _parse_methods(data: Any, where: str) -> tuple[MethodSpec, ...]:
+    if not isinstance(data, list):
+        raise SweepConfigError(f"{where}: must be a list, e.g. [none, scope, {{name: scope, options: {{alpha: 0.5}}}}]")
+    return tuple(_parse_method(entry, f"{where}[{index}]") for index, entry in enumerate(data))
+
+
+def _parse_method(entry: Any, where: str) -> MethodSpec:
+    if isinstance(entry, str):
+        entry = {"name": entry}
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+        raise SweepConfigError(f"{where}: a method is a name or a mapping {{name, options, label}}, got {entry!r}")
+    _reject_unknown(entry, _METHOD_KEYS, where)
+    name, options = entry["name"], dict(entry.get("options") or {})
+    problem = method_catalog.check(name, options)
+    if problem:
+        raise SweepConfigError(f"{where}: {problem}")
+    for key, value in options.items():
+        _check_arg_value(f"{where}: options.{key}", value)
+    label = entry.get("label") or method_label(name, options)
+    if not isinstance(label, str) or not _SAFE_NAME.match(label):
+        raise SweepConfigError(f"{where}: label {label!r} must use only letters, digits, '.', '_' and '-' (it names folders)")
+    return MethodSpec(name=name, options=options, label=label)
+
+
+def _check_budgets(budgets: tuple[Any, ...], model: ModelSpec, where: str) -> None:
+    for budget in budgets:
+        if not _positive_int(budget):
+            raise SweepConfigError(
+                f"{where}: budget {budget!r} is not a whole number >= 1; budgets count visual tokens kept per image, e.g. 64"
+            )
+        if budget > model.visual_tokens:
+            raise SweepConfigError(
+                f"{where}: budget {budget} exceeds the {model.visual_tokens} visual tokens of a {model.family} model; "
+                f"use method 'none' for the unpruned model"
+            )
+    _reject_duplicates("budgets", budgets, where)
+
+
+def _check_tasks(tasks: Any, where: str) -> None:
+    if not isinstance(tasks, tuple) or not tasks or not all(isinstance(t, str) for t in tasks):
+        raise SweepConfigError(f"{where}: tasks must be a non-empty list of lmms-eval task names")
+    known = known_tasks(INCLUDE_DIR)
+    unknown = [task for task in tasks if task not in known]
+    if unknown:
+        raise SweepConfigError(
+            f"{where}: unknown task(s) {', '.join(unknown)}; known: {', '.join(sorted(known))} "
+            f"(tasks of {INCLUDE_DIR} included)"
+        )
+    _reject_duplicates("tasks", tasks, where)
+
+
+def _reject_duplicates(name: str, values: tuple[Any, ...], where: str) -> None:
+    if len(set(values)) != len(values):
+        raise SweepConfigError(f"{where}: {name} {list(values)} contain duplicates")
+
+
+def _check_arg_value(where: str, value: Any) -> None:
+    if not isinstance(value, (str, int, float, bool)):
+        raise SweepConfigError(f"{where}: must be a single value (string, number or boolean), got {value!r}")
+    if isinstance(value, str) and ("," in value or "=" in value):
+        raise SweepConfigError(f"{where}: {value!r} contains ',' or '=', which lmms-eval's k=v,... arguments cannot carry")
+
+
+def _reject_unknown(data: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise SweepConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1
+
+
+def _format_value(value: Scalar) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)

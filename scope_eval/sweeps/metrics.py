@@ -1,0 +1,81 @@
+"""Which lmms-eval metric is a benchmark's headline number, in the paper's units. The one place for it.
+
+lmms-eval reports most accuracies in [0, 1] while the paper prints percentages, and MME is printed as
+perception + cognition. A *benchmark* is a paper-table column; it reads one lmms-eval task (or an
+equivalent variant of it, e.g. a local-data copy) and combines one or more metric keys.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+FILTER_SUFFIX = ",none"  # lmms-eval appends the filter name to every metric key
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str  # the paper's column name
+    tasks: tuple[str, ...]  # lmms-eval task names that measure it (first = the canonical one)
+    metrics: tuple[str, ...]  # metric names, summed
+    scale: float = 1.0  # multiply the sum by this to get the paper's units
+
+    def describe(self) -> str:
+        summed = " + ".join(self.metrics)
+        return summed if self.scale == 1.0 else f"({summed}) x {self.scale:g}"
+
+    def value(self, task_results: Mapping[str, object]) -> float:
+        """The headline number from one task's `results[task]` dict of a results json."""
+        total = 0.0
+        for metric in self.metrics:
+            raw = task_results.get(metric + FILTER_SUFFIX)
+            if not is_finite_number(raw):
+                raise KeyError(f"metric '{metric}' missing or not a number in the results of {self.tasks[0]}")
+            total += float(raw)
+        return total * self.scale
+
+
+# Scales were read from lmms-eval 0.7.3's aggregation functions: mmbench and mmvet already return 0-100,
+# MME sums per-category (acc + acc+) on 0-100 each; everything else is a fraction.
+BENCHMARKS: tuple[Benchmark, ...] = (
+    Benchmark("GQA", ("gqa", "gqa_lite"), ("exact_match",), 100.0),
+    Benchmark("MMB", ("mmbench_en_dev", "mmbench_en_dev_static", "mmbench_en_dev_lite"), ("gpt_eval_score",)),
+    Benchmark("MME", ("mme",), ("mme_perception_score", "mme_cognition_score")),
+    Benchmark("POPE", ("pope",), ("pope_f1_score",), 100.0),  # one F1 over every answer pooled
+    Benchmark("SQA", ("scienceqa_img",), ("exact_match",), 100.0),
+    Benchmark("TextVQA", ("textvqa_val", "textvqa_val_lite"), ("exact_match",), 100.0),
+    Benchmark("SEED", ("seedbench",), ("seed_all",), 100.0),  # SCOPE Table 1
+    Benchmark("SEED-I", ("seedbench",), ("seed_image",), 100.0),  # SCOPE Tables 6 and 7
+    Benchmark("MMVet", ("mmvet",), ("gpt_eval_score",)),
+    Benchmark("MMMU", ("mmmu_val",), ("mmmu_acc",), 100.0),
+    Benchmark("VQAv2", ("vqav2_val", "vqav2_val_lite"), ("exact_match",), 100.0),
+)
+
+BENCHMARK_ORDER: tuple[str, ...] = tuple(b.name for b in BENCHMARKS)
+
+
+def benchmarks_for_task(task: str, yaml_metrics: tuple[str, ...] = ()) -> tuple[Benchmark, ...]:
+    """The benchmarks a task feeds.
+
+    A task the table above does not know (e.g. a synthetic task of the include directory) becomes its own
+    benchmark named after the task, headlined by the first metric its YAML lists, in lmms-eval's units.
+    """
+    known = tuple(b for b in BENCHMARKS if task in b.tasks)
+    if known:
+        return known
+    if not yaml_metrics:
+        raise KeyError(f"no headline metric known for task '{task}' and its YAML lists no metric")
+    return (Benchmark(task, (task,), (yaml_metrics[0],)),)
+
+
+def expected_metric_keys(task: str, yaml_metrics: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Result keys that must be present (and numeric) for a run of `task` to count as finished."""
+    keys: list[str] = []
+    for benchmark in benchmarks_for_task(task, yaml_metrics):
+        keys.extend(m + FILTER_SUFFIX for m in benchmark.metrics if m + FILTER_SUFFIX not in keys)
+    return tuple(keys)
+
+
+def is_finite_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))

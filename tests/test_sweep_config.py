@@ -1,0 +1,188 @@
+"""Sweep configs: every shipped YAML loads, the matrix expands to the expected cells, mistakes are errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scope_eval.sweeps.cells import OFFLINE_ENV, cell_dir, child_env, expand, lmms_eval_command, plan_launches
+from scope_eval.sweeps.config import SweepConfigError, load_sweep, sweep_from_dict, with_overrides
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+BASE = {
+    "model": {
+        "name": "llava-v1.5-7b",
+        "backend": "llava_scope",
+        "pretrained": "liuhaotian/llava-v1.5-7b",
+        "family": "llava-1.5",
+        "model_args": {"conv_template": "vicuna_v1"},
+    },
+    "methods": ["none", "scope", "random"],
+    "budgets": [192, 64],
+    "tasks": ["gqa", "mme"],
+}
+
+
+def config_with(**changes):
+    data = {**BASE, **changes}
+    return sweep_from_dict(data)
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads_and_expands(path):
+    config = load_sweep(path)
+    cells = expand(config)
+    pruning = [m for m in config.methods if not m.keeps_all]
+    unpruned = [m for m in config.methods if m.keeps_all]
+    assert len(cells) == len(config.tasks) * (len(unpruned) + len(pruning) * len(config.budgets))
+
+
+def test_table1_matrix_is_the_papers():
+    config = load_sweep(CONFIGS / "llava15_7b_table1.yaml")
+    cells = expand(config)
+    assert len(cells) == 8 * (1 + 6 * 3)  # 8 tasks x (unpruned + 6 methods at 3 budgets)
+    assert {c.budget for c in cells} == {None, 192, 128, 64}
+    assert {c.table_budget for c in cells if c.method.name == "none"} == {576}
+    assert config.model.paper == "llava-1.5-7b"
+
+
+def test_expansion_counts_and_folders(tmp_path):
+    config = config_with(output=str(tmp_path))
+    cells = expand(config)
+    assert len(cells) == 2 * (1 + 2 * 2)
+    folders = {cell_dir(config, c).relative_to(tmp_path).as_posix() for c in cells}
+    assert "llava-v1.5-7b/none/full/gqa" in folders
+    assert "llava-v1.5-7b/scope/b64/mme" in folders
+    assert len(folders) == len(cells)
+
+
+def test_method_options_make_their_own_label_and_folder(tmp_path):
+    config = config_with(methods=["scope", {"name": "random", "options": {"seed": 3}}], output=str(tmp_path))
+    labels = [m.label for m in config.methods]
+    assert labels == ["scope", "random_seed3"]
+    assert any("random_seed3/b64" in str(cell_dir(config, c)) for c in expand(config))
+
+
+def test_limit_goes_into_the_folder_name(tmp_path):
+    config = config_with(limit=8, output=str(tmp_path))
+    assert all(cell_dir(config, c).relative_to(tmp_path).parts[0] == "llava-v1.5-7b_limit8" for c in expand(config))
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"bogus": 1}, "unknown key(s) bogus"),
+        ({"methods": ["scopee"]}, "unknown pruning method 'scopee'"),
+        ({"methods": ["scope", "scope"]}, "methods listed twice"),
+        ({"methods": [{"name": "scope", "wrong": 1}]}, "unknown key(s) wrong"),
+        ({"tasks": ["gqa", "not_a_task"]}, "unknown task(s) not_a_task"),
+        ({"tasks": ["gqa", "gqa"]}, "contain duplicates"),
+        ({"budgets": [0]}, "not a whole number >= 1"),
+        ({"budgets": [-64]}, "not a whole number >= 1"),
+        ({"budgets": [1.5]}, "not a whole number >= 1"),
+        ({"budgets": ["64"]}, "not a whole number >= 1"),
+        ({"budgets": [True]}, "not a whole number >= 1"),
+        ({"budgets": [600]}, "exceeds the 576 visual tokens"),
+        ({"budgets": [64, 64]}, "contain duplicates"),
+        ({"budgets": []}, "budgets is empty"),
+        ({"batch_size": 2}, "batch_size must be 1"),
+        ({"budget_policy": "global"}, "applies to llava-next models only"),
+        ({"limit": 0}, "limit must be"),
+        ({"limit": 1.5}, "limit must be"),
+        ({"num_processes": 0}, "num_processes must be"),
+        ({"seed": -1}, "seed must be"),
+        ({"gen_kwargs": {"until": "a,b"}}, "contains ',' or '='"),
+    ],
+)
+def test_bad_configs_are_errors_naming_the_problem(changes, message):
+    with pytest.raises(SweepConfigError) as error:
+        config_with(**changes)
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize(
+    "model_changes, message",
+    [
+        ({"backend": "llava_hf"}, "backend 'llava_hf' is not one of"),
+        ({"family": "llava-2"}, "family 'llava-2' is not one of"),
+        ({"name": "a/b"}, "must use only letters"),
+        ({"paper": "gpt-4"}, "paper 'gpt-4' is not one of"),
+        ({"model_args": {"budget": 64}}, "model_args.budget is set by the runner"),
+        ({"model_args": {"pretrained": "x"}}, "use 'model.pretrained' instead"),
+        ({"colour": "red"}, "unknown key(s) colour"),
+    ],
+)
+def test_bad_model_sections_are_errors(model_changes, message):
+    with pytest.raises(SweepConfigError) as error:
+        config_with(model={**BASE["model"], **model_changes})
+    assert message in str(error.value)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(SweepConfigError, match="does not exist"):
+        load_sweep(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- just\n- a list\n")
+    with pytest.raises(SweepConfigError, match="is a mapping"):
+        load_sweep(bad)
+
+
+def test_relative_checkpoint_path_is_relative_to_the_config_file(tmp_path):
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    data = {**BASE, "model": {**BASE["model"], "pretrained": "../weights/tiny"}}
+    (folder / "local.yaml").write_text(yaml.safe_dump(data))
+    assert load_sweep(folder / "local.yaml").model.pretrained == str((tmp_path / "weights" / "tiny").resolve())
+
+
+def test_command_line_overrides_select_and_replace():
+    config = config_with(methods=["none", "scope", {"name": "random", "options": {"seed": 3}}])
+    chosen = with_overrides(config, methods=["random", "none"], budgets=[32], tasks=["mme"], pretrained="local/ckpt")
+    assert [m.label for m in chosen.methods] == ["none", "random_seed3"]  # config order and options kept
+    assert chosen.budgets == (32,)
+    assert chosen.model.pretrained == "local/ckpt"
+    cells = expand(chosen)
+    assert [(c.method.label, c.budget, c.task) for c in cells] == [("none", None, "mme"), ("random_seed3", 32, "mme")]
+    with pytest.raises(SweepConfigError, match="exceeds"):
+        with_overrides(config, budgets=[1000])
+
+
+def test_command_is_an_argument_list_with_the_plugin_model_args(tmp_path):
+    config = config_with(num_processes=4, limit=20, gen_kwargs={"max_new_tokens": 16}, output=str(tmp_path))
+    scope_cell = next(c for c in expand(config) if c.method.name == "scope" and c.budget == 64)
+    command = lmms_eval_command(config, scope_cell.method, 64, ["gqa", "mme"], tmp_path / "work")
+    assert command[1:6] == ["-m", "accelerate.commands.launch", "--num_processes", "4", "-m"]
+    assert command[6] == "lmms_eval"
+    args = dict(zip(command[7::1], command[8::1]))
+    assert args["--model"] == "llava_scope"
+    assert args["--model_args"] == "pretrained=liuhaotian/llava-v1.5-7b,method=scope,budget=64,conv_template=vicuna_v1"
+    assert args["--tasks"] == "gqa,mme"
+    assert args["--limit"] == "20"
+    assert args["--gen_kwargs"] == "max_new_tokens=16"
+    assert args["--batch_size"] == "1"
+    assert "--log_samples" in command
+    unpruned = next(c for c in expand(config) if c.method.name == "none")
+    none_args = lmms_eval_command(config, unpruned.method, None, ["gqa"], tmp_path)
+    assert "method=none,conv_template" in none_args[none_args.index("--model_args") + 1]  # no budget
+
+
+def test_next_passes_budget_policy_and_offline_sets_only_the_child_env(tmp_path):
+    model = {**BASE["model"], "family": "llava-next"}
+    config = config_with(model=model, budgets=[640, 160], budget_policy="global", offline=True, output=str(tmp_path))
+    launch = plan_launches(config, [c for c in expand(config) if c.budget == 160])[0]
+    model_args = launch.command[launch.command.index("--model_args") + 1]
+    assert "budget=160,budget_policy=global" in model_args
+    assert launch.env == OFFLINE_ENV
+    assert child_env(config_with()) == {}
+
+
+def test_grouped_launches_hold_all_tasks_of_a_method_and_budget(tmp_path):
+    config = config_with(group_tasks=True, output=str(tmp_path))
+    launches = plan_launches(config, expand(config))
+    assert len(launches) == 1 + 2 * 2
+    assert all(launch.tasks == ("gqa", "mme") for launch in launches)
+    single = plan_launches(config_with(output=str(tmp_path)), expand(config))
+    assert len(single) == len(expand(config))

@@ -1,0 +1,170 @@
+"""The sweep runner against a fake lmms-eval (tests/fake_lmms_eval.py): success is judged by the results
+file, finished cells are never redone or overwritten, an interrupted sweep resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from rich.console import Console
+
+from scope_eval.sweeps.cells import CELL_FILE, cell_dir, expand
+from scope_eval.sweeps.config import sweep_from_dict, with_overrides
+from scope_eval.sweeps.runner import describe_plan, run_sweep
+
+FAKE = Path(__file__).resolve().parent / "fake_lmms_eval.py"
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sweep_data(output: Path, **changes) -> dict:
+    data = {
+        "model": {"name": "tiny", "backend": "llava_hf_scope", "pretrained": "org/tiny", "family": "llava-1.5"},
+        "methods": ["none", "scope"],
+        "budgets": [64],
+        "tasks": ["gqa", "mme"],
+        "output": str(output),
+    }
+    return {**data, **changes}
+
+
+def fake(*options: str) -> list[str]:
+    return [sys.executable, str(FAKE), *options]
+
+
+def quiet() -> Console:
+    return Console(file=open(os.devnull, "w"))
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
+    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_sweep_runs_every_cell_and_records_it(tmp_path):
+    config = sweep_from_dict(sweep_data(tmp_path, limit=4))
+    summary = run_sweep(config, fake(), quiet())
+    assert summary.ok and len(summary.finished) == 4 and not summary.skipped
+    record = json.loads((cell_dir(config, expand(config)[3]) / CELL_FILE).read_text())
+    assert record["cell"]["method"] == "scope" and record["cell"]["budget"] == 64 and record["cell"]["task"] == "mme"
+    assert record["results"]["mme_perception_score,none"] > 0
+    assert record["n_samples"] == 4
+    assert record["visual_tokens"] == {"min": 63.0, "mean": 63.5, "max": 64.0}  # from the samples' token_counts
+    assert record["command"][:2] == [sys.executable, str(FAKE)]
+    assert record["config"]["model"]["pretrained"] == "org/tiny"
+    assert record["versions"]["scope-eval"] and "commit" in record["git"]
+    assert record["timing"]["launch_seconds"] > 0
+    assert (cell_dir(config, expand(config)[3]) / record["files"]["samples"]).is_file()
+    assert not list(tmp_path.rglob(".tmp-*")), "scratch folders are removed after success"
+
+
+def test_token_summary_prefers_the_plugins_metrics(tmp_path):
+    config = sweep_from_dict(sweep_data(tmp_path, methods=["none"], tasks=["gqa"]))
+    run_sweep(config, fake("--token-metrics"), quiet())
+    record = json.loads((cell_dir(config, expand(config)[0]) / CELL_FILE).read_text())
+    assert record["visual_tokens"] == {"min": 1.0, "mean": 2.0, "max": 3.0}
+
+
+def test_second_run_skips_finished_cells_without_touching_them(tmp_path):
+    config = sweep_from_dict(sweep_data(tmp_path))
+    run_sweep(config, fake(), quiet())
+    before = snapshot(tmp_path / "tiny")
+    summary = run_sweep(config, fake(), quiet())
+    assert len(summary.skipped) == 4 and not summary.finished and summary.ok
+    assert snapshot(tmp_path / "tiny") == before
+    assert describe_plan(config, fake())[0].startswith("# 4 cells: 4 finished, 0 in conflict, 0 to run")
+
+
+def test_exit_code_zero_without_results_is_a_failure(tmp_path):
+    config = sweep_from_dict(sweep_data(tmp_path, methods=["none"]))
+    summary = run_sweep(config, fake("--no-results"), quiet())
+    assert not summary.ok and len(summary.failed) == 2
+    assert "wrote no results json (exit code 0)" in summary.failed[0][1]
+    assert not list(tmp_path.rglob(CELL_FILE))
+    assert (tmp_path / "tiny/none/full/.tmp-gqa/lmms_eval.log").is_file(), "the log stays for diagnosis"
+
+
+def test_missing_metric_fails_only_that_task_in_a_grouped_launch(tmp_path):
+    config = sweep_from_dict(sweep_data(tmp_path, methods=["none"], group_tasks=True))
+    summary = run_sweep(config, fake("--broken", "mme"), quiet())
+    assert [c.task for c in summary.finished] == ["gqa"]
+    assert [c.task for c, _ in summary.failed] == ["mme"]
+    assert "mme_perception_score,none" in summary.failed[0][1]
+    gqa = json.loads((tmp_path / "tiny/none/full/gqa" / CELL_FILE).read_text())
+    assert gqa["timing"]["launch_tasks"] == ["gqa", "mme"]
+    assert (tmp_path / "tiny/none/full/gqa" / gqa["files"]["samples"]).name.endswith("_samples_gqa.jsonl")
+    # the rerun only launches the missing task
+    summary = run_sweep(config, fake(), quiet())
+    assert [c.task for c in summary.finished] == ["mme"] and [c.task for c in summary.skipped] == ["gqa"]
+
+
+def test_changed_settings_conflict_instead_of_overwriting(tmp_path):
+    config = sweep_from_dict(sweep_data(tmp_path, methods=["none"], tasks=["gqa"]))
+    run_sweep(config, fake(), quiet())
+    before = snapshot(tmp_path)
+    summary = run_sweep(with_overrides(config, pretrained="org/other"), fake(), quiet())
+    assert not summary.ok and "different model_args" in summary.failed[0][1]
+    assert snapshot(tmp_path) == before
+
+
+def test_dry_run_prints_commands_and_writes_nothing(tmp_path):
+    config = sweep_from_dict(sweep_data(tmp_path / "runs", offline=True))
+    lines = describe_plan(config)
+    assert lines[0].startswith("# 4 cells: 0 finished, 0 in conflict, 4 to run in 4 lmms-eval launch(es)")
+    commands = [line for line in lines if not line.startswith("#")]
+    assert len(commands) == 4
+    assert all(line.startswith("HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1") and " -m lmms_eval " in line for line in commands)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_killed_sweep_resumes_keeping_finished_cells(tmp_path):
+    """Kill a sweep (and its child) in the middle, re-run: finished cells untouched, the interrupted one redone."""
+    config_file = tmp_path / "sweep.yaml"
+    config_file.write_text(yaml.safe_dump(sweep_data(tmp_path / "runs", methods=["none", "scope", "random"])))
+    command = [sys.executable, "-m", "scope_eval", "sweep", str(config_file), "--evaluator", f"{sys.executable} {FAKE} --sleep 1.5"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    runs = tmp_path / "runs"
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(runs.rglob(CELL_FILE))) < 2 or not list(runs.rglob(".tmp-*/lmms/*/partial.txt")):
+            assert process.poll() is None, "the sweep ended before it could be interrupted"
+            assert time.monotonic() < deadline, "the sweep made no progress"
+            time.sleep(0.05)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the sweep and its lmms-eval child, no chance to clean up
+        process.wait()
+    finished = sorted(p.parent for p in runs.rglob(CELL_FILE))
+    interrupted = [p.parent for p in runs.rglob(".tmp-*/lmms")]
+    assert len(finished) >= 2 and len(interrupted) == 1
+    before = {folder: snapshot(folder) for folder in finished}
+
+    rerun = subprocess.run(command[:-2] + ["--evaluator", f"{sys.executable} {FAKE}"], cwd=REPO, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert {folder: snapshot(folder) for folder in finished} == before
+    assert len(list(runs.rglob(CELL_FILE))) == 6
+    assert not list(runs.rglob(".tmp-*")), "the interrupted scratch folder was redone and cleared"
+    redone = interrupted[0].parent / interrupted[0].name.removeprefix(".tmp-")
+    assert (redone / CELL_FILE).is_file()
+    assert f"{len(finished)} already finished" in rerun.stdout.replace("\n", " ")
+
+
+def test_cli_exits_non_zero_when_a_cell_fails(tmp_path):
+    config_file = tmp_path / "sweep.yaml"
+    config_file.write_text(yaml.safe_dump(sweep_data(tmp_path / "runs", methods=["none"], tasks=["gqa"])))
+    command = [sys.executable, "-m", "scope_eval", "sweep", str(config_file), "--evaluator", f"{sys.executable} {FAKE} --no-results"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "failed" in result.stdout
+
+
+def test_cli_reports_config_errors_with_exit_code_2(tmp_path):
+    config_file = tmp_path / "sweep.yaml"
+    config_file.write_text(yaml.safe_dump(sweep_data(tmp_path / "runs", budgets=[0])))
+    result = subprocess.run([sys.executable, "-m", "scope_eval", "sweep", str(config_file)], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "budget 0 is not a whole number" in result.stdout

@@ -1,0 +1,56 @@
+"""The SCOPE README scripts: bash run_scope_llava_7b.sh BUDGET / run_scope_llava_next_7b.sh BUDGET."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FAKE = Path(__file__).resolve().parent / "fake_lmms_eval.py"
+
+
+def run_script(name: str, *args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # `python` = this venv
+    return subprocess.run(["bash", str(REPO / name), *args], cwd=cwd, env=env, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("budget", ["0", "-64", "6.4", "sixty", ""])
+def test_budget_must_be_a_positive_integer(budget):
+    result = run_script("run_scope_llava_7b.sh", budget)
+    assert result.returncode == 2
+    assert "BUDGET must be a positive whole number" in result.stderr or "usage:" in result.stderr
+
+
+def test_missing_budget_prints_usage():
+    result = run_script("run_scope_llava_next_7b.sh")
+    assert result.returncode == 2 and "usage: bash run_scope_llava_next_7b.sh BUDGET" in result.stderr
+
+
+def test_dry_run_prints_scope_and_unpruned_commands(tmp_path):
+    result = run_script("run_scope_llava_7b.sh", "64", "--dry-run", "--output", str(tmp_path / "runs"), "--pretrained", "/ckpt/llava")
+    assert result.returncode == 0, result.stderr
+    commands = [line for line in result.stdout.splitlines() if not line.startswith("#")]
+    assert len(commands) == 2 * 8  # unpruned + SCOPE@64 on the 8 tasks of Table 1
+    assert all("pretrained=/ckpt/llava," in line and "--model llava_scope" in line for line in commands)
+    assert sum("method=scope,budget=64," in line for line in commands) == 8
+    assert not (tmp_path / "runs").exists()
+
+
+def test_next_budget_above_the_token_count_is_refused():
+    result = run_script("run_scope_llava_next_7b.sh", "3000", "--dry-run")
+    assert result.returncode == 2 and "exceeds the 2880 visual tokens" in result.stdout
+
+
+def test_script_runs_and_prints_the_row_beside_the_papers(tmp_path):
+    evaluator = f"{sys.executable} {FAKE}"
+    result = run_script(
+        "run_scope_llava_7b.sh", "64", "--output", str(tmp_path / "runs"), "--task", "gqa", "--task", "pope",
+        "--evaluator", evaluator, "--num-processes", "1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "reproduced / paper (difference)" in result.stdout
+    assert "/ 83.9 (" in result.stdout and "/ 58.3 (" in result.stdout  # SCOPE at 64: POPE and GQA in Table 1
