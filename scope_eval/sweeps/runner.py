@@ -128,6 +128,7 @@ def run_sweep(config: SweepConfig, evaluator: Sequence[str] | None = None, conso
                 else:
                     summary.failed.append((cell, f"{outcome.reason}; log: {launch.work_dir / LOG_FILE}"))
                     progress.console.print(f"[red]failed[/] {cell.name()}: {outcome.reason}")
+                    progress.console.print(_log_tail(launch.work_dir / LOG_FILE), style="dim", markup=False, highlight=False)
             progress.advance(bar, len(launch.cells))
             left = len(pending) - progress.tasks[0].completed
             mean = sum(seconds_per_cell) / len(seconds_per_cell)
@@ -284,6 +285,14 @@ def _stop(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def _log_tail(log: Path, lines: int = 8) -> str:
+    """The end of a failed launch's log: usually the traceback lmms-eval printed before exiting 0."""
+    if not log.is_file():
+        return f"(no log at {log})"
+    tail = log.read_text(errors="replace").splitlines()[-lines:]
+    return "\n".join(f"    {line}" for line in tail)
 
 
 def _json_roundtrip(value: object) -> object:
