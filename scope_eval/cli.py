@@ -7,6 +7,9 @@ import typer
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Evaluate visual-token pruning in LLaVA models.")
 
 # Each subpackage exposes plain functions with typer-annotated parameters; registration lines go here.
+from scope_eval.bench.command import bench  # noqa: E402
+
+app.command("bench")(bench)
 from scope_eval.sweeps.commands import sweep  # noqa: E402
 from scope_eval.reports.commands import report  # noqa: E402
 

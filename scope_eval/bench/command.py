@@ -1,0 +1,171 @@
+"""`scope-eval bench`: prefill/decode time, memory and FLOPs of every method x budget on one model."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+
+SHAPE_HELP = (
+    "Built-in model: llava-1.5-7b, llava-1.5-13b, llava-next-7b (random weights, real dimensions), "
+    "tiny-llava-1.5, tiny-llava-next (random, tiny widths, real 336/14 geometry), "
+    "toy-llava-1.5, toy-llava-next (the shipped trained toy checkpoints)."
+)
+DEFAULT_IMAGE_SIZE = {"llava-1.5": (336, 336), "llava-next": (672, 672)}  # NeXT: 672x672 gives 5 crops = 2880 tokens
+
+
+def bench(
+    model: str | None = typer.Option(None, "--model", help="llava-hf checkpoint directory or hub id (local cache)."),
+    shape: str | None = typer.Option(None, "--shape", help=SHAPE_HELP),
+    methods: str = typer.Option(
+        "all", "--methods", help="Comma-separated pruning methods, or 'all'. 'none' always runs."
+    ),
+    budgets: str | None = typer.Option(
+        None, "--budgets", help="Comma-separated visual tokens per image (default: the paper's for the family)."
+    ),
+    budget_policy: str = typer.Option("per_crop", "--budget-policy", help="LLaVA-NeXT: per_crop (paper) or global."),
+    dtype: str | None = typer.Option(
+        None, "--dtype", help="bfloat16 | float16 | float32 (default: bf16 on CUDA, fp32 on CPU)."
+    ),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: cuda if available)."),
+    repeats: int = typer.Option(5, "--repeats", help="Measured passes per case (medians are reported)."),
+    warmup: int = typer.Option(2, "--warmup", help="Unmeasured passes per case first."),
+    image_size: str | None = typer.Option(
+        None, "--image-size", help="HxW of the test image (default: 336x336; NeXT 672x672)."
+    ),
+    prompt_tokens: int = typer.Option(32, "--prompt-tokens", help="Text tokens after the image."),
+    new_tokens: int = typer.Option(8, "--new-tokens", help="Tokens generated (greedy, EOS suppressed)."),
+    threads: int | None = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)."),
+    out: Path | None = typer.Option(None, "--out", help="Write OUT.json, OUT.md and OUT.png."),
+    title: str | None = typer.Option(None, "--title", help="Heading of the markdown section (default: the model)."),
+) -> None:
+    """Measure what pruning saves (prefill time, FLOPs, memory) and what selection costs."""
+    with _exit_on_bad_input():
+        import torch
+
+        from . import output
+        from .loading import BenchError, load_bench_model, resolve_device, resolve_dtype
+        from .runner import BenchSettings, run_bench
+        from .shapes import PAPER_BUDGETS, SHAPES, TOY_CHECKPOINTS
+        from .summary import report
+
+        if (model is None) == (shape is None):
+            raise BenchError("pass exactly one of --model (a checkpoint) or --shape (a built-in model)")
+        if shape is not None and shape not in SHAPES and shape not in TOY_CHECKPOINTS:
+            raise BenchError(f"unknown --shape {shape!r}; choose one of: {', '.join([*SHAPES, *TOY_CHECKPOINTS])}")
+        if threads is not None:
+            torch.set_num_threads(threads)
+        target = resolve_device(device)
+        bench_model = load_bench_model(shape or model, target, resolve_dtype(dtype, target))
+        settings = BenchSettings(
+            methods=_method_list(methods),
+            budgets=_int_list(budgets, "--budgets") if budgets else list(PAPER_BUDGETS[bench_model.family]),
+            budget_policy=budget_policy,
+            repeats=repeats,
+            warmup=warmup,
+            image_size=_image_size(image_size) if image_size else DEFAULT_IMAGE_SIZE[bench_model.family],
+            prompt_tokens=prompt_tokens,
+            new_tokens=new_tokens,
+        )
+        command = _command_line(
+            shape,
+            model,
+            settings,
+            dtype=str(bench_model.dtype).removeprefix("torch."),
+            device=str(target),
+            threads=threads,
+            out=out,
+        )
+        results = run_bench(bench_model, settings, progress=lambda line: typer.echo(line, err=True))
+        summary = report(bench_model, settings, results, command)
+        output.print_table(summary)
+        if out is not None:
+            output.write_json(summary, out.with_suffix(".json"))
+            out.with_suffix(".md").write_text(output.markdown(summary, title))
+            output.plot(summary, out.with_suffix(".png"))
+            typer.echo(f"wrote {out.with_suffix('.json')}, .md, .png", err=True)
+
+
+@contextmanager
+def _exit_on_bad_input() -> Iterator[None]:
+    """Bad input ends the command with its message and exit status 2, without a traceback."""
+    from scope_eval.pruning import PruningError
+
+    from .loading import BenchError
+
+    try:
+        yield
+    except (BenchError, PruningError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(code=2) from error
+
+
+def _method_list(text: str) -> list[str]:
+    import importlib
+
+    from scope_eval.pruning import METHODS, PruningError
+
+    importlib.import_module("scope_eval.pruning.methods")  # registers every method
+    names = list(METHODS) if text.strip() == "all" else [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in METHODS]
+    if unknown or not names:
+        raise PruningError(
+            f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from: {', '.join(METHODS)}, or all"
+        )
+    return names
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    from .loading import BenchError
+
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as error:
+        raise BenchError(f"{option} takes whole numbers separated by commas, e.g. 192,128,64; got {text!r}") from error
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    from .loading import BenchError
+
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise BenchError(f"--image-size takes HEIGHTxWIDTH in pixels, e.g. 480x640; got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
+def _command_line(shape, model, settings, *, dtype: str, device: str, threads, out) -> str:
+    """The run as an explicit command line (every default resolved), for the record."""
+    words = [
+        "scope-eval",
+        "bench",
+        "--shape" if shape else "--model",
+        shape or model,
+        "--methods",
+        ",".join(settings.methods),
+        "--budgets",
+        ",".join(map(str, settings.budgets)),
+        "--budget-policy",
+        settings.budget_policy,
+        "--dtype",
+        dtype,
+        "--device",
+        device,
+        "--repeats",
+        str(settings.repeats),
+        "--warmup",
+        str(settings.warmup),
+        "--image-size",
+        "x".join(map(str, settings.image_size)),
+        "--prompt-tokens",
+        str(settings.prompt_tokens),
+        "--new-tokens",
+        str(settings.new_tokens),
+    ]
+    if threads is not None:
+        words += ["--threads", str(threads)]
+    if out is not None:
+        words += ["--out", str(out)]
+    return shlex.join(words)

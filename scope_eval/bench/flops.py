@@ -1,0 +1,172 @@
+"""Analytic FLOPs of one prefill: vision tower, selection (estimate), projector, language model.
+
+Conventions (also in scope_eval/bench/README.md):
+- a multiply-add is 2 FLOPs; norms, softmax, activations, rotary embeddings and gathers are not counted;
+- attention is counted over the full T x T square (scores 2*T^2*d, weighted values 2*T^2*d), i.e. not
+  halved for the causal mask: dense kernels compute the square, flash kernels skip about half of it;
+- language model, per layer: 2*T*(2*d^2 + 2*d*d_kv + 3*d*d_ff) + 4*T^2*d, with d_kv = kv_heads*head_dim
+  (q and o are d x d, k and v are d x d_kv; the gated MLP has three d x d_ff matrices), plus the LM head
+  2*d*V on the last prompt token only (generation needs just its logits);
+- vision tower, per crop: patch embedding 2*N*(3*p^2)*D plus, for every layer (all of them run, even
+  past the selected one), 2*(N+1)*(4*D^2 + 2*D*D_ff) + 4*(N+1)^2*D;
+- projector (2-layer MLP): 2*M*(D*d + d*d) for the M visual tokens it projects;
+- selection: a per-method estimate, see ``selection_flops``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DecoderDims:
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    mlp: int
+    vocab: int
+
+    @property
+    def kv_width(self) -> int:
+        return self.kv_heads * (self.hidden // self.heads)
+
+    @classmethod
+    def of(cls, text_config: Any) -> DecoderDims:
+        heads = text_config.num_attention_heads
+        return cls(
+            hidden=text_config.hidden_size,
+            layers=text_config.num_hidden_layers,
+            heads=heads,
+            kv_heads=getattr(text_config, "num_key_value_heads", None) or heads,
+            mlp=text_config.intermediate_size,
+            vocab=text_config.vocab_size,
+        )
+
+
+@dataclass(frozen=True)
+class VisionDims:
+    hidden: int
+    layers: int
+    mlp: int
+    patch: int
+    image: int
+
+    @property
+    def tokens_per_crop(self) -> int:
+        return (self.image // self.patch) ** 2
+
+    @classmethod
+    def of(cls, vision_config: Any) -> VisionDims:
+        return cls(
+            hidden=vision_config.hidden_size,
+            layers=vision_config.num_hidden_layers,
+            mlp=vision_config.intermediate_size,
+            patch=vision_config.patch_size,
+            image=vision_config.image_size,
+        )
+
+
+def language_model_prefill_flops(dims: DecoderDims, tokens: int) -> int:
+    """Prefill of ``tokens`` positions, with logits for the last one."""
+    d, t = dims.hidden, tokens
+    projections = 2 * t * (2 * d * d + 2 * d * dims.kv_width + 3 * d * dims.mlp)
+    attention = 4 * t * t * d
+    return dims.layers * (projections + attention) + 2 * d * dims.vocab
+
+
+def vision_tower_flops(dims: VisionDims, crops: int) -> int:
+    n, width = dims.tokens_per_crop, dims.hidden
+    length = n + 1  # CLS
+    patch_embedding = 2 * n * 3 * dims.patch**2 * width
+    per_layer = 2 * length * (4 * width * width + 2 * width * dims.mlp) + 4 * length * length * width
+    return crops * (patch_embedding + dims.layers * per_layer)
+
+
+def projector_flops(vision_width: int, text_width: int, tokens: int) -> int:
+    return 2 * tokens * (vision_width * text_width + text_width * text_width)
+
+
+@dataclass(frozen=True)
+class SelectionGroup:
+    """One method call's worth of work: ``groups`` independent selections of ``keep`` out of ``tokens``."""
+
+    groups: int
+    tokens: int
+    keep: int
+
+
+def selection_groups(budget: int | None, crops: int, tokens_per_crop: int, policy: str) -> SelectionGroup | None:
+    """How the adapters split a budget (SPEC section 3): per crop floor(K/n), or one global selection."""
+    if budget is None:
+        return None
+    if crops == 1:
+        return SelectionGroup(1, tokens_per_crop, budget)
+    if policy == "global":
+        return SelectionGroup(1, crops * tokens_per_crop, budget)
+    return SelectionGroup(crops, tokens_per_crop, budget // crops)
+
+
+def selection_flops(method: str, group: SelectionGroup | None, vision_width: int, text_width: int) -> int | None:
+    """Estimated selection cost; None for a method this table does not know.
+
+    scope / coverage: cosine similarity 2*N^2*D, then K greedy steps each touching the N x N matrix
+      about 3 times (subtract the coverage, clamp at 0, sum): 3*K*N^2. An exact lazy greedy does less.
+    divprune (default on="projected"): projection of all N tokens, similarity 2*N^2*d in the projected
+      space, then K updates of the N minimum distances (2*K*N).
+    visionzip (its default split, C = K*10//64 merged tokens): cosine similarity of the R = N-(K-C) tokens
+      left after the dominant ones to the C merge targets, on the attention keys (width D): 2*R*C*D.
+    saliency / random / none: a top-k or a draw, counted as 0.
+    """
+    if method in ("none", "random", "saliency") or group is None:
+        return 0
+    n, k = group.tokens, group.keep
+    if method in ("scope", "coverage"):
+        per_group = 2 * n * n * vision_width + 3 * k * n * n
+    elif method == "divprune":
+        per_group = projector_flops(vision_width, text_width, n) + 2 * n * n * text_width + 2 * k * n
+    elif method == "visionzip":
+        contextual = k * 10 // 64
+        per_group = 2 * (n - (k - contextual)) * contextual * vision_width
+    else:
+        return None
+    return group.groups * per_group
+
+
+def kv_cache_bytes(dims: DecoderDims, tokens: int, bytes_per_element: int) -> int:
+    """Keys and values of every layer for ``tokens`` positions."""
+    return 2 * dims.layers * tokens * dims.kv_width * bytes_per_element
+
+
+@dataclass(frozen=True)
+class PrefillFlops:
+    vision: int
+    selection: int | None
+    projector: int
+    language_model: int
+
+    @property
+    def total(self) -> int:
+        return self.vision + (self.selection or 0) + self.projector + self.language_model
+
+
+def prefill_flops(
+    config: Any,
+    *,
+    method: str,
+    budget: int | None,
+    policy: str,
+    crops: int,
+    projected_tokens: int,
+    prefill_tokens: int,
+) -> PrefillFlops:
+    vision = VisionDims.of(config.vision_config)
+    text = DecoderDims.of(config.get_text_config())
+    group = selection_groups(budget, crops, vision.tokens_per_crop, policy)
+    return PrefillFlops(
+        vision=vision_tower_flops(vision, crops),
+        selection=selection_flops(method, group, vision.hidden, text.hidden),
+        projector=projector_flops(vision.hidden, text.hidden, projected_tokens),
+        language_model=language_model_prefill_flops(text, prefill_tokens),
+    )

@@ -1,0 +1,170 @@
+"""Run every method x budget on one model: warm-up, then repeat rounds, medians per case.
+
+Cases run round-robin (one pass of every case per round) so that load from other processes spreads
+over all cases instead of landing on whichever case happened to run at the time. The unpruned model
+(method 'none') always runs: it is the reference for the speed-ups.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from scope_eval.pruning import PruningError
+
+from .flops import DecoderDims, PrefillFlops, kv_cache_bytes, prefill_flops
+from .loading import BenchModel, build_inputs
+from .memory import MemoryReading, PeakMemory
+from .timing import Clock, PassTimer, PassTiming
+
+MB = 1024 * 1024
+
+
+@dataclass
+class BenchSettings:
+    methods: list[str]
+    budgets: list[int]
+    budget_policy: str = "per_crop"
+    repeats: int = 5
+    warmup: int = 2
+    image_size: tuple[int, int] = (336, 336)
+    prompt_tokens: int = 32
+    new_tokens: int = 8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1:
+            raise PruningError(f"repeats must be at least 1, got {self.repeats}")
+        if self.warmup < 0 or self.prompt_tokens < 0:
+            raise PruningError("warmup and prompt_tokens must be >= 0")
+        if self.new_tokens < 1:
+            raise PruningError(
+                f"new_tokens must be at least 1 (the first token ends the prefill), got {self.new_tokens}"
+            )
+
+    def cases(self) -> list[tuple[str, int | None]]:
+        pruned = [(method, budget) for method in self.methods if method != "none" for budget in self.budgets]
+        return [("none", None), *pruned]
+
+
+@dataclass
+class CaseResult:
+    method: str
+    budget: int | None
+    visual_tokens: int  # realised: visual tokens that reached the language model
+    prefill_tokens: int  # the language model's prefill sequence length
+    crops: int
+    timings: list[PassTiming] = field(default_factory=list, repr=False)
+    memory: list[MemoryReading] = field(default_factory=list, repr=False)
+    flops: PrefillFlops | None = None
+    kv_cache_bytes: int = 0
+
+    def median_ms(self, value: Callable[[PassTiming], float]) -> float:
+        return 1000 * statistics.median(value(t) for t in self.timings)
+
+    def decode_tokens_per_s(self, new_tokens: int) -> float | None:
+        if new_tokens < 2:
+            return None
+        return statistics.median((new_tokens - 1) / t.decode for t in self.timings if t.decode > 0)
+
+    def median_memory_mb(self, value: Callable[[MemoryReading], int | None]) -> float | None:
+        readings = [value(m) for m in self.memory]
+        if not readings or any(r is None for r in readings):
+            return None
+        return statistics.median(readings) / MB  # type: ignore[arg-type]
+
+
+def run_bench(
+    bench_model: BenchModel, settings: BenchSettings, progress: Callable[[str], None] = print
+) -> list[CaseResult]:
+    from scope_eval import prune
+
+    model = bench_model.model
+    inputs = build_inputs(bench_model, settings.image_size, settings.prompt_tokens, settings.seed)
+    crops = _crops(bench_model, inputs)
+    clock, memory = Clock(bench_model.device), PeakMemory(bench_model.device)
+    results = {case: None for case in settings.cases()}
+    generate_options = {
+        "max_new_tokens": settings.new_tokens,
+        "min_new_tokens": settings.new_tokens,
+        "do_sample": False,
+        "num_beams": 1,
+        "pad_token_id": _pad_token_id(model),
+    }
+
+    def one_pass(method: str, budget: int | None, measured: bool) -> None:
+        with prune(model, method, budget, budget_policy=settings.budget_policy) as handle:
+            timer = PassTimer(model, handle.plan.method, clock)
+            try:
+                memory.start()
+                timing = timer.run(lambda: model.generate(**inputs, **generate_options))
+                reading = memory.stop()
+            finally:
+                timer.close()
+            counts = handle.take_counts()
+        if len(counts) != 1:
+            raise RuntimeError(f"expected the visual-token count of 1 image, got {counts}")
+        result = results[(method, budget)]
+        if result is None:
+            result = results[(method, budget)] = CaseResult(method, budget, counts[0], timing.prefill_tokens, crops)
+        elif (counts[0], timing.prefill_tokens) != (result.visual_tokens, result.prefill_tokens):
+            raise RuntimeError(f"{method}@{budget}: token counts changed between passes")
+        if measured:
+            result.timings.append(timing)
+            result.memory.append(reading)
+
+    with torch.inference_mode():
+        for round_index in range(settings.warmup + settings.repeats):
+            measured = round_index >= settings.warmup
+            label = (
+                f"repeat {round_index - settings.warmup + 1}/{settings.repeats}"
+                if measured
+                else f"warm-up {round_index + 1}/{settings.warmup}"
+            )
+            progress(f"{label}: {len(results)} cases")
+            for method, budget in results:
+                one_pass(method, budget, measured)
+
+    finished = [r for r in results.values() if r is not None]
+    dims = DecoderDims.of(model.config.get_text_config())
+    element_bytes = torch.finfo(bench_model.dtype).bits // 8
+    tokens_per_crop = (model.config.vision_config.image_size // model.config.vision_config.patch_size) ** 2
+    for result in finished:
+        projected = crops * tokens_per_crop if result.method == "none" else result.visual_tokens
+        result.flops = prefill_flops(
+            model.config,
+            method=result.method,
+            budget=result.budget,
+            policy=settings.budget_policy,
+            crops=crops,
+            projected_tokens=projected,
+            prefill_tokens=result.prefill_tokens,
+        )
+        result.kv_cache_bytes = kv_cache_bytes(dims, result.prefill_tokens, element_bytes)
+    return finished
+
+
+def _crops(bench_model: BenchModel, inputs: dict) -> int:
+    if bench_model.family == "llava-1.5":
+        return 1
+    from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
+
+    config = bench_model.config
+    size = inputs["image_sizes"][0].tolist()
+    return image_size_to_num_patches(size, config.image_grid_pinpoints, config.vision_config.image_size)
+
+
+def _pad_token_id(model: Any) -> int:
+    text = model.config.get_text_config()
+    for candidate in (
+        getattr(model.config, "pad_token_id", None),
+        getattr(text, "pad_token_id", None),
+        getattr(text, "eos_token_id", None),
+    ):
+        if isinstance(candidate, int):
+            return candidate
+    return 0

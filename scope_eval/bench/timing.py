@@ -1,0 +1,149 @@
+"""Timing one generate() pass piece by piece, with hooks on model instances (removed afterwards).
+
+Every time stamp synchronises CUDA first, so a stamp means "the GPU has finished everything queued".
+The pieces: the vision tower's forward calls, the pruning method's ``select`` calls (a shadow on the
+method instance, ``handle.plan.method``), the language model's calls (the first is the prefill), and
+the end of the first top-level forward (the first token's logits exist: time to first token).
+Decoding steps are not stamped one by one (a synchronisation per step would slow them down); only
+the end of generate() is.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class Clock:
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def now(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+
+@dataclass
+class PassTiming:
+    """Seconds spent in one generate() pass."""
+
+    total: float = 0.0
+    first_token: float = 0.0  # generate() call to the end of the first forward (time to first token)
+    vision: float = 0.0
+    selection: float = 0.0
+    language_model_prefill: float = 0.0  # the language model's first call
+    prefill_tokens: int = 0  # sequence length the language model's prefill saw
+
+    @property
+    def decode(self) -> float:
+        """From the first token to the end of generate()."""
+        return self.total - self.first_token
+
+
+class _Span:
+    """Adds up the time between a start and a stop call (re-entrant calls are counted once)."""
+
+    def __init__(self, clock: Clock):
+        self.clock = clock
+        self.depth = 0
+        self.started = 0.0
+        self.spans: list[float] = []
+
+    def start(self) -> None:
+        if self.depth == 0:
+            self.started = self.clock.now()
+        self.depth += 1
+
+    def stop(self) -> None:
+        self.depth -= 1
+        if self.depth == 0:
+            self.spans.append(self.clock.now() - self.started)
+
+
+class PassTimer:
+    """Hooks timing the parts of generate(); ``run`` times one pass. Call ``close()`` to remove them."""
+
+    def __init__(self, model: nn.Module, method: Any | None, clock: Clock):
+        self.clock = clock
+        base = model.model
+        self._vision = _Span(clock)
+        self._selection = _Span(clock)
+        self._language_model = _Span(clock)
+        self._first_forward_end: float | None = None
+        self._prefill_tokens = 0
+        self._handles = [
+            base.vision_tower.register_forward_pre_hook(lambda *_: self._vision.start()),
+            base.vision_tower.register_forward_hook(lambda *_: self._vision.stop()),
+            base.language_model.register_forward_pre_hook(self._language_model_starts, with_kwargs=True),
+            base.language_model.register_forward_hook(self._language_model_ends),
+            model.register_forward_hook(self._model_forward_ends),
+        ]
+        self._method = method
+        if method is not None:
+            self._shadow_select(method)
+
+    # -- hooks ---------------------------------------------------------------------------------
+    def _language_model_starts(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if self._language_model.spans:
+            return  # a decoding step
+        if self._language_model.depth == 0:
+            embeds = kwargs.get("inputs_embeds")
+            self._prefill_tokens = int(embeds.shape[1]) if embeds is not None else int(kwargs["input_ids"].shape[1])
+        self._language_model.start()
+
+    def _language_model_ends(self, *_: Any) -> None:
+        if not self._language_model.spans:
+            self._language_model.stop()
+
+    def _model_forward_ends(self, *_: Any) -> None:
+        if self._first_forward_end is None:
+            self._first_forward_end = self.clock.now()
+
+    def _shadow_select(self, method: Any) -> None:
+        # An instance attribute shadows the class's select() for this one object; close() deletes it.
+        if "select" in vars(method):
+            raise RuntimeError("the pruning method's select() is already shadowed; is another timer installed?")
+        stock_select: Callable = method.select
+        span = self._selection
+
+        def timed_select(*args: Any, **kwargs: Any) -> Any:
+            span.start()
+            try:
+                return stock_select(*args, **kwargs)
+            finally:
+                span.stop()
+
+        object.__setattr__(method, "select", timed_select)  # also works on frozen dataclasses
+
+    # -- one pass ------------------------------------------------------------------------------
+    def run(self, generate: Callable[[], Any]) -> PassTiming:
+        for span in (self._vision, self._selection, self._language_model):
+            span.spans.clear()
+        self._first_forward_end = None
+        started = self.clock.now()
+        generate()
+        ended = self.clock.now()
+        if self._first_forward_end is None:
+            raise RuntimeError("generate() never called the model's forward; nothing was timed")
+        return PassTiming(
+            total=ended - started,
+            first_token=self._first_forward_end - started,
+            vision=sum(self._vision.spans),
+            selection=sum(self._selection.spans),
+            language_model_prefill=self._language_model.spans[0] if self._language_model.spans else 0.0,
+            prefill_tokens=self._prefill_tokens,
+        )
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        if self._method is not None and "select" in vars(self._method):
+            object.__delattr__(self._method, "select")
+        self._method = None

@@ -1,0 +1,209 @@
+"""`scope-eval bench`: runs on tiny models, reports every field, FLOPs match hand computations.
+
+No speed is asserted: timings are whatever the machine gives; only their presence and sign are checked.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from scope_eval.adapters.vision_probe import encoder_layers
+from scope_eval.bench.flops import (
+    DecoderDims,
+    SelectionGroup,
+    VisionDims,
+    kv_cache_bytes,
+    language_model_prefill_flops,
+    selection_flops,
+    selection_groups,
+    vision_tower_flops,
+)
+from scope_eval.bench.shapes import SHAPES
+from scope_eval.cli import app
+
+ROW_FIELDS = set(
+    "method budget visual_tokens prefill_tokens crops vision_ms selection_ms lm_prefill_ms ttft_ms decode_tokens_per_s "
+    "total_ms peak_memory_mb memory_increase_mb kv_cache_mb flops ideal_speedup ideal_lm_speedup measured_speedup "
+    "measured_lm_speedup speedup_vs_ideal selection_share_of_unpruned_prefill samples_ms".split()
+)
+
+
+def run_bench(tmp_path, *options: str) -> dict:
+    out = tmp_path / "bench"
+    quick = "--repeats 2 --warmup 0 --new-tokens 3 --prompt-tokens 8".split()
+    result = CliRunner().invoke(app, ["bench", *quick, "--out", str(out), *options])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    for suffix in (".md", ".png"):
+        assert out.with_suffix(suffix).stat().st_size > 0
+    return json.loads(out.with_suffix(".json").read_text())
+
+
+def test_bench_llava15_tiny_reports_every_field(tmp_path):
+    report = run_bench(
+        tmp_path,
+        "--shape",
+        "tiny-llava-1.5",
+        "--methods",
+        "none,random,saliency,scope",
+        "--budgets",
+        "192,64",
+        "--device",
+        "cpu",
+    )
+    rows = report["rows"]
+    assert [(r["method"], r["budget"]) for r in rows] == [
+        ("none", None),
+        ("random", 192),
+        ("random", 64),
+        ("saliency", 192),
+        ("saliency", 64),
+        ("scope", 192),
+        ("scope", 64),
+    ]
+    for row in rows:
+        assert set(row) == ROW_FIELDS
+        assert row["visual_tokens"] == (576 if row["budget"] is None else row["budget"])
+        assert row["prefill_tokens"] == 1 + row["visual_tokens"] + 8  # BOS, image, prompt
+        for key in ("vision_ms", "lm_prefill_ms", "ttft_ms", "total_ms", "decode_tokens_per_s", "peak_memory_mb"):
+            assert row[key] > 0, key
+        assert row["ttft_ms"] >= row["lm_prefill_ms"]
+        assert len(row["samples_ms"]["ttft"]) == 2
+        assert row["flops"]["total_prefill"] == sum(v for k, v in row["flops"].items() if k != "total_prefill")
+    by_case = {(r["method"], r["budget"]): r for r in rows}
+    assert by_case[("none", None)]["selection_ms"] == 0
+    assert by_case[("scope", 64)]["selection_ms"] > 0
+    for method in ("random", "saliency", "scope"):
+        large, small = by_case[(method, 192)], by_case[(method, 64)]
+        assert (
+            small["flops"]["language_model"]
+            < large["flops"]["language_model"]
+            < by_case[("none", None)]["flops"]["language_model"]
+        )
+        assert small["ideal_lm_speedup"] > large["ideal_lm_speedup"] > 1
+    assert report["model"]["source"] == "tiny-llava-1.5" and report["hardware"]["torch"] == torch.__version__
+    assert report["command"].startswith("scope-eval bench --shape tiny-llava-1.5 --methods none,random,saliency,scope")
+
+
+@pytest.mark.parametrize("policy", ["per_crop", "global"])
+def test_bench_llava_next_tiny_realises_the_budget(tmp_path, policy):
+    report = run_bench(
+        tmp_path,
+        "--shape",
+        "tiny-llava-next",
+        "--methods",
+        "scope",
+        "--budgets",
+        "160",
+        "--budget-policy",
+        policy,
+        "--image-size",
+        "672x672",
+        "--device",
+        "cpu",
+    )
+    unpruned, pruned = report["rows"]
+    assert unpruned["crops"] == pruned["crops"] == 5
+    assert unpruned["visual_tokens"] == 5 * 576 + 48  # HF packs the 2x2 grid with one newline token per row
+    assert pruned["visual_tokens"] == 160
+    assert pruned["flops"]["vision"] == unpruned["flops"]["vision"]
+    assert pruned["flops"]["language_model"] < unpruned["flops"]["language_model"]
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--shape", "tiny-llava-1.5", "--model", "x"], "exactly one of --model"),
+        (["--shape", "llava-9b"], "unknown --shape"),
+        (["--shape", "tiny-llava-1.5", "--image-size", "336"], "HEIGHTxWIDTH"),
+        (["--shape", "tiny-llava-1.5", "--budgets", "64,abc"], "whole numbers"),
+        (["--shape", "tiny-llava-1.5", "--methods", "scope,nope"], "unknown method"),
+        (
+            ["--shape", "tiny-llava-1.5", "--methods", "scope", "--budgets", "600", "--repeats", "1", "--warmup", "0"],
+            "600",
+        ),
+        (["--model", "/nonexistent/checkpoint"], "cannot load a model config"),
+    ],
+)
+def test_bench_rejects_bad_input_with_a_fix(options, message):
+    result = CliRunner().invoke(app, ["bench", "--device", "cpu", *options])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_language_model_flops_by_hand():
+    # d=8, 2 heads of 4, 1 kv head (GQA: d_kv=4), d_ff=16, V=10, T=5 tokens, 2 layers.
+    dims = DecoderDims(hidden=8, layers=2, heads=2, kv_heads=1, mlp=16, vocab=10)
+    q_and_o = 2 * (2 * 5 * 8 * 8)  # 640 each
+    k_and_v = 2 * (2 * 5 * 8 * 4)  # 320 each
+    mlp = 3 * (2 * 5 * 8 * 16)  # gate, up, down
+    attention = 2 * 5 * 5 * 8 + 2 * 5 * 5 * 8  # scores + weighted values, full square
+    head = 2 * 8 * 10
+    assert q_and_o + k_and_v + mlp + attention == 6560
+    assert language_model_prefill_flops(dims, 5) == 2 * 6560 + head == 13280
+
+
+def test_vision_flops_by_hand():
+    # 28 px image, 14 px patches: N=4 patches (+CLS = 5), width 8, MLP 16, one layer.
+    dims = VisionDims(hidden=8, layers=1, mlp=16, patch=14, image=28)
+    patch_embedding = 2 * 4 * (3 * 14 * 14) * 8
+    layer = 2 * 5 * (4 * 8 * 8) + 2 * 5 * (2 * 8 * 16) + 4 * 5 * 5 * 8
+    assert vision_tower_flops(dims, crops=3) == 3 * (patch_embedding + layer) == 3 * (37632 + 5920)
+
+
+def test_flops_match_the_linear_layers_of_the_real_7b_shapes():
+    """2 FLOPs per weight per token: the projection terms equal 2*T*(linear weights of one layer)."""
+    from transformers import AutoModelForImageTextToText
+
+    for name in ("llava-1.5-7b", "llava-1.5-13b", "llava-next-7b"):
+        with torch.device("meta"):
+            model = AutoModelForImageTextToText.from_config(SHAPES[name].config())
+        text = model.model.language_model
+        layer_weights = sum(m.weight.numel() for m in text.layers[0].modules() if isinstance(m, torch.nn.Linear))
+        dims = DecoderDims.of(model.config.get_text_config())
+        no_attention = language_model_prefill_flops(dims, 1) - 4 * dims.hidden * dims.layers
+        assert no_attention == 2 * dims.layers * layer_weights + 2 * model.lm_head.weight.numel()
+        vision_layer = encoder_layers(model.model.vision_tower)[0]
+        vision_weights = sum(m.weight.numel() for m in vision_layer.modules() if isinstance(m, torch.nn.Linear))
+        vision = VisionDims.of(model.config.vision_config)
+        assert vision.tokens_per_crop == 576 and vision.layers == 24 and vision.hidden == 1024
+        per_layer = (vision_tower_flops(vision, 1) - 2 * 576 * 3 * 14 * 14 * 1024) // 24
+        assert per_layer == 2 * 577 * vision_weights + 4 * 577 * 577 * 1024
+    assert 7.0e9 < sum(p.numel() for p in model.parameters()) < 7.1e9  # llava-next-7b: 7.06 B
+
+
+def test_selection_groups_and_estimates():
+    assert selection_groups(None, 5, 576, "per_crop") is None
+    assert selection_groups(64, 1, 576, "per_crop") == SelectionGroup(1, 576, 64)
+    assert selection_groups(160, 5, 576, "per_crop") == SelectionGroup(5, 576, 32)
+    assert selection_groups(160, 5, 576, "global") == SelectionGroup(1, 2880, 160)
+    group = SelectionGroup(2, 10, 3)
+    assert selection_flops("scope", group, vision_width=4, text_width=8) == 2 * (2 * 100 * 4 + 3 * 3 * 100)
+    assert selection_flops("saliency", group, 4, 8) == 0
+    assert selection_flops("some-new-method", group, 4, 8) is None
+
+
+def test_kv_cache_by_hand():
+    dims = DecoderDims(hidden=8, layers=2, heads=2, kv_heads=1, mlp=16, vocab=10)
+    assert kv_cache_bytes(dims, tokens=5, bytes_per_element=2) == 2 * 2 * 5 * 4 * 2
+
+
+def test_timer_hooks_and_select_shadow_are_removed():
+    from scope_eval import prune
+    from scope_eval.bench.loading import build_inputs, load_bench_model
+    from scope_eval.bench.timing import Clock, PassTimer
+
+    bench_model = load_bench_model("tiny-llava-1.5", torch.device("cpu"), torch.float32)
+    model = bench_model.model
+    inputs = build_inputs(bench_model, (336, 336), prompt_tokens=4)
+    with prune(model, "saliency", 64) as handle, torch.inference_mode():
+        method = handle.plan.method
+        timer = PassTimer(model, method, Clock(torch.device("cpu")))
+        timing = timer.run(lambda: model.generate(**inputs, max_new_tokens=2, min_new_tokens=2, do_sample=False))
+        timer.close()
+        assert "select" not in vars(method)
+    assert timing.prefill_tokens == 1 + 64 + 4 and timing.selection > 0 and timing.first_token <= timing.total
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
