@@ -28,7 +28,7 @@ from scope_eval.cli import app
 ROW_FIELDS = set(
     "method budget visual_tokens prefill_tokens crops vision_ms selection_ms lm_prefill_ms ttft_ms decode_tokens_per_s "
     "total_ms peak_memory_mb memory_increase_mb kv_cache_mb flops ideal_speedup ideal_lm_speedup measured_speedup "
-    "measured_lm_speedup speedup_vs_ideal selection_share_of_unpruned_prefill samples_ms".split()
+    "measured_lm_speedup speedup_vs_ideal end_to_end_speedup selection_share_of_unpruned_prefill samples_ms".split()
 )
 
 
@@ -126,6 +126,7 @@ def test_bench_llava_next_tiny_realises_the_budget(tmp_path, policy):
             "600",
         ),
         (["--model", "/nonexistent/checkpoint"], "cannot load a model config"),
+        (["--shape", "tiny-llava-1.5", "--dtype", "int8"], "--dtype"),
     ],
 )
 def test_bench_rejects_bad_input_with_a_fix(options, message):
@@ -207,3 +208,21 @@ def test_timer_hooks_and_select_shadow_are_removed():
         assert "select" not in vars(method)
     assert timing.prefill_tokens == 1 + 64 + 4 and timing.selection > 0 and timing.first_token <= timing.total
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+
+
+def test_readme_flop_figures_are_the_formula_outputs():
+    """scope_eval/bench/README.md quotes these totals (32 prompt tokens + BOS)."""
+    from scope_eval.bench.flops import prefill_flops
+
+    def total(name, crops, visual, method, budget):
+        config = SHAPES[name].config()
+        projected = crops * 576 if budget is None else visual
+        return prefill_flops(
+            config, method=method, budget=budget, policy="per_crop", crops=crops, projected_tokens=projected,
+            prefill_tokens=1 + visual + 32,
+        ).total / 1e12
+
+    assert round(total("llava-1.5-7b", 1, 576, "none", None), 2) == 8.49
+    assert round(total("llava-1.5-7b", 1, 64, "scope", 64), 2) == 1.65
+    assert round(total("llava-next-7b", 5, 2928, "none", None), 1) == 45.0
+    assert round(total("llava-next-7b", 5, 160, "scope", 160), 2) == 4.44

@@ -38,6 +38,9 @@ def bench(
     ),
     prompt_tokens: int = typer.Option(32, "--prompt-tokens", help="Text tokens after the image."),
     new_tokens: int = typer.Option(8, "--new-tokens", help="Tokens generated (greedy, EOS suppressed)."),
+    attention: str | None = typer.Option(
+        None, "--attention", help="attn_implementation: sdpa, eager, flash_attention_2 (default: transformers')."
+    ),
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)."),
     out: Path | None = typer.Option(None, "--out", help="Write OUT.json, OUT.md and OUT.png."),
     title: str | None = typer.Option(None, "--title", help="Heading of the markdown section (default: the model)."),
@@ -59,7 +62,7 @@ def bench(
         if threads is not None:
             torch.set_num_threads(threads)
         target = resolve_device(device)
-        bench_model = load_bench_model(shape or model, target, resolve_dtype(dtype, target))
+        bench_model = load_bench_model(shape or model, target, resolve_dtype(dtype, target), attention)
         settings = BenchSettings(
             methods=_method_list(methods),
             budgets=_int_list(budgets, "--budgets") if budgets else list(PAPER_BUDGETS[bench_model.family]),
@@ -78,9 +81,10 @@ def bench(
             device=str(target),
             threads=threads,
             out=out,
+            attention=attention,
         )
-        results = run_bench(bench_model, settings, progress=lambda line: typer.echo(line, err=True))
-        summary = report(bench_model, settings, results, command)
+        run = run_bench(bench_model, settings, progress=lambda line: typer.echo(line, err=True))
+        summary = report(bench_model, settings, run, command)
         output.print_table(summary)
         if out is not None:
             output.write_json(summary, out.with_suffix(".json"))
@@ -136,7 +140,7 @@ def _image_size(text: str) -> tuple[int, int]:
     return int(parts[0]), int(parts[1])
 
 
-def _command_line(shape, model, settings, *, dtype: str, device: str, threads, out) -> str:
+def _command_line(shape, model, settings, *, dtype: str, device: str, threads, out, attention) -> str:
     """The run as an explicit command line (every default resolved), for the record."""
     words = [
         "scope-eval",
@@ -164,6 +168,8 @@ def _command_line(shape, model, settings, *, dtype: str, device: str, threads, o
         "--new-tokens",
         str(settings.new_tokens),
     ]
+    if attention is not None:
+        words += ["--attention", attention]
     if threads is not None:
         words += ["--threads", str(threads)]
     if out is not None:

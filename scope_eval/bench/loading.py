@@ -69,10 +69,14 @@ def resolve_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def load_bench_model(source: str, device: torch.device, dtype: torch.dtype) -> BenchModel:
-    """``source``: a shape name (see SHAPES / TOY_CHECKPOINTS), a local llava-hf directory or a hub id."""
+def load_bench_model(source: str, device: torch.device, dtype: torch.dtype, attention: str | None = None) -> BenchModel:
+    """``source``: a shape name (see SHAPES / TOY_CHECKPOINTS), a local llava-hf directory or a hub id.
+
+    ``attention``: transformers' attn_implementation ("sdpa", "eager", "flash_attention_2"); None = its default.
+    """
+    options = {"dtype": dtype} if attention is None else {"dtype": dtype, "attn_implementation": attention}
     if source in SHAPES:
-        return _build_shape(SHAPES[source], device, dtype)
+        return _build_shape(SHAPES[source], device, options)
     if source in TOY_CHECKPOINTS:
         directory = toy_checkpoint_dir(source)
         if not (directory / "config.json").is_file():
@@ -80,10 +84,10 @@ def load_bench_model(source: str, device: torch.device, dtype: torch.dtype) -> B
                 f"the toy checkpoint '{source}' is not shipped at {directory}; train it first (scope_eval.toy), "
                 f"or benchmark a random model of the same geometry with --shape tiny-{source.removeprefix('toy-')}"
             )
-        bench_model = _load_checkpoint(str(directory), device, dtype)
+        bench_model = _load_checkpoint(str(directory), device, options)
         bench_model.source = source
         return bench_model
-    return _load_checkpoint(source, device, dtype)
+    return _load_checkpoint(source, device, options)
 
 
 def toy_checkpoint_dir(shape_name: str) -> Path:
@@ -92,7 +96,7 @@ def toy_checkpoint_dir(shape_name: str) -> Path:
     return shipped_weights_dir(TOY_CHECKPOINTS[shape_name])
 
 
-def _load_checkpoint(source: str, device: torch.device, dtype: torch.dtype) -> BenchModel:
+def _load_checkpoint(source: str, device: torch.device, options: dict) -> BenchModel:
     from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
 
     known = ", ".join(list(SHAPES) + list(TOY_CHECKPOINTS))
@@ -110,17 +114,17 @@ def _load_checkpoint(source: str, device: torch.device, dtype: torch.dtype) -> B
             f"LLaVA-NeXT ('llava_next') checkpoints (convert original LLaVA checkpoints to the llava-hf format)"
         )
     model_class = LlavaNextForConditionalGeneration if family == "llava-next" else LlavaForConditionalGeneration
-    model = model_class.from_pretrained(source, dtype=dtype, device_map={"": device}).eval()
+    model = model_class.from_pretrained(source, device_map={"": device}, **options).eval()
     try:
         processor = AutoProcessor.from_pretrained(source)
     except (OSError, ValueError) as error:
         raise BenchError(
             f"'{source}' has no usable processor files ({error}); save the processor next to the model"
         ) from error
-    return BenchModel(model, processor, family, source, device, dtype)
+    return BenchModel(model, processor, family, source, device, options["dtype"])
 
 
-def _build_shape(shape: ModelShape, device: torch.device, dtype: torch.dtype) -> BenchModel:
+def _build_shape(shape: ModelShape, device: torch.device, options: dict) -> BenchModel:
     from transformers import AutoModelForImageTextToText
 
     processor = shape_processor(shape)
@@ -129,8 +133,8 @@ def _build_shape(shape: ModelShape, device: torch.device, dtype: torch.dtype) ->
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"), pad_token_id=tokenizer.pad_token_id
     )
     with torch.device(device):
-        model = AutoModelForImageTextToText.from_config(config, dtype=dtype).eval()
-    return BenchModel(model, processor, shape.family, shape.name, device, dtype)
+        model = AutoModelForImageTextToText.from_config(config, **options).eval()
+    return BenchModel(model, processor, shape.family, shape.name, device, options["dtype"])
 
 
 def shape_processor(shape: ModelShape) -> Any:

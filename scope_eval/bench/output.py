@@ -16,6 +16,7 @@ COLUMNS: list[tuple[str, str]] = [
     ("lm_prefill_ms", "LM prefill ms"),
     ("ttft_ms", "TTFT ms"),
     ("decode_tokens_per_s", "decode tok/s"),
+    ("total_ms", "total ms"),
     ("peak_memory_mb", "peak MB"),
     ("memory_increase_mb", "+MB in pass"),
     ("prefill_gflops", "prefill GFLOPs"),
@@ -23,6 +24,7 @@ COLUMNS: list[tuple[str, str]] = [
     ("measured_speedup", "measured x"),
     ("ideal_lm_speedup", "LM ideal x"),
     ("measured_lm_speedup", "LM measured x"),
+    ("end_to_end_speedup", "total x"),
     ("selection_share", "select / unpruned TTFT"),
 ]
 

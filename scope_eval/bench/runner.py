@@ -78,15 +78,23 @@ class CaseResult:
         return statistics.median(readings) / MB  # type: ignore[arg-type]
 
 
-def run_bench(
-    bench_model: BenchModel, settings: BenchSettings, progress: Callable[[str], None] = print
-) -> list[CaseResult]:
+@dataclass
+class BenchRun:
+    cases: list[CaseResult]
+    preprocessing_ms: float  # median time of the processor call + copy to the device (same for every case)
+
+
+def run_bench(bench_model: BenchModel, settings: BenchSettings, progress: Callable[[str], None] = print) -> BenchRun:
     from scope_eval import prune
 
     model = bench_model.model
-    inputs = build_inputs(bench_model, settings.image_size, settings.prompt_tokens, settings.seed)
-    crops = _crops(bench_model, inputs)
     clock, memory = Clock(bench_model.device), PeakMemory(bench_model.device)
+    preprocessing = []
+    for _ in range(settings.repeats):
+        started = clock.now()
+        inputs = build_inputs(bench_model, settings.image_size, settings.prompt_tokens, settings.seed)
+        preprocessing.append(clock.now() - started)
+    crops = _crops(bench_model, inputs)
     results = {case: None for case in settings.cases()}
     generate_options = {
         "max_new_tokens": settings.new_tokens,
@@ -145,7 +153,7 @@ def run_bench(
             prefill_tokens=result.prefill_tokens,
         )
         result.kv_cache_bytes = kv_cache_bytes(dims, result.prefill_tokens, element_bytes)
-    return finished
+    return BenchRun(finished, 1000 * statistics.median(preprocessing))
 
 
 def _crops(bench_model: BenchModel, inputs: dict) -> int:

@@ -14,7 +14,7 @@ import torch
 
 from .loading import BenchModel
 from .memory import PeakMemory
-from .runner import BenchSettings, CaseResult
+from .runner import BenchRun, BenchSettings, CaseResult
 
 SCHEMA = "scope_eval.bench/1"
 
@@ -23,6 +23,7 @@ def rows(results: list[CaseResult], settings: BenchSettings) -> list[dict[str, A
     reference = next(r for r in results if r.method == "none")
     reference_ttft = reference.median_ms(lambda t: t.first_token)
     reference_lm = reference.median_ms(lambda t: t.language_model_prefill)
+    reference_total = reference.median_ms(lambda t: t.total)
     table = []
     for result in results:
         flops = result.flops
@@ -30,6 +31,7 @@ def rows(results: list[CaseResult], settings: BenchSettings) -> list[dict[str, A
         ttft = result.median_ms(lambda t: t.first_token)
         lm_prefill = result.median_ms(lambda t: t.language_model_prefill)
         selection = result.median_ms(lambda t: t.selection)
+        total = result.median_ms(lambda t: t.total)
         table.append(
             {
                 "method": result.method,
@@ -42,7 +44,7 @@ def rows(results: list[CaseResult], settings: BenchSettings) -> list[dict[str, A
                 "lm_prefill_ms": lm_prefill,
                 "ttft_ms": ttft,
                 "decode_tokens_per_s": result.decode_tokens_per_s(settings.new_tokens),
-                "total_ms": result.median_ms(lambda t: t.total),
+                "total_ms": total,
                 "peak_memory_mb": result.median_memory_mb(lambda m: m.peak_bytes),
                 "memory_increase_mb": result.median_memory_mb(lambda m: m.increase_bytes),
                 "kv_cache_mb": result.kv_cache_bytes / 2**20,
@@ -58,6 +60,7 @@ def rows(results: list[CaseResult], settings: BenchSettings) -> list[dict[str, A
                 "measured_speedup": reference_ttft / ttft,
                 "measured_lm_speedup": reference_lm / lm_prefill,
                 "speedup_vs_ideal": (reference_ttft / ttft) / (reference.flops.total / flops.total),
+                "end_to_end_speedup": reference_total / total,
                 "selection_share_of_unpruned_prefill": selection / reference_ttft,
                 "samples_ms": {
                     "ttft": [1000 * t.first_token for t in result.timings],
@@ -93,7 +96,7 @@ def hardware(device: torch.device) -> dict[str, Any]:
     return info
 
 
-def report(bench_model: BenchModel, settings: BenchSettings, results: list[CaseResult], command: str) -> dict[str, Any]:
+def report(bench_model: BenchModel, settings: BenchSettings, run: BenchRun, command: str) -> dict[str, Any]:
     return {
         "schema": SCHEMA,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -108,6 +111,7 @@ def report(bench_model: BenchModel, settings: BenchSettings, results: list[CaseR
             "attention": getattr(bench_model.config.get_text_config(), "_attn_implementation", None),
         },
         "settings": {**asdict(settings), "image_size": list(settings.image_size)},
+        "preprocessing_ms": run.preprocessing_ms,
         "conventions": {
             "times": "medians over repeats after warm-up; CUDA synchronised at every time stamp",
             "ttft_ms": "generate() call to the end of the first forward: image processing in the model, "
@@ -119,8 +123,11 @@ def report(bench_model: BenchModel, settings: BenchSettings, results: list[CaseR
             "see scope_eval/bench/README.md",
             "ideal_speedup": "total prefill FLOPs of 'none' / of this case (vision + selection + projector + LM)",
             "measured_speedup": "ttft of 'none' / ttft of this case",
+            "total_ms": "the whole generate() call: prefill and every decoding step; excludes the processor "
+            "(preprocessing_ms, the same for every case)",
+            "end_to_end_speedup": "total_ms of 'none' / total_ms of this case",
         },
-        "rows": rows(results, settings),
+        "rows": rows(run.cases, settings),
     }
 
 
