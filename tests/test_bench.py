@@ -28,7 +28,8 @@ from scope_eval.cli import app
 ROW_FIELDS = set(
     "method budget visual_tokens prefill_tokens crops vision_ms selection_ms lm_prefill_ms ttft_ms decode_tokens_per_s "
     "total_ms peak_memory_mb memory_increase_mb kv_cache_mb flops ideal_speedup ideal_lm_speedup measured_speedup "
-    "measured_lm_speedup speedup_vs_ideal end_to_end_speedup selection_share_of_unpruned_prefill samples_ms".split()
+    "measured_lm_speedup speedup_vs_ideal end_to_end_speedup selection_share_of_unpruned_prefill samples_ms "
+    "ttft_cpu_ms total_cpu_ms measured_cpu_time_speedup".split()
 )
 
 

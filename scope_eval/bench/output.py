@@ -6,22 +6,31 @@ import json
 from pathlib import Path
 from typing import Any
 
-COLUMNS: list[tuple[str, str]] = [
-    ("method", "method"),
-    ("budget", "budget"),
+Columns = list[tuple[str, str]]
+CASE = [("method", "method"), ("budget", "budget")]
+# Two tables: what was measured, then what it means against the unpruned model.
+MEASURED: Columns = [
+    *CASE,
     ("visual_tokens", "visual tok"),
     ("prefill_tokens", "LM seq"),
     ("vision_ms", "vision ms"),
     ("selection_ms", "select ms"),
     ("lm_prefill_ms", "LM prefill ms"),
     ("ttft_ms", "TTFT ms"),
+    ("ttft_range", "TTFT min-max"),
+    ("ttft_cpu_ms", "TTFT CPU-time ms"),
     ("decode_tokens_per_s", "decode tok/s"),
     ("total_ms", "total ms"),
     ("peak_memory_mb", "peak MB"),
     ("memory_increase_mb", "+MB in pass"),
+]
+COMPARED: Columns = [
+    *CASE,
     ("prefill_gflops", "prefill GFLOPs"),
+    ("selection_gflops", "select GFLOPs"),
     ("ideal_speedup", "ideal x"),
     ("measured_speedup", "measured x"),
+    ("measured_cpu_time_speedup", "CPU-time x"),
     ("ideal_lm_speedup", "LM ideal x"),
     ("measured_lm_speedup", "LM measured x"),
     ("end_to_end_speedup", "total x"),
@@ -29,17 +38,21 @@ COLUMNS: list[tuple[str, str]] = [
 ]
 
 
-def cells(row: dict[str, Any]) -> list[str]:
+def cells(row: dict[str, Any], columns: Columns) -> list[str]:
+    ttft = row["samples_ms"]["ttft"]
+    selection_flops = row["flops"]["selection"]
     values = {
         **row,
         "prefill_gflops": row["flops"]["total_prefill"] / 1e9,
+        "selection_gflops": None if selection_flops is None else selection_flops / 1e9,
         "selection_share": row["selection_share_of_unpruned_prefill"],
+        "ttft_range": f"{min(ttft):.4g}-{max(ttft):.4g}",
     }
     out = []
-    for key, _ in COLUMNS:
+    for key, _ in columns:
         value = values[key]
         if value is None:
-            out.append("–" if key != "budget" else "all")
+            out.append("all" if key == "budget" else "–")
         elif key == "selection_share":
             out.append(f"{100 * value:.2f}%")
         elif key.endswith("speedup"):
@@ -49,6 +62,11 @@ def cells(row: dict[str, Any]) -> list[str]:
         else:
             out.append(str(value))
     return out
+
+
+def markdown_table(rows: list[dict[str, Any]], columns: Columns) -> list[str]:
+    lines = ["| " + " | ".join(header for _, header in columns) + " |", "|" + "---|" * len(columns)]
+    return lines + ["| " + " | ".join(cells(row, columns)) + " |" for row in rows]
 
 
 def write_json(report: dict[str, Any], path: Path) -> None:
@@ -63,6 +81,7 @@ def markdown(report: dict[str, Any], title: str | None = None) -> str:
         or f"{hardware['cpu']} ({hardware['cpu_count']} cores visible, torch threads {hardware['torch_threads']})"
     )
     height, width = settings["image_size"]
+    load = report["load_average"]
     lines = [
         f"## {title or model['source']}",
         "",
@@ -81,11 +100,15 @@ def markdown(report: dict[str, Any], title: str | None = None) -> str:
             f"{settings['warmup']} warm-up round(s), medians of {settings['repeats']} repeat(s); {report['created']}"
         ),
         f"- Memory: {report['conventions']['memory']}",
+        (
+            f"- Processor call (outside the timed passes, same for every case): {report['preprocessing_ms']:.1f} ms; "
+            f"load average (1/5/15 min) at start {load['start']}, at end {load['end']}"
+        ),
         "",
-        "| " + " | ".join(header for _, header in COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
+        *markdown_table(report["rows"], MEASURED),
+        "",
+        *markdown_table(report["rows"], COMPARED),
     ]
-    lines += ["| " + " | ".join(cells(row)) + " |" for row in report["rows"]]
     return "\n".join(lines) + "\n"
 
 
@@ -93,12 +116,14 @@ def print_table(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"scope-eval bench: {report['model']['source']} on {report['model']['device']}")
-    for key, header in COLUMNS:
-        table.add_column(header, justify="left" if key == "method" else "right")
-    for row in report["rows"]:
-        table.add_row(*cells(row))
-    Console(width=250).print(table)
+    console = Console(width=250)
+    for heading, columns in (("measured", MEASURED), ("against the unpruned model", COMPARED)):
+        table = Table(title=f"{report['model']['source']} on {report['model']['device']}: {heading}")
+        for key, header in columns:
+            table.add_column(header, justify="left" if key == "method" else "right")
+        for row in report["rows"]:
+            table.add_row(*cells(row, columns))
+        console.print(table)
 
 
 def plot(report: dict[str, Any], path: Path) -> None:

@@ -7,6 +7,7 @@ over all cases instead of landing on whichever case happened to run at the time.
 
 from __future__ import annotations
 
+import os
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -82,12 +83,14 @@ class CaseResult:
 class BenchRun:
     cases: list[CaseResult]
     preprocessing_ms: float  # median time of the processor call + copy to the device (same for every case)
+    load_average: dict[str, list[float] | None]  # 1/5/15-minute load averages at the start and end (Unix)
 
 
 def run_bench(bench_model: BenchModel, settings: BenchSettings, progress: Callable[[str], None] = print) -> BenchRun:
     from scope_eval import prune
 
     model = bench_model.model
+    load_at_start = _load_average()
     clock, memory = Clock(bench_model.device), PeakMemory(bench_model.device)
     preprocessing = []
     for _ in range(settings.repeats):
@@ -153,7 +156,15 @@ def run_bench(bench_model: BenchModel, settings: BenchSettings, progress: Callab
             prefill_tokens=result.prefill_tokens,
         )
         result.kv_cache_bytes = kv_cache_bytes(dims, result.prefill_tokens, element_bytes)
-    return BenchRun(finished, 1000 * statistics.median(preprocessing))
+    load = {"start": load_at_start, "end": _load_average()}
+    return BenchRun(finished, 1000 * statistics.median(preprocessing), load)
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except (AttributeError, OSError):  # not available on this platform
+        return None
 
 
 def _crops(bench_model: BenchModel, inputs: dict) -> int:

@@ -24,6 +24,7 @@ def rows(results: list[CaseResult], settings: BenchSettings) -> list[dict[str, A
     reference_ttft = reference.median_ms(lambda t: t.first_token)
     reference_lm = reference.median_ms(lambda t: t.language_model_prefill)
     reference_total = reference.median_ms(lambda t: t.total)
+    reference_ttft_cpu = reference.median_ms(lambda t: t.first_token_cpu)
     table = []
     for result in results:
         flops = result.flops
@@ -32,6 +33,7 @@ def rows(results: list[CaseResult], settings: BenchSettings) -> list[dict[str, A
         lm_prefill = result.median_ms(lambda t: t.language_model_prefill)
         selection = result.median_ms(lambda t: t.selection)
         total = result.median_ms(lambda t: t.total)
+        ttft_cpu = result.median_ms(lambda t: t.first_token_cpu)
         table.append(
             {
                 "method": result.method,
@@ -45,6 +47,8 @@ def rows(results: list[CaseResult], settings: BenchSettings) -> list[dict[str, A
                 "ttft_ms": ttft,
                 "decode_tokens_per_s": result.decode_tokens_per_s(settings.new_tokens),
                 "total_ms": total,
+                "ttft_cpu_ms": ttft_cpu,
+                "total_cpu_ms": result.median_ms(lambda t: t.total_cpu),
                 "peak_memory_mb": result.median_memory_mb(lambda m: m.peak_bytes),
                 "memory_increase_mb": result.median_memory_mb(lambda m: m.increase_bytes),
                 "kv_cache_mb": result.kv_cache_bytes / 2**20,
@@ -59,11 +63,13 @@ def rows(results: list[CaseResult], settings: BenchSettings) -> list[dict[str, A
                 "ideal_lm_speedup": reference.flops.language_model / flops.language_model,
                 "measured_speedup": reference_ttft / ttft,
                 "measured_lm_speedup": reference_lm / lm_prefill,
+                "measured_cpu_time_speedup": reference_ttft_cpu / ttft_cpu,
                 "speedup_vs_ideal": (reference_ttft / ttft) / (reference.flops.total / flops.total),
                 "end_to_end_speedup": reference_total / total,
                 "selection_share_of_unpruned_prefill": selection / reference_ttft,
                 "samples_ms": {
                     "ttft": [1000 * t.first_token for t in result.timings],
+                    "ttft_cpu": [1000 * t.first_token_cpu for t in result.timings],
                     "lm_prefill": [1000 * t.language_model_prefill for t in result.timings],
                     "selection": [1000 * t.selection for t in result.timings],
                     "vision": [1000 * t.vision for t in result.timings],
@@ -112,6 +118,7 @@ def report(bench_model: BenchModel, settings: BenchSettings, run: BenchRun, comm
         },
         "settings": {**asdict(settings), "image_size": list(settings.image_size)},
         "preprocessing_ms": run.preprocessing_ms,
+        "load_average": run.load_average,
         "conventions": {
             "times": "medians over repeats after warm-up; CUDA synchronised at every time stamp",
             "ttft_ms": "generate() call to the end of the first forward: image processing in the model, "
@@ -126,6 +133,9 @@ def report(bench_model: BenchModel, settings: BenchSettings, run: BenchRun, comm
             "total_ms": "the whole generate() call: prefill and every decoding step; excludes the processor "
             "(preprocessing_ms, the same for every case)",
             "end_to_end_speedup": "total_ms of 'none' / total_ms of this case",
+            "ttft_cpu_ms": "process CPU time (all threads) over the ttft span: excludes waiting for a core on a "
+            "shared machine; with several torch threads it exceeds wall-clock time",
+            "measured_cpu_time_speedup": "ttft_cpu_ms of 'none' / ttft_cpu_ms of this case",
         },
         "rows": rows(run.cases, settings),
     }

@@ -39,6 +39,10 @@ class PassTiming:
     selection: float = 0.0
     language_model_prefill: float = 0.0  # the language model's first call
     prefill_tokens: int = 0  # sequence length the language model's prefill saw
+    # CPU time of the whole process (all its threads) over the same spans: on a shared machine it leaves
+    # out the time the process waited for a core, which wall-clock time includes.
+    first_token_cpu: float = 0.0
+    total_cpu: float = 0.0
 
     @property
     def decode(self) -> float:
@@ -76,6 +80,7 @@ class PassTimer:
         self._selection = _Span(clock)
         self._language_model = _Span(clock)
         self._first_forward_end: float | None = None
+        self._first_forward_end_cpu = 0.0
         self._prefill_tokens = 0
         self._handles = [
             base.vision_tower.register_forward_pre_hook(lambda *_: self._vision.start()),
@@ -104,6 +109,7 @@ class PassTimer:
     def _model_forward_ends(self, *_: Any) -> None:
         if self._first_forward_end is None:
             self._first_forward_end = self.clock.now()
+            self._first_forward_end_cpu = time.process_time()
 
     def _shadow_select(self, method: Any) -> None:
         # An instance attribute shadows the class's select() for this one object; close() deletes it.
@@ -127,13 +133,17 @@ class PassTimer:
             span.spans.clear()
         self._first_forward_end = None
         started = self.clock.now()
+        started_cpu = time.process_time()
         generate()
         ended = self.clock.now()
+        ended_cpu = time.process_time()
         if self._first_forward_end is None:
             raise RuntimeError("generate() never called the model's forward; nothing was timed")
         return PassTiming(
             total=ended - started,
             first_token=self._first_forward_end - started,
+            first_token_cpu=self._first_forward_end_cpu - started_cpu,
+            total_cpu=ended_cpu - started_cpu,
             vision=sum(self._vision.spans),
             selection=sum(self._selection.spans),
             language_model_prefill=self._language_model.spans[0] if self._language_model.spans else 0.0,
