@@ -121,6 +121,15 @@ def test_bad_model_sections_are_errors(model_changes, message):
     assert message in str(error.value)
 
 
+def test_a_group_is_refused_with_its_tasks_listed(tmp_path, monkeypatch):
+    (tmp_path / "group.yaml").write_text("group: my_group\ntask: [gqa, mme]\n")
+    (tmp_path / "mine.yaml").write_text("task: my_task\nmetric_list:\n  - {metric: acc, aggregation: mean}\n")
+    monkeypatch.setattr("scope_eval.sweeps.config.INCLUDE_DIR", tmp_path)
+    with pytest.raises(SweepConfigError, match="'my_group' is a group; .* list its tasks instead: gqa, mme"):
+        config_with(tasks=["my_group"])
+    assert config_with(tasks=["my_task"]).tasks == ("my_task",)  # headlined by its YAML's first metric
+
+
 def test_missing_file_and_bad_yaml(tmp_path):
     with pytest.raises(SweepConfigError, match="does not exist"):
         load_sweep(tmp_path / "missing.yaml")
@@ -135,6 +144,9 @@ def test_relative_checkpoint_path_is_relative_to_the_config_file(tmp_path):
     folder.mkdir()
     data = {**BASE, "model": {**BASE["model"], "pretrained": "../weights/tiny"}}
     (folder / "local.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(SweepConfigError, match="weights/tiny is not a folder"):
+        load_sweep(folder / "local.yaml")
+    (tmp_path / "weights" / "tiny").mkdir(parents=True)
     assert load_sweep(folder / "local.yaml").model.pretrained == str((tmp_path / "weights" / "tiny").resolve())
 
 

@@ -16,8 +16,8 @@ import yaml
 from rich.console import Console
 
 from scope_eval.sweeps.cells import CELL_FILE, cell_dir, expand
-from scope_eval.sweeps.config import sweep_from_dict, with_overrides
-from scope_eval.sweeps.runner import describe_plan, run_sweep
+from scope_eval.sweeps.config import SweepConfigError, sweep_from_dict, with_overrides
+from scope_eval.sweeps.runner import SweepSetupError, describe_plan, run_sweep
 
 FAKE = Path(__file__).resolve().parent / "fake_lmms_eval.py"
 REPO = Path(__file__).resolve().parents[1]
@@ -168,3 +168,32 @@ def test_cli_reports_config_errors_with_exit_code_2(tmp_path):
     result = subprocess.run([sys.executable, "-m", "scope_eval", "sweep", str(config_file)], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2
     assert "budget 0 is not a whole number" in result.stdout
+
+
+def test_data_dir_points_the_plugin_tasks_at_local_copies(tmp_path):
+    data = tmp_path / "data"
+    (data / "MME" / "data").mkdir(parents=True)
+    (data / "MME" / "data" / "test-00000-of-00001.parquet").write_bytes(b"")  # only its path is used here
+    config = sweep_from_dict(sweep_data(tmp_path / "runs", methods=["none"], tasks=["scope_mme"], data_dir=str(data)))
+    summary = run_sweep(config, fake(), quiet())
+    assert summary.ok
+    record = json.loads((cell_dir(config, expand(config)[0]) / CELL_FILE).read_text())
+    include = Path(record["command"][record["command"].index("--include_path") + 1])
+    assert include.parent == (tmp_path / "runs" / ".include").resolve()
+    assert "test-00000-of-00001.parquet" in (include / "scope_mme.yaml").read_text()
+    assert "data_dir" not in record["fingerprint"]["model_args"]
+
+
+def test_data_dir_without_a_needed_copy_stops_before_any_launch(tmp_path):
+    (tmp_path / "data").mkdir()
+    config = sweep_from_dict(sweep_data(tmp_path / "runs", methods=["none"], tasks=["scope_pope"], data_dir=str(tmp_path / "data")))
+    with pytest.raises(SweepSetupError, match="scope_pope: missing: expected POPE/"):
+        run_sweep(config, fake(), quiet())
+    assert not list((tmp_path / "runs").rglob(".tmp-*"))
+
+
+def test_data_dir_needs_the_plugin_tasks(tmp_path):
+    with pytest.raises(SweepConfigError, match="built-in tasks, which always read the hub"):
+        sweep_from_dict(sweep_data(tmp_path / "runs", tasks=["gqa"], data_dir=str(tmp_path)))
+    with pytest.raises(SweepConfigError, match="is not a folder"):
+        sweep_from_dict(sweep_data(tmp_path / "runs", tasks=["scope_gqa"], data_dir=str(tmp_path / "nope")))

@@ -48,7 +48,7 @@ def test_next_budget_above_the_token_count_is_refused():
 def test_script_runs_and_prints_the_row_beside_the_papers(tmp_path):
     evaluator = f"{sys.executable} {FAKE}"
     result = run_script(
-        "run_scope_llava_7b.sh", "64", "--output", str(tmp_path / "runs"), "--task", "gqa", "--task", "pope",
+        "run_scope_llava_7b.sh", "64", "--output", str(tmp_path / "runs"), "--task", "scope_gqa", "--task", "scope_pope",
         "--evaluator", evaluator, "--num-processes", "1",
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr

@@ -8,6 +8,7 @@ results and samples plus `cell.json`. A *launch* is one lmms-eval process; it fi
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,9 +103,16 @@ def model_args(config: SweepConfig, method: MethodSpec, budget: int | None) -> d
         args["seed"] = config.seed
     args.update(method.options)
     args.update(config.model.model_args)
-    if config.data_dir is not None:
-        args["data_dir"] = config.data_dir
     return args
+
+
+def include_path(config: SweepConfig) -> Path:
+    """The plugin's task directory, or with data_dir the copy of it that reads the local data (written
+    by the runner with scope_eval.lmms.local_data before the first launch)."""
+    if config.data_dir is None:
+        return INCLUDE_DIR
+    digest = hashlib.sha1(str(Path(config.data_dir).resolve()).encode()).hexdigest()[:10]
+    return Path(config.output).resolve() / ".include" / digest
 
 
 def lmms_eval_command(
@@ -133,8 +141,7 @@ def lmms_eval_command(
         "--log_samples",
         "--output_path", str(work_dir / "lmms"),
     ]  # fmt: skip
-    if INCLUDE_DIR.is_dir():
-        command += ["--include_path", str(INCLUDE_DIR)]
+    command += ["--include_path", str(include_path(config))]
     if config.limit is not None:
         command += ["--limit", str(config.limit)]
     if config.gen_kwargs:
@@ -147,13 +154,12 @@ def child_env(config: SweepConfig) -> dict[str, str]:
 
 
 def fingerprint(config: SweepConfig, cell: Cell) -> dict[str, object]:
-    """Everything that changes a cell's numbers. A finished cell whose fingerprint differs from the
-    current config is reported as a conflict, never silently reused or overwritten."""
-    args = model_args(config, cell.method, cell.budget)
-    args.pop("data_dir", None)  # where the data lives does not change the numbers
+    """Everything that changes a cell's numbers (not where the data was read from). A finished cell whose
+    fingerprint differs from the current config is reported as a conflict, never silently reused or
+    overwritten."""
     return {
         "backend": config.model.backend,
-        "model_args": args,
+        "model_args": model_args(config, cell.method, cell.budget),
         "task": cell.task,
         "limit": config.limit,
         "gen_kwargs": dict(config.gen_kwargs),

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from .config import SweepConfigError, load_sweep, with_overrides
-from .runner import SweepLockedError, describe_plan, print_summary, run_sweep
+from .runner import SweepSetupError, describe_plan, print_summary, run_sweep
 
 
 def sweep(
@@ -52,7 +52,7 @@ def sweep(
         return
     try:
         summary = run_sweep(config, evaluator_args, console)
-    except SweepLockedError as error:
+    except SweepSetupError as error:
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from None
     except KeyboardInterrupt:

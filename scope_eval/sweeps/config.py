@@ -16,6 +16,7 @@ from typing import Any, Mapping
 import yaml
 
 from . import methods as method_catalog
+from .metrics import benchmarks_for_task
 from .tasks import INCLUDE_DIR, known_tasks
 
 # Visual tokens the language model sees without pruning: 24 x 24 for LLaVA-1.5, up to 5 crops of 576 for NeXT.
@@ -107,7 +108,10 @@ def load_sweep(path: str | Path) -> SweepConfig:
     model = data.get("model")
     if isinstance(model, dict) and isinstance(model.get("pretrained"), str) and model["pretrained"].startswith(("./", "../")):
         # a local checkpoint written as a relative path is relative to the config file, not to the cwd
-        data["model"] = {**model, "pretrained": str((path.parent / model["pretrained"]).resolve())}
+        checkpoint = (path.parent / model["pretrained"]).resolve()
+        if not checkpoint.is_dir():
+            raise SweepConfigError(f"{path}: model.pretrained {model['pretrained']} -> {checkpoint} is not a folder")
+        data["model"] = {**model, "pretrained": str(checkpoint)}
     return sweep_from_dict(data, where=str(path))
 
 
@@ -190,6 +194,8 @@ def validate(config: SweepConfig, where: str) -> None:
     for flag in ("offline", "group_tasks"):
         if not isinstance(getattr(config, flag), bool):
             raise SweepConfigError(f"{where}: {flag} must be true or false, got {getattr(config, flag)!r}")
+    if config.data_dir is not None:
+        _check_data_dir(config, where)
     if not isinstance(config.output, str) or not config.output:
         raise SweepConfigError(f"{where}: output must be a folder path such as ./runs")
 
@@ -271,6 +277,27 @@ def _check_tasks(tasks: Any, where: str) -> None:
             f"(tasks of {INCLUDE_DIR} included)"
         )
     _reject_duplicates("tasks", tasks, where)
+    for task in tasks:
+        if known[task].subtasks:
+            raise SweepConfigError(
+                f"{where}: '{task}' is a group; a cell is one task, so list its tasks instead: {', '.join(known[task].subtasks)}"
+            )
+        try:
+            benchmarks_for_task(task, known[task].metrics)
+        except KeyError as error:
+            raise SweepConfigError(f"{where}: {error.args[0]}; add it to scope_eval/sweeps/metrics.py") from None
+
+
+def _check_data_dir(config: SweepConfig, where: str) -> None:
+    if not Path(config.data_dir).is_dir():
+        raise SweepConfigError(f"{where}: data_dir {config.data_dir} is not a folder; it holds the local benchmark copies (DATA/MME, ...)")
+    known = known_tasks(INCLUDE_DIR)
+    hub_only = [task for task in config.tasks if known[task].yaml_path is None]
+    if hub_only:
+        raise SweepConfigError(
+            f"{where}: {', '.join(hub_only)} are lmms-eval's built-in tasks, which always read the hub; "
+            f"with data_dir use the plugin's scope_<name> tasks (e.g. scope_gqa), which it points at the local copies"
+        )
 
 
 def _reject_duplicates(name: str, values: tuple[Any, ...], where: str) -> None:

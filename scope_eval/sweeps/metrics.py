@@ -37,19 +37,30 @@ class Benchmark:
 
 
 # Scales were read from lmms-eval 0.7.3's aggregation functions: mmbench and mmvet already return 0-100,
-# MME sums per-category (acc + acc+) on 0-100 each; everything else is a fraction.
+# MME sums per-category (acc + acc+) on 0-100 each; everything else is a fraction. The plugin's
+# scope_<name> tasks (the paper's settings, scope_eval/lmms/tasks/paper) keep the built-in metrics.
 BENCHMARKS: tuple[Benchmark, ...] = (
-    Benchmark("GQA", ("gqa", "gqa_lite"), ("exact_match",), 100.0),
-    Benchmark("MMB", ("mmbench_en_dev", "mmbench_en_dev_static", "mmbench_en_dev_lite"), ("gpt_eval_score",)),
-    Benchmark("MME", ("mme",), ("mme_perception_score", "mme_cognition_score")),
-    Benchmark("POPE", ("pope",), ("pope_f1_score",), 100.0),  # one F1 over every answer pooled
-    Benchmark("SQA", ("scienceqa_img",), ("exact_match",), 100.0),
-    Benchmark("TextVQA", ("textvqa_val", "textvqa_val_lite"), ("exact_match",), 100.0),
-    Benchmark("SEED", ("seedbench",), ("seed_all",), 100.0),  # SCOPE Table 1
-    Benchmark("SEED-I", ("seedbench",), ("seed_image",), 100.0),  # SCOPE Tables 6 and 7
-    Benchmark("MMVet", ("mmvet",), ("gpt_eval_score",)),
-    Benchmark("MMMU", ("mmmu_val",), ("mmmu_acc",), 100.0),
-    Benchmark("VQAv2", ("vqav2_val", "vqav2_val_lite"), ("exact_match",), 100.0),
+    Benchmark("GQA", ("scope_gqa", "gqa", "gqa_lite"), ("exact_match",), 100.0),
+    Benchmark(
+        "MMB",
+        ("scope_mmbench_en_dev", "mmbench_en_dev", "mmbench_en_dev_static", "mmbench_en_dev_lite"),
+        ("gpt_eval_score",),
+    ),
+    Benchmark("MME", ("scope_mme", "mme"), ("mme_perception_score", "mme_cognition_score")),
+    Benchmark("POPE", ("scope_pope", "pope"), ("pope_f1_score",), 100.0),  # one F1 over every answer pooled
+    Benchmark("SQA", ("scope_scienceqa_img", "scienceqa_img"), ("exact_match",), 100.0),
+    Benchmark("TextVQA", ("scope_textvqa_val", "textvqa_val", "textvqa_val_lite"), ("exact_match",), 100.0),
+    Benchmark("SEED", ("scope_seedbench", "seedbench"), ("seed_all",), 100.0),  # SCOPE Table 1
+    Benchmark("SEED-I", ("scope_seedbench", "seedbench"), ("seed_image",), 100.0),  # SCOPE Tables 6 and 7
+    Benchmark("MMVet", ("scope_mmvet", "mmvet"), ("gpt_eval_score",)),
+    Benchmark("MMMU", ("scope_mmmu_val", "mmmu_val"), ("mmmu_acc",), 100.0),
+    Benchmark("VQAv2", ("scope_vqav2_val", "vqav2_val", "vqav2_val_lite"), ("exact_match",), 100.0),
+    # The synthetic toy tasks (scope_eval/lmms/tasks/toy), in the same units as their real counterparts.
+    Benchmark("Toy-POPE", ("scope_toy_pope",), ("pope_f1_score",), 100.0),
+    Benchmark("Toy-POPE-wide", ("scope_toy_pope_wide",), ("pope_f1_score",), 100.0),
+    Benchmark("Toy-GQA", ("scope_toy_gqa",), ("exact_match",), 100.0),
+    Benchmark("Toy-Count", ("scope_toy_count",), ("exact_match",), 100.0),
+    Benchmark("Toy-MME", ("scope_toy_mme",), ("mme_score",)),
 )
 
 BENCHMARK_ORDER: tuple[str, ...] = tuple(b.name for b in BENCHMARKS)

@@ -35,7 +35,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .cells import CELL_FILE, Cell, Launch, cell_dir, expand, fingerprint, plan_launches
+from .cells import CELL_FILE, Cell, Launch, cell_dir, expand, fingerprint, include_path, plan_launches
 from .config import SweepConfig
 from .outputs import TaskOutcome, read_task_outcomes, visual_token_summary
 from .provenance import git_state, package_versions
@@ -55,8 +55,8 @@ class SweepSummary:
         return not self.failed
 
 
-class SweepLockedError(RuntimeError):
-    pass
+class SweepSetupError(RuntimeError):
+    """The sweep cannot start (output folder busy, local data incomplete); the message names the fix."""
 
 
 def classify(config: SweepConfig, cells: Sequence[Cell]) -> tuple[list[Cell], list[tuple[Cell, str]], list[Cell]]:
@@ -113,6 +113,8 @@ def run_sweep(config: SweepConfig, evaluator: Sequence[str] | None = None, conso
     provenance = {"versions": package_versions(), "git": git_state()}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with _exclusive(root), _sigterm_as_interrupt(), Progress(*columns, console=console) as progress:
+        if config.data_dir is not None:
+            _write_local_tasks(config, {cell.task for cell in pending})
         bar = progress.add_task("cells", total=len(pending))
         seconds_per_cell: list[float] = []
         for launch in launches:
@@ -170,6 +172,17 @@ def run_launch(config: SweepConfig, launch: Launch, provenance: dict) -> list[tu
     if work.exists() and all(outcome.ok for _, outcome in results):
         shutil.rmtree(work)
     return results
+
+
+def _write_local_tasks(config: SweepConfig, tasks: set[str]) -> None:
+    """The plugin's include directory, re-pointed at the local copies under data_dir."""
+    from ..lmms.local_data import write_tasks_dir
+
+    copies = write_tasks_dir(Path(config.data_dir), include_path(config))
+    missing = [copy for copy in copies if copy.benchmark.task in tasks and not copy.complete]
+    if missing:
+        problems = "; ".join(f"{copy.benchmark.task}: {copy.describe()}" for copy in missing)
+        raise SweepSetupError(f"local copies missing under {config.data_dir}: {problems}")
 
 
 def _finish_cell(config: SweepConfig, launch: Launch, cell: Cell, outcome: TaskOutcome, timing: dict, provenance: dict) -> None:
@@ -254,7 +267,7 @@ def _exclusive(root: Path) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise SweepLockedError(
+            raise SweepSetupError(
                 f"another scope-eval sweep is writing to {root}; wait for it to end or pass another --output"
             ) from None
         yield

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from ..lmms.tasks import TASKS_DIR
+
 # Built-in lmms-eval 0.7.3 tasks behind the paper's tables (research/paper_tables.md section 7), plus the
 # key-free and quick variants that measure the same benchmarks.
 PAPER_TASKS: tuple[str, ...] = (
@@ -34,8 +36,8 @@ VARIANT_TASKS: tuple[str, ...] = (
     "vqav2_val_lite",
 )
 
-# Shipped by the lmms-eval plugin (scope_eval/lmms/tasks); passed to lmms-eval with --include_path.
-INCLUDE_DIR: Path = Path(__file__).resolve().parents[1] / "lmms" / "tasks"
+# Shipped by the lmms-eval plugin; passed to lmms-eval with --include_path.
+INCLUDE_DIR: Path = TASKS_DIR
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class TaskInfo:
     name: str
     metrics: tuple[str, ...]  # metric names in the YAML's metric_list, in order (empty for groups)
     yaml_path: Path | None  # None for built-in lmms-eval tasks
+    subtasks: tuple[str, ...] = ()  # set for a group
 
 
 class _TaggedLoader(yaml.SafeLoader):
@@ -79,7 +82,8 @@ def include_dir_tasks(include_dir: Path = INCLUDE_DIR) -> dict[str, TaskInfo]:
             )
             found[name] = TaskInfo(name, metrics, path)
         elif isinstance(data.get("group"), str):
-            found[data["group"]] = TaskInfo(data["group"], (), path)
+            members = tuple(t if isinstance(t, str) else str(t.get("task")) for t in data.get("task") or ())
+            found[data["group"]] = TaskInfo(data["group"], (), path, members)
     return found
 
 
