@@ -227,3 +227,16 @@ def test_readme_flop_figures_are_the_formula_outputs():
     assert round(total("llava-1.5-7b", 1, 64, "scope", 64), 2) == 1.65
     assert round(total("llava-next-7b", 5, 2928, "none", None), 1) == 45.0
     assert round(total("llava-next-7b", 5, 160, "scope", 160), 2) == 4.44
+
+
+def test_bench_loads_a_saved_llava_hf_checkpoint(tmp_path):
+    """The --model path (a local llava-hf directory, as for real checkpoints) works offline."""
+    from scope_eval.bench.loading import load_bench_model
+
+    built = load_bench_model("tiny-llava-1.5", torch.device("cpu"), torch.float32)
+    checkpoint = tmp_path / "checkpoint"
+    built.model.save_pretrained(checkpoint)
+    built.processor.save_pretrained(checkpoint)
+    report = run_bench(tmp_path, "--model", str(checkpoint), "--methods", "scope", "--budgets", "64", "--device", "cpu")
+    assert report["model"]["source"] == str(checkpoint) and report["model"]["family"] == "llava-1.5"
+    assert [row["visual_tokens"] for row in report["rows"]] == [576, 64]
