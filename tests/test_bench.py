@@ -240,3 +240,16 @@ def test_bench_loads_a_saved_llava_hf_checkpoint(tmp_path):
     report = run_bench(tmp_path, "--model", str(checkpoint), "--methods", "scope", "--budgets", "64", "--device", "cpu")
     assert report["model"]["source"] == str(checkpoint) and report["model"]["family"] == "llava-1.5"
     assert [row["visual_tokens"] for row in report["rows"]] == [576, 64]
+
+
+@pytest.mark.parametrize("name", ["llava-1.5-7b", "llava-1.5-13b", "llava-next-7b"])
+def test_real_shapes_are_built_directly_on_the_target_device(name):
+    """Built under the target device (meta here: no memory), never first as an fp32 copy on the host."""
+    from scope_eval.bench.loading import load_bench_model
+
+    bench_model = load_bench_model(name, torch.device("meta"), torch.bfloat16)
+    parameters = list(bench_model.model.parameters())
+    assert all(p.device.type == "meta" and p.dtype == torch.bfloat16 for p in parameters)
+    assert all(b.device.type == "meta" for b in bench_model.model.buffers())
+    expected = {"llava-1.5-7b": 7.06e9, "llava-1.5-13b": 13.35e9, "llava-next-7b": 7.06e9}[name]
+    assert abs(sum(p.numel() for p in parameters) - expected) < 0.01e9
