@@ -1,0 +1,56 @@
+"""``divprune``: DivPrune's max-min diversity selection."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..base import KeptTokens, PruningError, PruningMethod, VisualTokens, all_finite
+from ..registry import register
+from ..similarity import cosine_similarity
+
+SPACES = ("projected", "features")
+
+
+@register
+@dataclass
+class DivPruneMethod(PruningMethod):
+    """DivPrune (Alvar et al., CVPR 2025, https://arxiv.org/abs/2503.02175): max-min diversity.
+
+    On the cosine distance d = 1 - S between tokens: first the token whose nearest neighbour is farthest
+    (largest min_{j != i} d_ij), then repeatedly the token whose distance to the nearest already kept one
+    is largest; ties lowest index. ``on="projected"`` (default, as the SCOPE paper applies it) works on the
+    multimodal projector's outputs, ``"features"`` on the vision features. A zero vector has distance 1
+    to everything (see scope_eval.pruning.similarity). Budget: visual tokens kept per image/crop.
+    """
+
+    name = "divprune"
+
+    on: str = "projected"
+
+    def __post_init__(self) -> None:
+        if self.on not in SPACES:
+            raise PruningError(f"divprune: on must be one of {', '.join(SPACES)}, got {self.on!r}")
+
+    def _select(self, tokens: VisualTokens, budget: int) -> KeptTokens:
+        space = tokens.projected() if self.on == "projected" else tokens.features
+        if not all_finite(space):
+            raise PruningError("divprune: the projected visual tokens contain NaN or inf; check the projector")
+        return KeptTokens(indices=max_min_diverse(1.0 - cosine_similarity(space), budget).sort(dim=-1).values)
+
+
+def max_min_diverse(distance: torch.Tensor, k: int) -> torch.Tensor:
+    """[B, k] picks in order from a [B, N, N] distance matrix by the max-min rule above."""
+    batch, n, _ = distance.shape
+    rows = torch.arange(batch, device=distance.device)
+    nearest = distance.masked_fill(torch.eye(n, dtype=torch.bool, device=distance.device), float("inf"))
+    first = nearest.min(dim=-1).values.argmax(dim=-1)  # argmax: first maximum, i.e. lowest index
+    to_kept = distance[rows, first].clone()  # distance of every token to its nearest kept token
+    picks = [first]
+    for _ in range(k - 1):
+        to_kept[rows, picks[-1]] = float("-inf")
+        pick = to_kept.argmax(dim=-1)
+        picks.append(pick)
+        torch.minimum(to_kept, distance[rows, pick], out=to_kept)
+    return torch.stack(picks, dim=1)

@@ -1,0 +1,25 @@
+"""``saliency``: the paper's "saliency-only" ablation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..base import KeptTokens, PruningMethod, VisualTokens
+from ..registry import register
+from ..similarity import top_k_lowest_index
+
+
+@register
+@dataclass
+class SaliencyMethod(PruningMethod):
+    """Keeps the ``budget`` tokens with the largest CLS attention a, equal values lowest index first.
+
+    SCOPE paper (arXiv 2510.24214), ablation "saliency only". Budget: visual tokens kept per image/crop.
+    """
+
+    name = "saliency"
+    needs_saliency = True
+
+    def _select(self, tokens: VisualTokens, budget: int) -> KeptTokens:
+        indices = top_k_lowest_index(tokens.saliency, budget)
+        return KeptTokens(indices=indices.sort(dim=-1).values)
