@@ -15,6 +15,9 @@ from scope_eval.reports.commands import report  # noqa: E402
 
 app.command("sweep")(sweep)
 app.command("report")(report)
+from scope_eval.bench.selection import bench_selection  # noqa: E402
+
+app.command("bench-selection")(bench_selection)
 from scope_eval.toy.benchmark import toy_data  # noqa: E402
 
 app.command("toy-data")(toy_data)

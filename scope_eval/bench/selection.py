@@ -1,0 +1,280 @@
+"""`scope-eval bench-selection`: what SCOPE's token selection costs, fast exact greedy vs the naive loop.
+
+Times, in one run and on the same synthetic inputs, the paper-style per-step implementation
+(``naive_scope_select``: fresh masked N x N copies at every step) against the exact implementations of
+``scope_select`` (``inplace``, ``lazy`` and ``auto``, the one the methods use), for the paper's settings:
+LLaVA-1.5 (1 x 576 tokens, K = 64/128/192), LLaVA-NeXT ``per_crop`` (5 crops x 576, K/5 per crop for
+K = 160/320/640) and LLaVA-NeXT ``global`` (1 x 2880, K = 160/320/640). Every time includes the cosine
+similarity matrix; its cost alone is reported as ``similarity``. Warm-up calls, medians over repeats,
+``torch.cuda.synchronize`` around each call on CUDA. Selections are checked against the ``inplace`` result
+(and that one against the float64 reference with ``--reference``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from functools import partial
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import typer
+
+from scope_eval.pruning.greedy import scope_select
+from scope_eval.pruning.greedy_kernels import quantise_similarity
+from scope_eval.pruning.greedy_reference import naive_scope_select, reference_scope_select
+from scope_eval.pruning.similarity import cosine_similarity
+
+SelectFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
+
+IMPLEMENTATIONS: dict[str, SelectFn] = {
+    "naive": naive_scope_select,
+    "inplace": partial(scope_select, variant="inplace"),
+    "lazy": partial(scope_select, variant="lazy"),
+    "auto": scope_select,
+}
+BASELINE = "naive"
+EXACT = "inplace"  # the selection every other implementation is compared with
+
+
+@dataclass(frozen=True)
+class SelectionCase:
+    """One selection call: ``rows`` images or crops of ``tokens`` tokens, ``keep`` kept per row."""
+
+    setting: str
+    budget: int  # the paper's K per image
+    rows: int
+    tokens: int
+    keep: int
+
+
+def paper_cases() -> list[SelectionCase]:
+    cases = [SelectionCase("LLaVA-1.5", k, 1, 576, k) for k in (64, 128, 192)]
+    cases += [SelectionCase("LLaVA-NeXT per_crop", k, 5, 576, k // 5) for k in (160, 320, 640)]
+    cases += [SelectionCase("LLaVA-NeXT global", k, 1, 2880, k) for k in (160, 320, 640)]
+    return cases
+
+
+@dataclass
+class Timing:
+    case: SelectionCase
+    implementation: str
+    times_ms: list[float]
+    identical: Optional[bool] = None  # same selection as EXACT
+    matches_reference: Optional[bool] = None  # EXACT only, with --reference
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.times_ms)
+
+
+@dataclass
+class BenchResult:
+    environment: dict
+    timings: list[Timing] = field(default_factory=list)
+
+    def speedup(self, timing: Timing) -> Optional[float]:
+        baseline = next((t for t in self.timings if t.case == timing.case and t.implementation == BASELINE), None)
+        if baseline is None or timing.implementation in (BASELINE, "similarity"):
+            return None
+        return baseline.median_ms / timing.median_ms
+
+
+def synthetic_inputs(case: SelectionCase, dim: int, device: torch.device, dtype: torch.dtype, seed: int):
+    """Clustered features (real redundancy, as in CLIP patch features) and a peaked CLS saliency."""
+    generator = torch.Generator().manual_seed(seed)
+    centres = torch.randn(case.rows, 48, dim, generator=generator)
+    members = torch.randint(0, 48, (case.rows, case.tokens), generator=generator)
+    features = torch.gather(centres, 1, members[:, :, None].expand(-1, -1, dim))
+    features = features + 0.6 * torch.randn(case.rows, case.tokens, dim, generator=generator)
+    saliency = 16 * torch.softmax(2.5 * torch.randn(case.rows, case.tokens, generator=generator), dim=-1)
+    return features.to(device, dtype), saliency.to(device, dtype)
+
+
+def time_call(call: Callable[[], object], repeats: int, warmup: int, device: torch.device) -> tuple[list[float], object]:
+    """Wall-clock ms of ``repeats`` calls after ``warmup`` untimed ones (synchronised on CUDA), and the last output."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        call()
+    sync()
+    times, output = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        output = call()
+        sync()
+        times.append((time.perf_counter() - start) * 1e3)
+    return times, output
+
+
+def run_selection_bench(
+    cases: list[SelectionCase],
+    *,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    dim: int = 1024,
+    repeats: int = 5,
+    naive_repeats: int = 3,
+    warmup: int = 1,
+    check_reference: bool = True,
+    seed: int = 0,
+    progress: Callable[[str], None] = lambda line: None,
+) -> BenchResult:
+    result = BenchResult(environment=describe_environment(device, dtype, dim))
+    for number, case in enumerate(cases):
+        features, saliency = synthetic_inputs(case, dim, device, dtype, seed + number)
+        times, _ = time_call(partial(_similarity_only, features), repeats, warmup, device)
+        result.timings.append(Timing(case, "similarity", times))
+        selections = {}
+        for name, select in IMPLEMENTATIONS.items():
+            count = naive_repeats if name == BASELINE else repeats
+            times, selections[name] = time_call(partial(select, features, saliency, case.keep), count, warmup, device)
+            timing = Timing(case, name, times)
+            result.timings.append(timing)
+            progress(f"{case.setting} K={case.budget} {name}: {timing.median_ms:.1f} ms")
+        for timing in result.timings[-len(IMPLEMENTATIONS) :]:
+            timing.identical = torch.equal(selections[timing.implementation], selections[EXACT])
+            if check_reference and timing.implementation == EXACT:
+                reference = reference_scope_select(features, saliency, case.keep)
+                timing.matches_reference = torch.equal(reference, selections[EXACT])
+    return result
+
+
+def _similarity_only(features: torch.Tensor) -> torch.Tensor:
+    """The part every implementation shares: the (quantised) cosine similarity matrix."""
+    return quantise_similarity(cosine_similarity(features))
+
+
+def describe_environment(device: torch.device, dtype: torch.dtype, dim: int) -> dict:
+    environment = {
+        "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "device": device.type,
+        "device_name": _device_name(device),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "dtype": str(dtype).removeprefix("torch."),
+        "feature_dim": dim,
+    }
+    if hasattr(os, "getloadavg"):
+        environment["load_average_1m_at_start"] = round(os.getloadavg()[0], 2)
+    return environment
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"
+
+
+def render_markdown(result: BenchResult, command: str, note: str = "") -> str:
+    env = result.environment
+    lines = [
+        "# SCOPE selection cost: exact fast greedy vs the naive per-step loop",
+        "",
+        f"Command: `{command}`  ",
+        f"Measured {env['date_utc']} UTC on {env['device']} ({env['device_name']}), {env['cpu_count']} cores visible, "
+        f"torch {env['torch']} with {env['torch_threads']} threads, Python {env['python']}; inputs {env['dtype']}, "
+        f"D = {env['feature_dim']}, synthetic clustered features; load average at start "
+        f"{env.get('load_average_1m_at_start', 'n/a')}.",
+        "",
+    ]
+    if note:
+        lines += [note, ""]
+    lines += [
+        "Times in ms (median over repeats; min in brackets), each including the similarity matrix. "
+        "`speed-up` = naive median / median. `same picks` = identical selection to `inplace`; "
+        "`= float64 reference` checks `inplace` against the slow float64 greedy.",
+        "",
+        "| setting | K | rows x N | implementation | median ms | (min) | speed-up vs naive | same picks | = float64 reference |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for timing in result.timings:
+        case = timing.case
+        speedup = result.speedup(timing)
+        lines.append(
+            f"| {case.setting} | {case.budget} | {case.rows} x {case.tokens} (k={case.keep}) | {timing.implementation} "
+            f"| {timing.median_ms:.1f} | ({min(timing.times_ms):.1f}) | {'' if speedup is None else f'{speedup:.1f}x'} "
+            f"| {_flag(timing.identical)} | {_flag(timing.matches_reference)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _flag(value: Optional[bool]) -> str:
+    return "" if value is None else ("yes" if value else "NO")
+
+
+def result_as_json(result: BenchResult, command: str) -> str:
+    rows = [
+        {**asdict(t.case), "implementation": t.implementation, "median_ms": t.median_ms, "times_ms": t.times_ms,
+         "speedup_vs_naive": result.speedup(t), "identical_to_inplace": t.identical,
+         "inplace_matches_float64_reference": t.matches_reference}
+        for t in result.timings
+    ]
+    return json.dumps({"command": command, "environment": result.environment, "timings": rows}, indent=2)
+
+
+def bench_selection(
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda (cuda:N)."),
+    dtype: str = typer.Option("float32", "--dtype", help="Input dtype of the features: float32, bfloat16 or float16."),
+    repeats: int = typer.Option(5, "--repeats", min=1, help="Timed calls per fast implementation (median reported)."),
+    naive_repeats: int = typer.Option(3, "--naive-repeats", min=1, help="Timed calls of the slow naive loop."),
+    warmup: int = typer.Option(1, "--warmup", min=0, help="Untimed calls before timing."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's)."),
+    setting: Optional[list[str]] = typer.Option(None, "--setting", help="Only these settings: llava15, per_crop, global (repeatable)."),
+    reference: bool = typer.Option(True, "--reference/--no-reference", help="Also check inplace against the float64 reference greedy."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the timings as JSON here."),
+    markdown_path: Optional[Path] = typer.Option(None, "--markdown", help="Write the table as Markdown here."),
+    note: str = typer.Option("", "--note", help="Free text placed above the table in the Markdown (e.g. machine load)."),
+) -> None:
+    """Time SCOPE's exact selection against the paper-style naive loop at the paper's token budgets."""
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in dtypes:
+        raise typer.BadParameter(f"choose one of {', '.join(dtypes)}", param_hint="--dtype")
+    torch_device = torch.device(device)
+    if torch_device.type == "cuda" and not torch.cuda.is_available():
+        raise typer.BadParameter("CUDA is not available here; use --device cpu", param_hint="--device")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    settings = {"llava15": "LLaVA-1.5", "per_crop": "LLaVA-NeXT per_crop", "global": "LLaVA-NeXT global"}
+    unknown = sorted(set(setting or []) - set(settings))
+    if unknown:
+        raise typer.BadParameter(f"unknown {', '.join(unknown)}; choose from {', '.join(settings)}", param_hint="--setting")
+    wanted = {settings[name] for name in setting} if setting else set(settings.values())
+    cases = [case for case in paper_cases() if case.setting in wanted]
+    result = run_selection_bench(
+        cases, device=torch_device, dtype=dtypes[dtype], repeats=repeats, naive_repeats=naive_repeats,
+        warmup=warmup, check_reference=reference, progress=lambda line: typer.echo(line, err=True),
+    )
+    command = shlex.join(
+        ["scope-eval", "bench-selection", "--device", device, "--dtype", dtype, "--repeats", str(repeats),
+         "--naive-repeats", str(naive_repeats), "--warmup", str(warmup)]
+        + (["--threads", str(threads)] if threads is not None else [])
+        + [argument for name in setting or [] for argument in ("--setting", name)]
+        + ([] if reference else ["--no-reference"])
+        + (["--json", str(json_path)] if json_path is not None else [])
+        + (["--markdown", str(markdown_path)] if markdown_path is not None else [])
+    )
+    markdown = render_markdown(result, command, note)
+    typer.echo(markdown)
+    if markdown_path is not None:
+        markdown_path.parent.mkdir(parents=True, exist_ok=True)
+        markdown_path.write_text(markdown)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(result_as_json(result, command) + "\n")
+    mismatched = [t for t in result.timings if t.identical is False and t.implementation != BASELINE]
+    if mismatched:
+        typer.echo("error: an exact implementation selected differently from inplace (a bug: please report)", err=True)
+        raise typer.Exit(1)
