@@ -148,3 +148,18 @@ def test_report_command_prints_the_row_beside_the_paper(fake_runs, tmp_path):
 def test_report_on_an_empty_folder_is_an_error(tmp_path):
     result = subprocess.run([sys.executable, "-m", "scope_eval", "report", str(tmp_path)], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2 and "no finished cells" in result.stderr
+
+
+def test_avg_counts_one_seedbench_run_once():
+    rows = [
+        ("none", 576, "SEED", 50.0), ("none", 576, "SEED-I", 60.0), ("none", 576, "GQA", 40.0),
+        ("scope", 64, "SEED", 25.0), ("scope", 64, "SEED-I", 60.0), ("scope", 64, "GQA", 40.0),
+    ]  # fmt: skip
+    cells = pd.DataFrame(
+        [dict(run="m", method=m, method_label=m, budget=b, benchmark=k, value=v) for m, b, k, v in rows]
+    )
+    table = paper_layout(cells, "m")
+    assert list(table.columns) == ["method", "budget", "GQA", "SEED", "SEED-I", AVG]
+    assert table.loc[table["method"] == "scope", AVG].item() == pytest.approx((100 + 50) / 2)  # SEED-I not counted
+    only_seed_image = paper_layout(cells[cells["benchmark"] != "SEED"], "m")
+    assert only_seed_image.loc[only_seed_image["method"] == "scope", AVG].item() == pytest.approx(100.0)

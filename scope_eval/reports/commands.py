@@ -12,7 +12,7 @@ import typer
 from .collect import tidy
 from .plots import plot_run
 from .reference import reference_long
-from .tables import compare_with_paper, comparison_grid, paper_layout, select_rows
+from .tables import compare_with_paper, comparison_grid, markdown, paper_layout, select_rows
 
 
 @dataclass
@@ -42,7 +42,7 @@ def write_report(runs_dir: Path, out_dir: Path) -> tuple[ReportFiles, pd.DataFra
         if not comparison.empty:
             compared = {suffix: out_dir / f"compare_{run}{suffix}" for suffix in (".md", ".csv")}
             comparison.to_csv(compared[".csv"], index=False)
-            compared[".md"].write_text(comparison_grid(comparison).to_markdown(index=False) + "\n")
+            compared[".md"].write_text(markdown(comparison_grid(comparison)) + "\n")
             files.comparisons += list(compared.values())
         files.plots.append(plot_run(cells, run, reference, out_dir / f"plot_{run}.png"))
     return files, cells
@@ -67,11 +67,11 @@ def report(
     reference = reference_long()
     for run in sorted(cells["run"].unique()):
         typer.echo(f"\n## {run}: reproduced\n")
-        typer.echo(select_rows(paper_layout(cells, run), methods or (), budgets or ()).to_markdown(index=False, floatfmt=".1f"))
+        typer.echo(markdown(select_rows(paper_layout(cells, run), methods or (), budgets or ())))
         grid = comparison_grid(compare_with_paper(cells, run, reference))
         if not grid.empty:
             typer.echo(f"\n## {run}: reproduced / paper (difference)\n")
-            typer.echo(select_rows(grid, methods or (), budgets or ()).to_markdown(index=False))
+            typer.echo(markdown(select_rows(grid, methods or (), budgets or ())))
     typer.echo(f"\nwritten to {out_dir}: {files.tidy.name}, " + ", ".join(p.name for p in files.tables + files.comparisons + files.plots))
 
 
@@ -83,10 +83,11 @@ def _markdown_page(run: str, cells: pd.DataFrame, table: pd.DataFrame) -> str:
         f"# {run}",
         "",
         f"Reproduced with scope_eval from {data['cell_dir'].nunique()} finished cells (cell.json files).",
-        "Avg = mean over the benchmarks of score / unpruned score x 100 (the paper's definition).",
+        "Avg = mean over the benchmarks of score / unpruned score x 100 (the paper's definition); "
+        "SEED-I beside SEED is not counted twice.",
     ]
     if len(limit):
         lines.append(f"**Limited run ({limit[0]} documents per task): not comparable with the paper's numbers.**")
-    lines += ["", table.to_markdown(index=False, floatfmt=".1f"), "", "Metrics (lmms-eval keys):", ""]
+    lines += ["", markdown(table), "", "Metrics (lmms-eval keys):", ""]
     lines += [f"- {benchmark}: {metric}" for benchmark, metric in metrics.items()]
     return "\n".join(lines)

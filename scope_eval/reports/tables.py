@@ -8,7 +8,7 @@ from typing import Iterable, Mapping
 
 import pandas as pd
 
-from ..sweeps.metrics import BENCHMARK_ORDER
+from ..sweeps.metrics import BENCHMARK_ORDER, averaged
 from .reference import AVG
 
 UNPRUNED = "none"
@@ -34,14 +34,16 @@ def benchmark_columns(names: Iterable[str]) -> list[str]:
 
 def paper_layout(tidy: pd.DataFrame, run: str) -> pd.DataFrame:
     """One run (model [+ limit]) as the paper prints it: method, budget, one column per benchmark, Avg
-    over all those benchmarks relative to the unpruned row (NaN where a cell is missing)."""
+    over those benchmarks relative to the unpruned row (NaN where a cell is missing). A second view of
+    an already counted task (SEED-I beside SEED) is shown but not averaged, unless it stands alone."""
     data = tidy[tidy["run"] == run]
     wide = data.pivot_table(index=["method", "method_label", "budget"], columns="benchmark", values="value", aggfunc="first")
     columns = benchmark_columns(wide.columns)
     wide = wide[columns].reset_index()
     unpruned_rows = wide[wide["method"] == UNPRUNED]
     unpruned = unpruned_rows.iloc[0][columns].to_dict() if len(unpruned_rows) else {}
-    wide[AVG] = [relative_avg(row[columns].to_dict(), unpruned, columns) for _, row in wide.iterrows()]
+    counted = averaged(columns)
+    wide[AVG] = [relative_avg(row[columns].to_dict(), unpruned, counted) for _, row in wide.iterrows()]
     wide = _sorted_rows(wide)
     return wide.drop(columns=["method"]).rename(columns={"method_label": "method"}).reset_index(drop=True)
 
@@ -93,6 +95,12 @@ def select_rows(table: pd.DataFrame, methods: Iterable[str] = (), budgets: Itera
     if budgets:
         keep &= table["budget"].isin(budgets) | (table["method"] == UNPRUNED)
     return table[keep]
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """Markdown with one decimal and a dash for a missing number."""
+    cells = table.astype(object).where(table.notna(), None)
+    return cells.to_markdown(index=False, floatfmt=".1f", missingval="–")
 
 
 def _scores(rows: pd.DataFrame) -> dict[str, float]:

@@ -20,6 +20,7 @@ class Benchmark:
     tasks: tuple[str, ...]  # lmms-eval task names that measure it (first = the canonical one)
     metrics: tuple[str, ...]  # metric names, summed
     scale: float = 1.0  # multiply the sum by this to get the paper's units
+    in_avg: bool = True  # False for a second view of a task that another benchmark already counts
 
     def describe(self) -> str:
         summed = " + ".join(self.metrics)
@@ -51,7 +52,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("SQA", ("scope_scienceqa_img", "scienceqa_img"), ("exact_match",), 100.0),
     Benchmark("TextVQA", ("scope_textvqa_val", "textvqa_val", "textvqa_val_lite"), ("exact_match",), 100.0),
     Benchmark("SEED", ("scope_seedbench", "seedbench"), ("seed_all",), 100.0),  # SCOPE Table 1
-    Benchmark("SEED-I", ("scope_seedbench", "seedbench"), ("seed_image",), 100.0),  # SCOPE Tables 6 and 7
+    Benchmark("SEED-I", ("scope_seedbench", "seedbench"), ("seed_image",), 100.0, in_avg=False),  # Tables 6, 7
     Benchmark("MMVet", ("scope_mmvet", "mmvet"), ("gpt_eval_score",)),
     Benchmark("MMMU", ("scope_mmmu_val", "mmmu_val"), ("mmmu_acc",), 100.0),
     Benchmark("VQAv2", ("scope_vqav2_val", "vqav2_val", "vqav2_val_lite"), ("exact_match",), 100.0),
@@ -64,6 +65,21 @@ BENCHMARKS: tuple[Benchmark, ...] = (
 )
 
 BENCHMARK_ORDER: tuple[str, ...] = tuple(b.name for b in BENCHMARKS)
+
+
+def averaged(names: list[str]) -> list[str]:
+    """The benchmarks an "Avg" counts: all, except a second view of a task already counted (SEED-I
+    beside SEED: both come from one seedbench run)."""
+    known = {b.name: b for b in BENCHMARKS}
+    counted = []
+    for name in names:
+        bench = known.get(name)
+        twin = bench is not None and not bench.in_avg and any(
+            other != name and other in known and set(known[other].tasks) & set(bench.tasks) for other in names
+        )
+        if not twin:
+            counted.append(name)
+    return counted
 
 
 def benchmarks_for_task(task: str, yaml_metrics: tuple[str, ...] = ()) -> tuple[Benchmark, ...]:
