@@ -1,0 +1,84 @@
+"""Pruning options given as lmms-eval ``--model_args`` (``method=scope,budget=64,alpha=1.0``).
+
+They are split off before the upstream wrapper sees the arguments (its ``__init__`` asserts it got no
+unknown ones) and validated up front, so a typo fails before the model is loaded, naming the valid keys.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from scope_eval.adapters.core import BUDGET_POLICIES, PruningPlan
+from scope_eval.pruning import METHODS, PruningError, check_budget, method_options
+
+# lmms-eval adds these itself (create_from_arg_string); they are not model_args a user types.
+_INJECTED = ("batch_size", "max_batch_size", "device")
+
+
+@dataclass(frozen=True)
+class PruningSpec:
+    """What to prune with, as the model_args asked for it."""
+
+    method: str
+    budget: int | None = None
+    budget_policy: str = "per_crop"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        parts = [f"method={self.method}"]
+        if self.budget is not None:
+            parts.append(f"budget={self.budget}")
+        parts.append(f"budget_policy={self.budget_policy}")
+        parts.extend(f"{key}={value}" for key, value in sorted(self.options.items()))
+        return ", ".join(parts)
+
+
+def wrapper_parameters(wrapper_class: type) -> set[str]:
+    """The keyword arguments an upstream lmms-eval wrapper's ``__init__`` accepts by name."""
+    parameters = inspect.signature(wrapper_class.__init__).parameters.values()
+    return {p.name for p in parameters if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+
+
+def split_model_args(model_id: str, kwargs: dict[str, Any], wrapper_args: set[str]) -> tuple[PruningSpec, dict[str, Any]]:
+    """(pruning spec, the remaining arguments for the upstream wrapper). Raises PruningError."""
+    method = kwargs.get("method")
+    if method is None:
+        raise PruningError(
+            f"{model_id} needs method=<name> in --model_args, one of: {', '.join(_method_names())} "
+            "(method=none evaluates the unpruned model; the paper's setting is method=scope,budget=64)"
+        )
+    if not isinstance(method, str) or method not in _method_names():
+        raise PruningError(f"{model_id}: unknown pruning method {method!r}; choose one of: {', '.join(_method_names())}")
+    own_keys = {"method", "budget", "budget_policy"} | _all_method_option_names()
+    upstream = {key: value for key, value in kwargs.items() if key not in own_keys}
+    unknown = sorted(set(upstream) - wrapper_args - set(_INJECTED))
+    if unknown:
+        raise PruningError(
+            f"{model_id}: unknown model_args {', '.join(unknown)}. Pruning arguments: method, budget, budget_policy "
+            f"({'|'.join(BUDGET_POLICIES)}) and the method's options ({_describe_options(method)}); "
+            f"model arguments: {', '.join(sorted(wrapper_args))}"
+        )
+    options = {key: kwargs[key] for key in _all_method_option_names() if key in kwargs}
+    budget = kwargs.get("budget")
+    if budget is not None:  # the type and lower bound now; the upper bound once the model is loaded
+        budget = check_budget(budget, available=sys.maxsize)
+    spec = PruningSpec(method, budget, kwargs.get("budget_policy", "per_crop"), options)
+    PruningPlan.build(spec.method, spec.budget, spec.budget_policy, **spec.options)  # validates before any loading
+    return spec, upstream
+
+
+def _method_names() -> list[str]:
+    method_options("none")  # importing the registry's methods fills METHODS
+    return sorted(METHODS)
+
+
+def _all_method_option_names() -> set[str]:
+    return {option for name in _method_names() for option in method_options(name)}
+
+
+def _describe_options(method: str) -> str:
+    options = method_options(method)
+    return ", ".join(f"{key}={value!r}" for key, value in options.items()) or f"'{method}' has none"

@@ -1,0 +1,108 @@
+"""Tie each ``generate()`` call of an upstream wrapper to the request it serves.
+
+The upstream wrappers reorder requests and return answers only; the realised visual tokens come from
+the pruning handle after each ``generate()``. Each request is handed to upstream as a copy whose
+document callable (``doc_to_visual`` / ``doc_to_messages``, which upstream calls right before
+generating) first marks that request as the one being generated. With batch size 1 that mapping is
+exact; anything else (two marks before a generate, a generate without a mark) aborts the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+from lmms_eval.api.instance import GenerationResult, Instance
+
+from . import visual_tokens
+from .errors import RunAborted
+from .visual_tokens import VisualTokenCounts
+
+
+class RequestTracker:
+    def __init__(self, model_id: str, requests: list[Instance], doc_fn_index: int):
+        self.model_id = model_id
+        self.requests = requests
+        self.doc_fn_index = doc_fn_index
+        self.counts: dict[int, list[int]] = {}
+        self._docs: dict[int, Any] = {}
+        self._pending: int | None = None
+
+    def tagged_requests(self) -> list[Instance]:
+        return [self._tag(index, request) for index, request in enumerate(self.requests)]
+
+    def _tag(self, index: int, request: Instance) -> Instance:
+        args = list(request.args)
+        original = args[self.doc_fn_index]
+
+        def marking_doc_fn(doc, *more, **kwargs):
+            self._mark(index, doc)
+            return original(doc, *more, **kwargs)
+
+        args[self.doc_fn_index] = marking_doc_fn
+        return dataclasses.replace(request, arguments=tuple(args))
+
+    def _mark(self, index: int, doc: Any) -> None:
+        if self._pending is not None and self._pending != index:
+            raise RunAborted(
+                f"{self.model_id}: requests {self._pending} and {index} reached one generate() call; "
+                "scope models evaluate one request per call (batch_size=1)"
+            )
+        self._pending = index
+        self._docs[index] = doc
+
+    @property
+    def current(self) -> int | None:
+        """The request whose inputs are being prepared or generated, if any."""
+        return self._pending
+
+    def start_generate(self) -> int:
+        if self._pending is None:
+            raise RunAborted(f"{self.model_id}: generate() was called for no known request; cannot attribute visual tokens")
+        return self._pending
+
+    def finish_generate(self, index: int, counts: list[int]) -> None:
+        self.counts[index] = counts
+        visual_tokens.record(self._docs.pop(index), counts)
+        self._pending = None
+
+    def describe(self, index: int) -> str:
+        request = self.requests[index]
+        return f"task {request.task_name}, doc {request.doc_id}"
+
+    def with_counts(self, outputs: list[Any]) -> list[GenerationResult]:
+        """Upstream's answers (in request order) with each request's visual-token counts attached."""
+        if len(outputs) != len(self.requests):
+            raise RunAborted(f"{self.model_id}: {len(outputs)} answers for {len(self.requests)} requests")
+        attached = []
+        for index, output in enumerate(outputs):
+            if index not in self.counts:
+                raise RunAborted(f"{self.model_id}: {self.describe(index)} was answered without a generate() call")
+            text = output.text if isinstance(output, GenerationResult) else output
+            upstream_counts = output.token_counts if isinstance(output, GenerationResult) else None
+            counts = VisualTokenCounts(**(dataclasses.asdict(upstream_counts) if upstream_counts else {}))
+            counts.visual_tokens = self.counts[index]
+            attached.append(GenerationResult(text=text, token_counts=counts))
+        return attached
+
+
+def guarded_generate(owner: Any, stock_generate: Callable) -> Callable:
+    """A ``generate`` that attributes visual tokens to the current request and aborts on any error."""
+
+    def generate(*args, **kwargs):
+        tracker: RequestTracker | None = owner.tracker
+        if tracker is None:  # called outside generate_until (e.g. by user code): plain pass-through
+            return stock_generate(*args, **kwargs)
+        index = tracker.start_generate()
+        owner.pruning.take_counts()  # nothing recorded outside a request belongs to this one
+        try:
+            output = stock_generate(*args, **kwargs)
+        except Exception as error:
+            raise RunAborted(
+                f"{tracker.model_id}: generation failed on {tracker.describe(index)} "
+                f"({owner.pruning_spec.describe()}): {type(error).__name__}: {error}"
+            ) from error
+        tracker.finish_generate(index, owner.pruning.take_counts())
+        return output
+
+    return generate
