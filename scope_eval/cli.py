@@ -22,6 +22,11 @@ from scope_eval.toy.benchmark import toy_data  # noqa: E402
 
 app.command("toy-data")(toy_data)
 
+from scope_eval.lmms.commands import tasks_dir, validate_tasks  # noqa: E402
+
+app.command("validate-tasks")(validate_tasks)
+app.command("tasks-dir")(tasks_dir)
+
 
 def main() -> None:
     app()

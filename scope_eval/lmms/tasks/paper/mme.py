@@ -1,0 +1,18 @@
+"""MME with the paper's headline number: perception + cognition as ``mme_total_score``."""
+
+from __future__ import annotations
+
+from lmms_eval.tasks.mme import utils as upstream
+
+from scope_eval.lmms.visual_tokens import with_visual_tokens
+
+
+def _with_total(doc: dict, results: list[str]) -> dict:
+    scores = upstream.mme_process_results(doc, results)  # one entry: perception or cognition
+    (entry,) = scores.values()
+    # mme_aggregate_results sums the per-category scores it is given; given every category, that is
+    # perception + cognition (0-2800).
+    return {**scores, "mme_total_score": entry}
+
+
+process_results = with_visual_tokens(_with_total)

@@ -1,0 +1,123 @@
+"""The shipped include directory, local copies of the benchmarks, and `scope-eval validate-tasks`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+import lmms_fixtures
+from scope_eval.lmms.benchmarks import BENCHMARKS, DataSource, benchmark
+from scope_eval.lmms.errors import RunAborted
+from scope_eval.lmms.local_data import find_copies, find_copy, write_tasks_dir
+from scope_eval.lmms.tasks import TASKS_DIR
+from scope_eval.lmms.validate import validate_directory
+
+
+@pytest.fixture(scope="module")
+def standins(tmp_path_factory) -> Path:
+    return lmms_fixtures.write_standins(tmp_path_factory.mktemp("data"))
+
+
+def test_every_shipped_task_yaml_is_valid():
+    checks = validate_directory(TASKS_DIR)
+    assert {b.task for b in BENCHMARKS} <= {c.name for c in checks}
+    assert [(c.name, c.problems) for c in checks if not c.ok] == []
+    hub = {c.name: c.data for c in checks if c.name.startswith("scope_") and c.name != "scope_template_example"}
+    assert hub["scope_mme"] == "hub lmms-lab-encoder/MME (not checked offline)"
+
+
+def test_paper_tasks_differ_from_builtins_where_the_paper_does():
+    def read(name: str) -> dict:
+        from scope_eval.lmms.local_data import _IgnoreFunctions
+
+        return yaml.load(benchmark(name).yaml_path.read_text(), Loader=_IgnoreFunctions)
+
+    assert read("textvqa_val")["lmms_eval_specific_kwargs"]["default"]["ocr"] is True
+    assert "mme_total_score" in [m["metric"] for m in read("mme")["metric_list"]]
+    assert read("seedbench")["lmms_eval_specific_kwargs"]["default"]["video_frames"] == "first"
+    assert read("mmvet")["generation_kwargs"]["temperature"] == 0
+    for bench in BENCHMARKS:
+        config = read(bench.name)
+        assert "token" not in (config.get("dataset_kwargs") or {}), bench.name
+        assert {"visual_tokens_min", "visual_tokens_mean", "visual_tokens_max"} <= {m["metric"] for m in config["metric_list"]}
+
+
+def test_local_copies_are_found_in_both_layouts(standins):
+    found = {copy.benchmark.name: copy for copy in find_copies(standins)}
+    assert all(copy.complete for copy in found.values()), {n: c.describe() for n, c in found.items() if not c.complete}
+    assert found["pope"].data.saved_dir == (standins / "POPE").resolve()
+    assert found["mmbench_en_dev"].data.parquet_files == ((standins / "MMBench/en/dev-00000-of-00001.parquet").resolve(),)
+    assert found["gqa"].images.parquet_files[0].parent.name == "testdev_balanced_images"
+
+
+def test_split_names_do_not_match_longer_ones(tmp_path):
+    (tmp_path / "X" / "data").mkdir(parents=True)
+    (tmp_path / "X" / "data" / "testdev-00000-of-00001.parquet").write_bytes(b"")
+    assert find_copy(tmp_path, DataSource("org/X", None, "test")) is None
+    assert find_copy(tmp_path, DataSource("org/X", None, "testdev")) is not None
+
+
+def test_tasks_dir_points_the_same_task_names_at_local_copies(standins, tmp_path):
+    output = tmp_path / "tasks"
+    (output).mkdir()
+    (output / "mine.yaml").write_text("task: my_own\n")  # not ours: must survive regeneration
+    write_tasks_dir(standins, output)
+    mme = yaml.safe_load((output / "scope_mme.yaml").read_text())
+    assert mme["include"] == str(benchmark("mme").yaml_path) and mme["task"] == "scope_mme"
+    assert mme["dataset_path"] == "parquet" and mme["dataset_name"] is None
+    assert mme["dataset_kwargs"]["data_files"]["test"] == [str((standins / "MME/data/test-00000-of-00001.parquet").resolve())]
+    gqa = yaml.safe_load((output / "scope_gqa.yaml").read_text())
+    assert gqa["lmms_eval_specific_kwargs"]["default"]["gqa_images"]["parquet"][0].endswith("testdev-00000-of-00001.parquet")
+    assert gqa["lmms_eval_specific_kwargs"]["default"]["post_prompt"].endswith("single word or phrase.")
+    write_tasks_dir(standins, output)
+    assert (output / "mine.yaml").exists()
+    checks = validate_directory(output)
+    assert [(c.name, c.problems) for c in checks if not c.ok and c.name != "my_own"] == []
+    assert {c.name: c.data for c in checks}["scope_pope"] == f"save_to_disk {(standins / 'POPE').resolve()}"
+
+
+def test_tasks_dir_command_reports_missing_benchmarks(tmp_path):
+    from scope_eval.cli import app
+
+    lmms_fixtures.mme(tmp_path / "data")
+    result = CliRunner().invoke(app, ["tasks-dir", "--data-dir", str(tmp_path / "data"), "--output", str(tmp_path / "tasks")])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip().splitlines()[-1] == str((tmp_path / "tasks").resolve())
+    assert "left out" in result.output and "GQA/" in result.output
+    assert sorted(p.name for p in (tmp_path / "tasks").glob("scope_*.yaml") if "__" not in p.name) == ["scope_mme.yaml"]
+    empty = CliRunner().invoke(app, ["tasks-dir", "--data-dir", str(tmp_path / "tasks"), "--output", str(tmp_path / "t2")])
+    assert empty.exit_code == 1 and "no benchmark found" in empty.output
+
+
+def test_validate_tasks_reports_each_problem_and_exits_nonzero(tmp_path):
+    from scope_eval.cli import app
+
+    good = "dataset_path: parquet\ndataset_kwargs: {data_files: {test: %s}}\ntest_split: test\ndoc_to_text: q\nmetric_list: [{metric: exact_match}]\n"
+    (tmp_path / "bad_function.yaml").write_text("task: t_fn\ndoc_to_visual: !function nowhere.fn\n" + good % "x.parquet")
+    (tmp_path / "bad_key.yaml").write_text("task: t_key\nmodel_specific_prompt_kwargs: {}\n" + good % "x.parquet")
+    (tmp_path / "no_data.yaml").write_text("task: t_data\n" + good % "missing.parquet")
+    (tmp_path / "builtin.yaml").write_text("task: mme\n" + good % "x.parquet")
+    (tmp_path / "x.parquet").write_bytes(b"")
+    problems = {c.name: " ".join(c.problems) for c in validate_directory(tmp_path)}
+    assert "!function target not importable" in problems["t_fn"] and "nowhere" in problems["t_fn"]
+    assert "model_specific_prompt_kwargs" in problems["t_key"]
+    assert "missing.parquet" in problems["t_data"]
+    assert "built-in lmms-eval task" in problems["mme"]
+    result = CliRunner().invoke(app, ["validate-tasks", str(tmp_path)])
+    assert result.exit_code == 1
+
+
+def test_mmvet_refuses_to_start_without_the_judge_key(monkeypatch):
+    from datasets import Dataset
+
+    from scope_eval.lmms.tasks.paper import mmvet
+
+    monkeypatch.delenv("API_TYPE", raising=False)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(RunAborted, match="OPENAI_API_KEY is not set"):
+        mmvet.process_docs(Dataset.from_dict({"question": ["q"]}))
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    assert mmvet.process_docs(Dataset.from_dict({"question": ["q"]})).column_names == ["question", "scope_doc_key"]
