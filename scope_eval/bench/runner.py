@@ -68,9 +68,8 @@ class CaseResult:
         return 1000 * statistics.median(value(t) for t in self.timings)
 
     def decode_tokens_per_s(self, new_tokens: int) -> float | None:
-        if new_tokens < 2:
-            return None
-        return statistics.median((new_tokens - 1) / t.decode for t in self.timings if t.decode > 0)
+        rates = [(new_tokens - 1) / t.decode for t in self.timings if t.decode > 0]
+        return statistics.median(rates) if new_tokens >= 2 and rates else None
 
     def median_memory_mb(self, value: Callable[[MemoryReading], int | None]) -> float | None:
         readings = [value(m) for m in self.memory]
