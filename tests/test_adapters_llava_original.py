@@ -116,3 +116,17 @@ def test_bad_budget(llava15, llava_next):
     with prune(llava_next[0], "scope", 3) as handle, pytest.raises(PruningError, match="0 tokens per crop"):
         spliced_length(llava_next[0], inputs(llava_next, (480, 640)))
     assert not handle.active or handle.take_counts() == []
+
+
+def test_fp32_tower_under_bf16_language_model(tmp_path):
+    """accelerate's device_map='auto' leaves the tower in fp32 under an fp16/bf16 model; stock casts, so must we."""
+    from tiny_models import tiny_llava_original
+
+    bundle = tiny_llava_original(tmp_path)
+    model = bundle[0].to(torch.bfloat16)
+    model.get_model().vision_tower.to(torch.float32)
+    batch = inputs(bundle, (336, 336))
+    with prune(model, "scope", 64) as handle, torch.no_grad():
+        logits = model(**batch).logits
+        assert handle.take_counts() == [64]
+    assert torch.isfinite(logits.float()).all()

@@ -137,8 +137,15 @@ def prune_images(
         features = image.features.reshape(-1, image.features.shape[-1])[flat_indices]
         if merged is not None:
             features = torch.cat([features, merged.to(features.dtype)], dim=0)
-        packed.append(PackedImage(project(features), flat_indices))
+        packed.append(PackedImage(project(features.to(_input_dtype(project, features.dtype))), flat_indices))
     return packed
+
+
+def _input_dtype(project: Callable, default: torch.dtype) -> torch.dtype:
+    """The projector's weight dtype: a tower kept in fp32 under an fp16 projector (accelerate's
+    device_map='auto' does this to the original LLaVA codebase) must be cast as upstream casts it."""
+    parameter = next(project.parameters(), None) if isinstance(project, torch.nn.Module) else None
+    return parameter.dtype if parameter is not None else default
 
 
 def _visual_tokens(image: ImageCrops, project: Callable, flatten: bool = False) -> VisualTokens:
