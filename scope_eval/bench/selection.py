@@ -66,7 +66,8 @@ def paper_cases() -> list[SelectionCase]:
 class Timing:
     case: SelectionCase
     implementation: str
-    times_ms: list[float]
+    times_ms: list[float]  # wall clock
+    cpu_times_ms: list[float]
     identical: Optional[bool] = None  # same selection as EXACT
     matches_reference: Optional[bool] = None  # EXACT only, with --reference
 
@@ -74,17 +75,25 @@ class Timing:
     def median_ms(self) -> float:
         return statistics.median(self.times_ms)
 
+    @property
+    def median_cpu_ms(self) -> float:
+        return statistics.median(self.cpu_times_ms)
+
 
 @dataclass
 class BenchResult:
     environment: dict
     timings: list[Timing] = field(default_factory=list)
 
-    def speedup(self, timing: Timing) -> Optional[float]:
+    def speedup(self, timing: Timing, cpu: bool = False) -> Optional[float]:
+        """Naive median / this median, in wall-clock (or CPU) time."""
         baseline = next((t for t in self.timings if t.case == timing.case and t.implementation == BASELINE), None)
         if baseline is None or timing.implementation in (BASELINE, "similarity"):
             return None
-        return baseline.median_ms / timing.median_ms
+        numerator, denominator = (
+            (baseline.median_cpu_ms, timing.median_cpu_ms) if cpu else (baseline.median_ms, timing.median_ms)
+        )
+        return numerator / denominator if denominator > 0 else None
 
 
 def synthetic_inputs(case: SelectionCase, dim: int, device: torch.device, dtype: torch.dtype, seed: int):
@@ -98,19 +107,27 @@ def synthetic_inputs(case: SelectionCase, dim: int, device: torch.device, dtype:
     return features.to(device, dtype), saliency.to(device, dtype)
 
 
-def time_call(call: Callable[[], object], repeats: int, warmup: int, device: torch.device) -> tuple[list[float], object]:
-    """Wall-clock ms of ``repeats`` calls after ``warmup`` untimed ones (synchronised on CUDA), and the last output."""
+@dataclass
+class Measured:
+    wall_ms: list[float]
+    cpu_ms: list[float]  # process CPU time, all threads: robust to other processes sharing the cores
+    output: object = None
+
+
+def time_call(call: Callable[[], object], repeats: int, warmup: int, device: torch.device) -> Measured:
+    """``repeats`` calls after ``warmup`` untimed ones, each synchronised on CUDA; keeps the last output."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(warmup):
         call()
     sync()
-    times, output = [], None
+    measured = Measured([], [])
     for _ in range(repeats):
-        start = time.perf_counter()
-        output = call()
+        wall, cpu = time.perf_counter(), time.process_time()
+        measured.output = call()
         sync()
-        times.append((time.perf_counter() - start) * 1e3)
-    return times, output
+        measured.wall_ms.append((time.perf_counter() - wall) * 1e3)
+        measured.cpu_ms.append((time.process_time() - cpu) * 1e3)
+    return measured
 
 
 def run_selection_bench(
@@ -129,20 +146,22 @@ def run_selection_bench(
     result = BenchResult(environment=describe_environment(device, dtype, dim))
     for number, case in enumerate(cases):
         features, saliency = synthetic_inputs(case, dim, device, dtype, seed + number)
-        times, _ = time_call(partial(_similarity_only, features), repeats, warmup, device)
-        result.timings.append(Timing(case, "similarity", times))
+        measured = time_call(partial(_similarity_only, features), repeats, warmup, device)
+        result.timings.append(Timing(case, "similarity", measured.wall_ms, measured.cpu_ms))
         selections = {}
         for name, select in IMPLEMENTATIONS.items():
             count = naive_repeats if name == BASELINE else repeats
-            times, selections[name] = time_call(partial(select, features, saliency, case.keep), count, warmup, device)
-            timing = Timing(case, name, times)
+            measured = time_call(partial(select, features, saliency, case.keep), count, warmup, device)
+            selections[name] = measured.output.cpu()
+            timing = Timing(case, name, measured.wall_ms, measured.cpu_ms)
             result.timings.append(timing)
             progress(f"{case.setting} K={case.budget} {name}: {timing.median_ms:.1f} ms")
         for timing in result.timings[-len(IMPLEMENTATIONS) :]:
             timing.identical = torch.equal(selections[timing.implementation], selections[EXACT])
             if check_reference and timing.implementation == EXACT:
-                reference = reference_scope_select(features, saliency, case.keep)
+                reference = reference_scope_select(features, saliency, case.keep).cpu()
                 timing.matches_reference = torch.equal(reference, selections[EXACT])
+    result.environment.update(load_average("at_end"))
     return result
 
 
@@ -163,9 +182,13 @@ def describe_environment(device: torch.device, dtype: torch.dtype, dim: int) -> 
         "dtype": str(dtype).removeprefix("torch."),
         "feature_dim": dim,
     }
-    if hasattr(os, "getloadavg"):
-        environment["load_average_1m_at_start"] = round(os.getloadavg()[0], 2)
+    environment.update(load_average("at_start"))
     return environment
+
+
+def load_average(when: str) -> dict:
+    """The 1-minute load average (runnable processes): above the core count, others were competing."""
+    return {f"load_average_1m_{when}": round(os.getloadavg()[0], 2)} if hasattr(os, "getloadavg") else {}
 
 
 def _device_name(device: torch.device) -> str:
@@ -186,29 +209,57 @@ def render_markdown(result: BenchResult, command: str, note: str = "") -> str:
         f"Command: `{command}`  ",
         f"Measured {env['date_utc']} UTC on {env['device']} ({env['device_name']}), {env['cpu_count']} cores visible, "
         f"torch {env['torch']} with {env['torch_threads']} threads, Python {env['python']}; inputs {env['dtype']}, "
-        f"D = {env['feature_dim']}, synthetic clustered features; load average at start "
-        f"{env.get('load_average_1m_at_start', 'n/a')}.",
+        f"D = {env['feature_dim']}, synthetic clustered features; 1-minute load average "
+        f"{env.get('load_average_1m_at_start', 'n/a')} at the start, {env.get('load_average_1m_at_end', 'n/a')} at the end "
+        f"(above {env['cpu_count']} means other processes were competing for the cores).",
         "",
     ]
     if note:
         lines += [note, ""]
+    lines += _summary(result)
     lines += [
-        "Times in ms (median over repeats; min in brackets), each including the similarity matrix. "
+        "All measurements. Times in ms, each including the similarity matrix: wall clock (median over repeats; min in brackets) "
+        "and process CPU time (median; all threads), which other processes on the machine disturb less. "
         "`speed-up` = naive median / median. `same picks` = identical selection to `inplace`; "
         "`= float64 reference` checks `inplace` against the slow float64 greedy.",
         "",
-        "| setting | K | rows x N | implementation | median ms | (min) | speed-up vs naive | same picks | = float64 reference |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| setting | K | rows x N | implementation | wall ms | (min) | CPU ms | speed-up vs naive (wall) | (CPU) "
+        "| same picks | = float64 reference |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for timing in result.timings:
         case = timing.case
-        speedup = result.speedup(timing)
         lines.append(
             f"| {case.setting} | {case.budget} | {case.rows} x {case.tokens} (k={case.keep}) | {timing.implementation} "
-            f"| {timing.median_ms:.1f} | ({min(timing.times_ms):.1f}) | {'' if speedup is None else f'{speedup:.1f}x'} "
+            f"| {timing.median_ms:.1f} | ({min(timing.times_ms):.1f}) | {timing.median_cpu_ms:.1f} "
+            f"| {_times(result.speedup(timing))} | {_times(result.speedup(timing, cpu=True))} "
             f"| {_flag(timing.identical)} | {_flag(timing.matches_reference)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _summary(result: BenchResult) -> list[str]:
+    """One line per case: naive vs ``auto`` (what the methods run), and the share of the similarity matrix."""
+    lines = [
+        "Summary: `auto` (what the pruning methods use) against the naive loop, wall-clock medians.",
+        "",
+        "| setting | K | naive ms | auto ms | speed-up | similarity matrix, share of auto |",
+        "|---|---|---|---|---|---|",
+    ]
+    for auto in (t for t in result.timings if t.implementation == "auto"):
+        naive, similarity = (
+            next(t for t in result.timings if t.case == auto.case and t.implementation == name)
+            for name in (BASELINE, "similarity")
+        )
+        lines.append(
+            f"| {auto.case.setting} | {auto.case.budget} | {naive.median_ms:.1f} | {auto.median_ms:.1f} "
+            f"| {_times(result.speedup(auto))} | {similarity.median_ms / auto.median_ms:.0%} |"
+        )
+    return lines + [""]
+
+
+def _times(ratio: Optional[float]) -> str:
+    return "" if ratio is None else f"{ratio:.1f}x"
 
 
 def _flag(value: Optional[bool]) -> str:
@@ -218,8 +269,9 @@ def _flag(value: Optional[bool]) -> str:
 def result_as_json(result: BenchResult, command: str) -> str:
     rows = [
         {**asdict(t.case), "implementation": t.implementation, "median_ms": t.median_ms, "times_ms": t.times_ms,
-         "speedup_vs_naive": result.speedup(t), "identical_to_inplace": t.identical,
-         "inplace_matches_float64_reference": t.matches_reference}
+         "median_cpu_ms": t.median_cpu_ms, "cpu_times_ms": t.cpu_times_ms,
+         "speedup_vs_naive": result.speedup(t), "cpu_speedup_vs_naive": result.speedup(t, cpu=True),
+         "identical_to_inplace": t.identical, "inplace_matches_float64_reference": t.matches_reference}
         for t in result.timings
     ]
     return json.dumps({"command": command, "environment": result.environment, "timings": rows}, indent=2)
