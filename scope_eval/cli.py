@@ -21,6 +21,9 @@ app.command("bench-selection")(bench_selection)
 from scope_eval.toy.benchmark import toy_data  # noqa: E402
 
 app.command("toy-data")(toy_data)
+from scope_eval.sweeps.regression import regress  # noqa: E402
+
+app.command("regress")(regress)
 
 from scope_eval.lmms.commands import tasks_dir, validate_tasks  # noqa: E402
 
