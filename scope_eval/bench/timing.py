@@ -5,11 +5,12 @@ The pieces: the vision tower's forward calls, the pruning method's ``select`` ca
 method instance, ``handle.plan.method``), the language model's calls (the first is the prefill), and
 the end of the first top-level forward (the first token's logits exist: time to first token).
 Decoding steps are not stamped one by one (a synchronisation per step would slow them down); only
-the end of generate() is.
+the end of generate() is. Python's garbage collector is off during a pass (after a collection).
 """
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -132,11 +133,20 @@ class PassTimer:
         for span in (self._vision, self._selection, self._language_model):
             span.spans.clear()
         self._first_forward_end = None
-        started = self.clock.now()
-        started_cpu = time.process_time()
-        generate()
-        ended = self.clock.now()
-        ended_cpu = time.process_time()
+        # As timeit does: collect garbage first and keep the collector off during the pass, so that a
+        # collection triggered by earlier allocations does not land inside one case's timings.
+        gc.collect()
+        collector_was_on = gc.isenabled()
+        gc.disable()
+        try:
+            started = self.clock.now()
+            started_cpu = time.process_time()
+            generate()
+            ended = self.clock.now()
+            ended_cpu = time.process_time()
+        finally:
+            if collector_was_on:
+                gc.enable()
         if self._first_forward_end is None:
             raise RuntimeError("generate() never called the model's forward; nothing was timed")
         return PassTiming(
