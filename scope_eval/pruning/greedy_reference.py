@@ -6,8 +6,8 @@ would split scores that are equal in exact arithmetic (two tokens that only cove
 common), so scores within float64 rounding of the best count as ties, lowest index first, as the formula
 says: a gain sums N terms of magnitude <= 1, so it is off by far less than GAIN_ROUNDING * N, and a score
 by that times the largest weight ("multi") or by that alone ("add").
-``naive_scope_select``: the straightforward per-step expression in float32 that the paper's released code
-style uses (fresh masked copies of the N x N matrix at every step); ``scope-eval bench-selection`` times
+``naive_scope_select``: the straightforward per-step expression in float32, in the style of the paper's released code
+(fresh masked copies of the N x N matrix at every step); ``scope-eval bench-selection`` times
 the fast implementations against it.
 """
 

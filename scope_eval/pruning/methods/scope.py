@@ -16,7 +16,8 @@ class ScopeMethod(PruningMethod):
 
     Greedily keeps the token with the largest coverage gain g_j combined with its CLS saliency a_j:
     g_j * a_j**alpha (``combine="multi"``, the paper's) or g_j + a_j**alpha (``"add"``); see
-    scope_eval.pruning.greedy and SPEC section 2. Budget: visual tokens kept per image/crop.
+    scope_eval.pruning.greedy and SPEC section 2. Needs the CLS saliency (``coverage`` is alpha = 0 without
+    it). Budget: visual tokens kept per image/crop.
     """
 
     name = "scope"
