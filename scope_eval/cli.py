@@ -22,6 +22,9 @@ from scope_eval.toy.benchmark import toy_data  # noqa: E402
 
 app.command("toy-data")(toy_data)
 from scope_eval.sweeps.regression import regress  # noqa: E402
+from scope_eval.toy.export import toy_export  # noqa: E402
+
+app.command("toy-export")(toy_export)
 
 app.command("regress")(regress)
 
