@@ -28,7 +28,10 @@ class LlavaScope(PrunedWrapper, Llava):
     model_id = "llava_scope"
     doc_fn_index = 2  # simple requests: (ctx, gen_kwargs, doc_to_visual, doc_id, task, split)
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, dtype: str | None = None, **kwargs) -> None:
+        # The original builder always loads float16, which a CPU runs very slowly; `dtype=float32` casts
+        # the loaded model (upstream still hands the tower float16 pixels; CLIP casts them to its weights).
+        self.load_dtype = _torch_dtype(dtype)
         spec, upstream = self._split_args(kwargs, wrapper_parameters(Llava))
         settings = {**_upstream_defaults(), **upstream}
         lmms.__init__(self)
@@ -78,6 +81,8 @@ class LlavaScope(PrunedWrapper, Llava):
             load_args.pop("multimodal")
             loaded = load_pretrained_model(pretrained, None, model_name, device_map=self.device_map, **load_args)
         self._tokenizer, self._model, self._image_processor, self._max_length = loaded
+        if self.load_dtype is not None:
+            self._model.to(self.load_dtype)
         self._config = self._model.config
         self._model.eval()
         if settings["tie_weights"]:
@@ -97,3 +102,12 @@ def _upstream_defaults() -> dict:
 
     parameters = inspect.signature(Llava.__init__).parameters.values()
     return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+
+
+def _torch_dtype(name: str | None) -> torch.dtype | None:
+    if name is None:
+        return None
+    choices = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if name not in choices:
+        raise RunAborted(f"llava_scope: dtype must be one of {', '.join(choices)}, got {name!r}")
+    return choices[name]
