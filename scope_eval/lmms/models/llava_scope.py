@@ -54,6 +54,8 @@ class LlavaScope(PrunedWrapper, Llava):
         with abort_on_error(f"{self.model_id}: loading {settings['pretrained']}"):
             self._load(settings)
         self._start_pruning(self.model, spec)
+        if self.load_dtype is not None:
+            self._own_patches.set(self.model, "generate", _images_as(self.load_dtype, self.model.generate))
         if accelerator.num_processes > 1:
             self._model = accelerator.prepare_model(self._model, evaluation_mode=True)
             self._rank = accelerator.process_index
@@ -111,3 +113,17 @@ def _torch_dtype(name: str | None) -> torch.dtype | None:
     if name not in choices:
         raise RunAborted(f"llava_scope: dtype must be one of {', '.join(choices)}, got {name!r}")
     return choices[name]
+
+
+def _images_as(dtype: torch.dtype, generate):
+    """Upstream hands float16 pixels to generate(); the stock vision path returns features in the pixels'
+    dtype, so a model cast with `dtype=` needs its pixels in that dtype too."""
+
+    def generate_with_cast_images(*args, images=None, **kwargs):
+        if isinstance(images, list):
+            images = [image.to(dtype) for image in images]
+        elif images is not None:
+            images = images.to(dtype)
+        return generate(*args, images=images, **kwargs)
+
+    return generate_with_cast_images
