@@ -30,6 +30,7 @@ demo: $(STAMP)
 
 ## Accuracy regression check against the stored baseline (both backends).
 regress: $(STAMP)
+	$(BIN)/scope-eval toy-export runs/toy_original
 	$(BIN)/scope-eval regress configs/regression/toy.yaml
 
 clean-venv:
