@@ -19,12 +19,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from scope_eval.lmms.tasks.toy import utils as task_utils
 
 from .benchmark import TASK_DIR
-from .scenes import render
+from .scenes import Scene, render
+from .training_data import patch_targets, pixel_values
 from .vocab import SHORT_ANSWER_PROMPT
 
 
@@ -98,6 +100,24 @@ def measure(model, processor, tasks: list[str], method: str = "none", budget: in
     return results
 
 
+@torch.no_grad()
+def cls_attention_on_objects(model, scenes: list[Scene]) -> tuple[float, float]:
+    """(share of the layer -2 CLS attention mass on object patches, share of patches that are object patches).
+
+    The ratio of the two says how object-focused the saliency SCOPE reads is (1.0: no focus)."""
+    from scope_eval.adapters.vision_probe import VisionLayerProbe
+
+    probe = VisionLayerProbe(model.model.vision_tower, model.config.vision_feature_layer)
+    try:
+        model.model.vision_tower(pixel_values=pixel_values(np.stack([np.asarray(render(s)) for s in scenes])))
+        _, saliency, _ = probe.take()
+    finally:
+        probe.remove()
+    objects = torch.from_numpy(np.stack([patch_targets(s)[0] > 0 for s in scenes]))
+    mass = (saliency / saliency.sum(1, keepdim=True))[objects].sum().item() / len(scenes)
+    return mass, objects.float().mean().item()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scope_eval.toy.measure", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -107,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budgets", default="192,128,64")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cls-check", type=int, default=64,
+                        help="images of the pope task for the CLS-attention-on-objects check (0: skip)")
     parser.add_argument("--out", type=Path, default=None, help="also write the rows as JSON here")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     torch.set_num_threads(args.threads)
@@ -116,6 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     processor = AutoProcessor.from_pretrained(args.model_dir)
     tasks = args.tasks.split(",")
     rows = []
+    if args.cls_check:
+        scenes = [Scene.from_dict(item["scene"]) for item in load_items("scope_toy_pope")[: 2 * args.cls_check : 2]]
+        mass, share = cls_attention_on_objects(model, scenes)
+        rows.append({"cls_attention_on_object_patches": round(mass, 4), "object_patch_share": round(share, 4)})
+        print(json.dumps(rows[-1]), flush=True)
     for method in args.methods.split(","):
         for budget in [None] if method == "none" else [int(b) for b in args.budgets.split(",")]:
             started = time.time()

@@ -32,10 +32,9 @@ from .questions import Question
 from .scenes import Scene, render
 from .train_language import DevSet, LanguageStageConfig, PromptBuilder, featurize, train_language_model
 from .train_vision import VisionStageConfig, train_vision_tower
-from .training_data import ScenePool, build_pool
+from .training_data import ScenePool, build_pool, patch_targets
 
 DEV_SEED = 77  # the monitoring set; the benchmark files use other seeds (benchmark.TOY_TASKS)
-DEV_STRIDE = 2  # every other item: about 260 questions, a few seconds per check
 
 
 def log_to(path: Path):
@@ -65,21 +64,35 @@ def build_dev_set(tower, seed: int) -> DevSet:
     items = []
     for offset, (name, builder) in enumerate((("pope", build_pope), ("gqa", build_gqa), ("count", build_count),
                                               ("mme", build_mme))):
-        items += [(name, item) for item in builder(random.Random(seed + offset))[::DEV_STRIDE]]
-    images = np.stack([np.asarray(render(item["scene"])) for _, item in items])
+        built = builder(random.Random(seed + offset))
+        # whole pairs (POPE/MME put an image's yes and no question next to each other): half of the pairs
+        items += [(name, item) for index, item in enumerate(built) if (index // 2) % 2 == 0]
+    scenes = [Scene.from_dict(item["scene"]) for _, item in items]
+    images = np.stack([np.asarray(render(scene)) for scene in scenes])
     questions = [Question(item["question"], item["answer"], name) for name, item in items]
-    return DevSet(featurize(tower, images), questions)
+    targets = [patch_targets(scene) for scene in scenes]
+    return DevSet(featurize(tower, images), questions, np.stack([t[0] for t in targets]), np.stack([t[1] for t in targets]))
 
 
-def load_or_featurize(work_dir: Path, tower, pool: ScenePool, log) -> torch.Tensor:
-    cache = work_dir / "pool_features.pt"
+def load_or_featurize(work_dir: Path, tower, pool: ScenePool, count: int, log) -> torch.Tensor:
+    """Layer -2 features of the first `count` pool images (the language stage only asks about those)."""
+    cache = work_dir / f"pool_features_{count}.pt"
     if cache.exists():
         return torch.load(cache)
     started = time.time()
-    features = featurize(tower, pool.images)
+    features = featurize(tower, pool.images[:count])
     torch.save(features, cache)
-    log(f"[language] featurized {len(pool)} pool images in {time.time() - started:.0f}s")
+    log(f"[language] featurized {count} pool images in {time.time() - started:.0f}s")
     return features
+
+
+def parse_phase(text: str) -> tuple[int, int, str]:
+    try:
+        size, mix = text.split(":") if ":" in text else (text, "all")
+        steps, tokens = size.split("x")
+        return int(steps), int(tokens), mix
+    except ValueError:
+        raise SystemExit(f"bad --phases entry {text!r}; expected STEPSxTOKENS:MIX, e.g. 1000x48:existence") from None
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -90,16 +103,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="model initialisation and batch order")
     parser.add_argument("--data-seed", type=int, default=1000, help="seed of the training scene pool")
     parser.add_argument("--pool-size", type=int, default=5000)
+    parser.add_argument("--language-pool-size", type=int, default=3000,
+                        help="how many pool images the language stage featurizes and asks about")
     parser.add_argument("--vision-steps", type=int, default=VisionStageConfig.steps)
     parser.add_argument("--vision-batch", type=int, default=VisionStageConfig.batch_size)
-    parser.add_argument("--phases", default="1200x48,300x144,700x576",
-                        help="language-stage curriculum: comma-separated STEPSxTOKENS")
+    parser.add_argument("--phases", default="1000x48:existence,1000x48:all,500x144:all,1500x576:all",
+                        help="language-stage curriculum: comma-separated STEPSxTOKENS:MIX (MIX: existence|all)")
     parser.add_argument("--lr", type=float, default=LanguageStageConfig.lr)
+    parser.add_argument("--warmup", type=int, default=LanguageStageConfig.warmup)
+    parser.add_argument("--continue-language", action="store_true",
+                        help="start the language stage from <work-dir>/llava15 instead of a fresh initialisation")
     parser.add_argument("--next-steps", type=int, default=NextStageConfig.steps,
                         help="fine-tuning steps of the LLaVA-NeXT toy on any-resolution inputs (0: none)")
     parser.add_argument("--export-dir", type=Path, default=WEIGHTS_DIR,
                         help="where --stage export/all writes the float16 save_pretrained dirs")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads; on a shared CPU more than 1 can be many times slower (OpenMP waits)")
     return parser.parse_args(argv)
 
 
@@ -118,16 +137,21 @@ def main(argv: list[str] | None = None) -> int:
         train_vision_tower(model.model.vision_tower, pool, config, seed=args.seed, log=log)
         torch.save(model.model.vision_tower.state_dict(), tower_path)
     if args.stage in ("all", "language"):
+        if args.continue_language:
+            model = AutoModelForImageTextToText.from_pretrained(args.work_dir / "llava15", dtype=torch.float32)
+            log(f"[language] continuing from {args.work_dir / 'llava15'}")
         model.model.vision_tower.load_state_dict(torch.load(tower_path))
         model.model.vision_tower.requires_grad_(False)
-        features = load_or_featurize(args.work_dir, model.model.vision_tower, pool, log)
+        features = load_or_featurize(args.work_dir, model.model.vision_tower, pool, args.language_pool_size, log)
         dev = build_dev_set(model.model.vision_tower, DEV_SEED)
         builder = PromptBuilder(processor.tokenizer)
         builder.check_against(processor, dev.questions[0].text)
-        phases = [tuple(int(x) for x in phase.split("x")) for phase in args.phases.split(",")]
-        config = LanguageStageConfig(curriculum=phases, lr=args.lr)
+        phases = [parse_phase(phase) for phase in args.phases.split(",")]
+        config = LanguageStageConfig(curriculum=phases, lr=args.lr, warmup=args.warmup)
         log(f"[language] config {asdict(config)}")
-        train_language_model(model, builder, pool.scenes, features, pool.patch_class, pool.patch_centre, config,
+        count = len(features)
+        train_language_model(model, builder, pool.scenes[:count], features, pool.patch_class[:count],
+                             pool.patch_centre[:count], config,
                              seed=args.seed, dev=dev, log=log)
         model.save_pretrained(args.work_dir / "llava15")
         processor.save_pretrained(args.work_dir / "llava15")
@@ -143,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def train_next(args: argparse.Namespace, pool: ScenePool, log) -> None:
     model15 = AutoModelForImageTextToText.from_pretrained(args.work_dir / "llava15", dtype=torch.float32)
-    features = torch.load(args.work_dir / "pool_features.pt")
+    features = torch.load(args.work_dir / f"pool_features_{args.language_pool_size}.pt")
     newline = background_token(model15, features[:200], pool.patch_class[:200])
     model = next_from_llava15(model15, newline)
     if args.next_steps > 0:
@@ -156,10 +180,17 @@ def train_next(args: argparse.Namespace, pool: ScenePool, log) -> None:
 
 
 def export_float16(source: Path, target: Path) -> None:
-    """The shipped copy: float16 tensors (half the bytes); load with dtype=torch.float32 on CPU."""
+    """The shipped copy: float16 tensors (half the bytes) under a config that declares float32, so a
+    plain from_pretrained (dtype "auto" or unset) upcasts to float32, which CPUs compute well."""
     model = AutoModelForImageTextToText.from_pretrained(source, dtype=torch.float32)
     model.to(torch.float16).save_pretrained(target)
     AutoProcessor.from_pretrained(source).save_pretrained(target)
+    config_path = target / "config.json"
+    config = json.loads(config_path.read_text())
+    for section in (config, config.get("text_config", {}), config.get("vision_config", {})):
+        if "dtype" in section:
+            section["dtype"] = "float32"
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":
