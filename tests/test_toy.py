@@ -1,0 +1,127 @@
+"""The embedded default: deterministic synthetic benchmark, toy LLaVA builders, shipped weights, export."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from scope_eval.lmms.tasks.toy import utils as task_utils
+from scope_eval.toy.benchmark import TASK_DIR, TOY_TASKS
+from scope_eval.toy.measure import first_token_answers, load_items, prompt_text, score
+from scope_eval.toy.model import NUM_PATCHES, build_processor, build_tokenizer, build_toy_llava, load_toy
+from scope_eval.toy.scenes import Scene, SceneOptions, generate_scene, label_map, render
+from scope_eval.toy.train_language import PromptBuilder
+from scope_eval.toy.training_data import patch_targets, pixel_values
+
+QUESTION = "Is there a red circle in the image?"
+
+
+def test_scene_generation_and_rendering_are_deterministic():
+    first, second = generate_scene(random.Random(11)), generate_scene(random.Random(11))
+    assert first == second
+    assert Scene.from_dict(json.loads(first.to_json())) == first
+    assert np.array_equal(np.asarray(render(first)), np.asarray(render(first.to_dict())))
+    wide = generate_scene(random.Random(3), SceneOptions(width=640, height=480))
+    assert render(wide).size == (640, 480)
+    assert all(0 <= o.box()[0] and o.box()[2] <= 640 and 0 <= o.box()[1] and o.box()[3] <= 480 for o in wide.objects)
+
+
+def test_patch_targets_mark_each_object():
+    scene = generate_scene(random.Random(5))
+    patch_class, centre = patch_targets(scene)
+    assert patch_class.shape == (NUM_PATCHES,) and centre.sum() == len(scene.objects)
+    assert set(np.unique(label_map(scene))) == set(range(len(scene.objects) + 1))
+    assert (patch_class > 0).sum() >= len(scene.objects)
+
+
+@pytest.mark.parametrize("task", TOY_TASKS, ids=lambda t: t.name)
+def test_committed_benchmark_files_equal_regeneration(task):
+    committed = (TASK_DIR / f"{task.name}.jsonl").read_text()
+    assert committed == task.jsonl(), "stale toy data: run `scope-eval toy-data`"
+
+
+def test_every_benchmark_question_is_in_the_vocabulary():
+    tokenizer = build_tokenizer()
+    unk = tokenizer.unk_token_id
+    for task in TOY_TASKS:
+        for item in load_items(task.name):
+            assert unk not in tokenizer(item["question"]).input_ids, item["question"]
+            assert tokenizer.convert_tokens_to_ids(item["answer"]) != unk, item["answer"]
+
+
+def test_chat_template_is_the_original_vicuna_v1_prompt():
+    conversation = pytest.importorskip("llava.conversation")
+    conv = conversation.conv_templates["vicuna_v1"].copy()
+    conv.append_message(conv.roles[0], "<image>\n" + QUESTION)
+    conv.append_message(conv.roles[1], None)
+    processor = build_processor("llava15")
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}]
+    assert processor.apply_chat_template(messages, add_generation_prompt=True) == conv.get_prompt()
+
+
+def test_training_prompts_and_pixels_match_the_processor():
+    processor = build_processor("llava15")
+    PromptBuilder(processor.tokenizer).check_against(processor, QUESTION)
+    image = render(generate_scene(random.Random(2)))
+    expected = processor.image_processor(images=[image], return_tensors="pt").pixel_values
+    assert torch.equal(pixel_values(np.asarray(image)[None]), expected)
+
+
+@pytest.mark.parametrize("kind", ["llava15", "llava_next"])
+def test_random_toy_builds_with_real_geometry(kind):
+    model, processor = build_toy_llava(kind, seed=0)
+    image = render(generate_scene(random.Random(1), SceneOptions(width=480, height=640)))
+    inputs = processor(images=[image], text=prompt_text(processor, QUESTION), return_tensors="pt")
+    placeholders = int((inputs.input_ids == model.config.image_token_id).sum())
+    assert placeholders == NUM_PATCHES if kind == "llava15" else placeholders > 4 * NUM_PATCHES
+    with torch.no_grad():
+        assert model(**inputs).logits.shape[-1] == len(processor.tokenizer)
+
+
+def test_task_metrics_follow_pope_and_mme_definitions():
+    pope = [{"prediction": p, "answer": a} for p, a in [("yes", "yes"), ("yes", "no"), ("no", "yes"), ("no", "no")]]
+    assert task_utils.pope_accuracy(pope) == 0.5 and task_utils.pope_f1_score(pope) == 0.5
+    mme = [{"image_id": i, "category": "count", "correct": c} for i, c in [("a", True), ("a", True), ("b", True), ("b", False)]]
+    assert task_utils.mme_acc(mme) == 0.75 and task_utils.mme_acc_plus(mme) == 0.5
+    assert task_utils.mme_score(mme) == pytest.approx(125.0)
+    assert task_utils.normalise_answer(" Yes.") == "yes" and task_utils.normalise_answer("") == ""
+
+
+@pytest.mark.parametrize("kind,task", [("llava15", "scope_toy_pope"), ("llava_next", "scope_toy_pope")])
+def test_shipped_weights_answer_existence_questions_above_chance(kind, task):
+    model, processor = load_toy(kind)
+    items = load_items(task)[:48]
+    accuracy = score(task, items, first_token_answers(model, processor, items))["pope_accuracy"]
+    # The shipped weights answer 0.71 of these 48 (chance 0.5; the 0.9 target was not reached, see the model
+    # card): the bound catches a broken checkpoint or loader, not a change of a question or two.
+    assert accuracy >= 0.65, f"{kind} answers {accuracy:.2f} of 48 existence questions (chance 0.5)"
+
+
+def test_original_llava_export_gives_the_same_logits(tmp_path):
+    builder = pytest.importorskip("llava.model.builder")
+    from llava.constants import IMAGE_TOKEN_INDEX
+    from llava.mm_utils import process_images, tokenizer_image_token
+
+    from scope_eval.toy.convert import export_llava_original
+    from scope_eval.toy.model import shipped_weights_dir
+
+    out = export_llava_original(shipped_weights_dir("llava15"), tmp_path / "llava-v1.5-toy")
+    tokenizer, original, image_processor, _ = builder.load_pretrained_model(
+        str(out), None, "llava-v1.5-toy", device_map="cpu", device="cpu")
+    original = original.float().eval()
+    model, processor = load_toy("llava15")
+    model = model.half().float()  # the original builder always loads float16 weights
+    # ... and rounds the rotary frequencies with them; use the exact ones to compare the networks
+    original.model.rotary_emb.inv_freq.copy_(model.model.language_model.rotary_emb.inv_freq)
+    image = render(generate_scene(random.Random(4)))
+    prompt = prompt_text(processor, QUESTION)
+    ids = tokenizer_image_token(prompt, tokenizer, IMAGE_TOKEN_INDEX, return_tensors="pt")[None]
+    with torch.no_grad():
+        original_logits = original(ids, images=process_images([image], image_processor, original.config).float(),
+                                   image_sizes=[image.size]).logits[0, -1]
+        hf_logits = model(**processor(images=[image], text=prompt, return_tensors="pt")).logits[0, -1]
+    assert torch.allclose(original_logits, hf_logits, atol=1e-4), (original_logits - hf_logits).abs().max()
