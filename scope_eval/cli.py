@@ -4,34 +4,29 @@ from __future__ import annotations
 
 import typer
 
+from scope_eval.bench.command import bench
+from scope_eval.bench.selection import bench_selection
+from scope_eval.lmms.commands import tasks_dir, validate_tasks
+from scope_eval.reports.commands import report
+from scope_eval.sweeps.commands import sweep
+from scope_eval.sweeps.regression import regress
+from scope_eval.toy.benchmark import toy_data
+from scope_eval.toy.export import toy_export
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Evaluate visual-token pruning in LLaVA models.")
 
-# Each subpackage exposes plain functions with typer-annotated parameters; registration lines go here.
-from scope_eval.bench.command import bench  # noqa: E402
-
-app.command("bench")(bench)
-from scope_eval.sweeps.commands import sweep  # noqa: E402
-from scope_eval.reports.commands import report  # noqa: E402
-
-app.command("sweep")(sweep)
-app.command("report")(report)
-from scope_eval.bench.selection import bench_selection  # noqa: E402
-
-app.command("bench-selection")(bench_selection)
-from scope_eval.toy.benchmark import toy_data  # noqa: E402
-
-app.command("toy-data")(toy_data)
-from scope_eval.sweeps.regression import regress  # noqa: E402
-from scope_eval.toy.export import toy_export  # noqa: E402
-
-app.command("toy-export")(toy_export)
-
-app.command("regress")(regress)
-
-from scope_eval.lmms.commands import tasks_dir, validate_tasks  # noqa: E402
-
-app.command("validate-tasks")(validate_tasks)
-app.command("tasks-dir")(tasks_dir)
+for name, command in {
+    "sweep": sweep,  # methods x budgets x tasks through lmms-eval, resumable
+    "report": report,  # tables and plots beside the paper's numbers
+    "regress": regress,  # accuracy regression check against a stored baseline
+    "bench": bench,  # what pruning saves: prefill, FLOPs, memory
+    "bench-selection": bench_selection,  # exact fast greedy vs the naive loop
+    "tasks-dir": tasks_dir,  # the lmms-eval include directory (optionally pointed at local data)
+    "validate-tasks": validate_tasks,  # check task YAMLs the way lmms-eval loads them
+    "toy-data": toy_data,  # regenerate the synthetic benchmark files
+    "toy-export": toy_export,  # the toy checkpoints in the original LLaVA codebase's format
+}.items():
+    app.command(name)(command)
 
 
 def main() -> None:
