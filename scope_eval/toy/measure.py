@@ -4,7 +4,8 @@ Used for the model card and during development; the project's real numbers come 
 sweep. Same prompt (chat template + "\\nAnswer the question using a single word or phrase."), same
 images (rendered from the committed specs), same scoring functions as the lmms-eval tasks. The answer
 is the first greedy token, which is the first word `generate` would produce: every toy answer is one
-word. Items are batched (left padding); RoPE makes that equivalent to batch size 1 up to rounding.
+word. One item at a time, like lmms-eval's LLaVA wrappers: batching with left padding changed answers
+(8 of 48 GQA-like items on the toy LLaVA-1.5; LLaVA-NeXT's long, unequal sequences fell apart).
 
     python -m scope_eval.toy.measure --model-dir scope_eval/toy/weights/llava15 --methods none,random,saliency
 """
@@ -65,7 +66,7 @@ def prompt_text(processor, question: str) -> str:
 
 
 @torch.no_grad()
-def first_token_answers(model, processor, items: list[dict], batch_size: int = 16) -> list[str]:
+def first_token_answers(model, processor, items: list[dict], batch_size: int = 1) -> list[str]:
     answers: list[str] = []
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
