@@ -110,7 +110,7 @@ class HfLlavaHandle(PruningHandle):
         if image_sizes is None:
             raise PruningError("LLaVA-NeXT needs image_sizes with pixel_values")
         pinpoints = self.model.config.image_grid_pinpoints
-        counts = [image_size_to_num_patches(size, pinpoints, self.crop_size) for size in image_sizes]
+        counts = [self._num_crops(size) for size in image_sizes]
         if pixel_values.dim() == 5:
             crops = [pv[:n] for pv, n in zip(pixel_values, counts)]
         else:
@@ -119,14 +119,15 @@ class HfLlavaHandle(PruningHandle):
         return crops, grids
 
     # -- language-model input ----------------------------------------------------------------------
-    def _targets(self, pixel_values, image_sizes) -> list[int]:
+    def _num_crops(self, image_size) -> int:
+        """Crops the vision tower sees for an image of this (height, width): 1 for LLaVA-1.5."""
         if not self.is_next:
-            return [self.plan.tokens_for(1, self.tokens_per_crop)] * pixel_values.shape[0]
-        pinpoints = self.model.config.image_grid_pinpoints
-        return [
-            self.plan.tokens_for(image_size_to_num_patches(size, pinpoints, self.crop_size), self.tokens_per_crop)
-            for size in image_sizes
-        ]
+            return 1
+        return image_size_to_num_patches(image_size, self.model.config.image_grid_pinpoints, self.crop_size)
+
+    def _targets(self, pixel_values, image_sizes) -> list[int]:
+        sizes = image_sizes if self.is_next else [None] * pixel_values.shape[0]
+        return [self.plan.tokens_for(self._num_crops(size), self.tokens_per_crop) for size in sizes]
 
     def _shrink(self, kwargs: dict) -> dict:
         input_ids, pixel_values = kwargs.get("input_ids"), kwargs.get("pixel_values")
@@ -168,14 +169,10 @@ class HfLlavaHandle(PruningHandle):
 
     def _replacement_for(self, processor: Any):
         def replace_image_token(image_inputs: dict, image_idx: int, **kwargs) -> str:
-            if self.is_next:
-                size = image_inputs["image_sizes"][image_idx]
+            size = image_inputs["image_sizes"][image_idx] if self.is_next else None
+            if size is not None:
                 size = size.tolist() if hasattr(size, "tolist") else list(size)
-                pinpoints = processor.image_processor.image_grid_pinpoints
-                count = self.plan.tokens_for(image_size_to_num_patches(size, pinpoints, self.crop_size), self.tokens_per_crop)
-            else:
-                count = self.plan.tokens_for(1, self.tokens_per_crop)
-            return processor.image_token * count
+            return processor.image_token * self.plan.tokens_for(self._num_crops(size), self.tokens_per_crop)
 
         return replace_image_token
 
