@@ -30,6 +30,19 @@ def test_scene_generation_and_rendering_are_deterministic():
     assert all(0 <= o.box()[0] and o.box()[2] <= 640 and 0 <= o.box()[1] and o.box()[3] <= 480 for o in wide.objects)
 
 
+def test_grid_option_puts_every_box_corner_on_the_patch_grid_and_square_tasks_use_it():
+    scenes = [generate_scene(random.Random(seed), SceneOptions(grid=14, size_scale=1.25)) for seed in range(40)]
+    boxes = [o.box() for scene in scenes for o in scene.objects]
+    assert len(boxes) > 100
+    assert all(x0 % 14 == 0 and y0 % 14 == 0 and x1 <= 336 and y1 <= 336 for x0, y0, x1, y1 in boxes)
+    free = [o.box() for seed in range(40) for o in generate_scene(random.Random(seed)).objects]
+    assert any(x0 % 14 or y0 % 14 for x0, y0, _, _ in free), "grid=0 must leave positions free"
+    for task in ("scope_toy_pope", "scope_toy_gqa", "scope_toy_count", "scope_toy_mme"):
+        for item in load_items(task):
+            corners = [o.box()[:2] for o in Scene.from_dict(item["scene"]).objects]
+            assert all(x0 % 14 == 0 and y0 % 14 == 0 for x0, y0 in corners), (task, item["question_id"])
+
+
 def test_patch_targets_mark_each_object():
     scene = generate_scene(random.Random(5))
     patch_class, centre = patch_targets(scene)

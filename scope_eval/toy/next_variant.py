@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from transformers import LlavaNextForConditionalGeneration
 
-from .model import build_processor, toy_config
+from .model import PATCH_SIZE, build_processor, toy_config
 from .questions import Question
 from .scenes import NON_SQUARE_SIZES, SceneOptions, generate_scene, render
 from .train_language import sample_question
@@ -54,7 +54,7 @@ def _next_training_scene(rng: random.Random):
         options = SceneOptions(width=width, height=height, small_count=(2, 7), large_count=(0, 2),
                                distinct_classes=rng.random() < 0.7)
     else:
-        options = SceneOptions(small_count=(1, 6), distinct_classes=rng.random() < 0.7)
+        options = SceneOptions(small_count=(1, 6), distinct_classes=rng.random() < 0.7, grid=PATCH_SIZE)
     return generate_scene(rng, options)
 
 

@@ -102,6 +102,7 @@ class SceneOptions:
     large_count: tuple[int, int] = (0, 2)
     size_scale: float = 1.0
     distinct_classes: bool = True  # every class at most once, so "the red circle" names one object
+    grid: int = 0  # > 0: boxes start on multiples of this many px (the patch grid); 0: anywhere
 
 
 def _random_background(rng: random.Random) -> Background:
@@ -136,12 +137,20 @@ def generate_scene(rng: random.Random, options: SceneOptions = SceneOptions()) -
             half = size // 2
             x = rng.randint(half + 2, options.width - size + half - 2)
             y = rng.randint(half + 2, options.height - size + half - 2)
+            if options.grid:
+                x = _snap(x - half, options.grid, options.width - size) + half
+                y = _snap(y - half, options.grid, options.height - size) + half
             candidate = SceneObject(shape=shape, colour=colour, x=x, y=y, size=size)
             if not _overlaps(candidate.box(), boxes, gap=6):
                 objects.append(candidate)
                 boxes.append(candidate.box())
                 break
     return Scene(options.width, options.height, _random_background(rng), tuple(objects))
+
+
+def _snap(start: int, grid: int, last: int) -> int:
+    """`start` moved down to the grid, kept inside [0, last]."""
+    return max(0, min(last - last % grid, start - start % grid))
 
 
 def _weighted_sample_without_replacement(rng: random.Random, count: int) -> list[tuple[str, str]]:

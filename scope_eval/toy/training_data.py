@@ -27,11 +27,15 @@ class ScenePool:
         return len(self.scenes)
 
 
+ALIGNED_SHARE = 0.85  # of training scenes on the patch grid, like the square benchmark scenes; the rest anywhere
+
+
 def training_scene_options(rng: random.Random) -> SceneOptions:
-    """Varied object counts and scales: smaller objects also stand in for LLaVA-NeXT's downscaled base view."""
+    """Varied object counts and scales: smaller objects also stand in for LLaVA-NeXT's downscaled base view.
+    Most boxes start on the patch grid, as in the square benchmark tasks (see benchmark.SQUARE_SCENES)."""
     return SceneOptions(
         small_count=(1, 6), large_count=(0, 2), size_scale=rng.uniform(0.55, 1.25),
-        distinct_classes=rng.random() < 0.7,
+        distinct_classes=rng.random() < 0.7, grid=PATCH_SIZE if rng.random() < ALIGNED_SHARE else 0,
     )
 
 
