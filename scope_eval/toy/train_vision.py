@@ -30,6 +30,10 @@ class VisionStageConfig:
     warmup: int = 50
     weight_decay: float = 0.01
     background_weight: float = 0.3  # object patches are ~5 % of all patches
+    # Presence of each class read as the max over patch tokens (multiple-instance learning). LLaVA drops
+    # CLS, so an existence answer must come from some patch token that says "red circle" clearly; this
+    # objective asks for exactly that, where the per-patch class target also drills the ambiguous edges.
+    patch_presence_weight: float = 1.0
     log_every: int = 50
 
 
@@ -47,9 +51,11 @@ class VisionProbeHeads(nn.Module):
         self.patch_colour = nn.Linear(hidden, 1 + NUM_COLOURS)
         self.patch_shape = nn.Linear(hidden, 1 + NUM_SHAPES)
         self.patch_centre = nn.Linear(hidden, 1)
+        self.patch_presence = nn.Linear(hidden, n)
 
 
-def tower_losses(tower: CLIPVisionModel, heads: VisionProbeHeads, batch: dict, background_weight: float):
+def tower_losses(tower: CLIPVisionModel, heads: VisionProbeHeads, batch: dict, background_weight: float,
+                 patch_presence_weight: float = 0.0):
     out = tower(pixel_values=batch["pixels"], output_hidden_states=True)
     hidden = out.hidden_states[VISION_FEATURE_LAYER]
     cls, patches = heads.cls_norm(hidden[:, 0]), heads.patch_norm(hidden[:, 1:])
@@ -70,6 +76,10 @@ def tower_losses(tower: CLIPVisionModel, heads: VisionProbeHeads, batch: dict, b
             heads.patch_centre(patches).squeeze(-1), batch["patch_centre"], pos_weight=torch.tensor(20.0)
         ),
     }
+    if patch_presence_weight:
+        presence_logits = heads.patch_presence(patches).amax(dim=1)
+        losses["patch_presence"] = patch_presence_weight * F.binary_cross_entropy_with_logits(
+            presence_logits, batch["presence"])
     object_patches = classes > 0
     predicted = heads.patch_class(patches).argmax(-1)
     stats = {
@@ -106,7 +116,7 @@ def train_vision_tower(tower: CLIPVisionModel, pool: ScenePool, config: VisionSt
     running: dict[str, float] = {}
     for step in range(config.steps):
         batch = pool_batch(pool, order.integers(0, len(pool), config.batch_size))
-        losses, stats = tower_losses(tower, heads, batch, config.background_weight)
+        losses, stats = tower_losses(tower, heads, batch, config.background_weight, config.patch_presence_weight)
         total = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
         total.backward()
