@@ -13,6 +13,7 @@ from scope_eval.lmms.tasks.toy import utils as task_utils
 from scope_eval.toy.benchmark import TASK_DIR, TOY_TASKS
 from scope_eval.toy.measure import first_token_answers, load_items, prompt_text, score
 from scope_eval.toy.model import NUM_PATCHES, build_processor, build_tokenizer, build_toy_llava, load_toy
+from scope_eval.toy.questions import attribute_existence
 from scope_eval.toy.scenes import Scene, SceneOptions, generate_scene, label_map, render
 from scope_eval.toy.train_language import PromptBuilder
 from scope_eval.toy.training_data import patch_targets, pixel_values
@@ -64,6 +65,21 @@ def test_every_benchmark_question_is_in_the_vocabulary():
         for item in load_items(task.name):
             assert unk not in tokenizer(item["question"]).input_ids, item["question"]
             assert tokenizer.convert_tokens_to_ids(item["answer"]) != unk, item["answer"]
+
+
+def test_training_attribute_questions_are_true_balanced_and_in_the_vocabulary():
+    rng, tokenizer = random.Random(4), build_tokenizer()
+    questions = [(scene, attribute_existence(scene, rng)) for scene in (generate_scene(rng) for _ in range(300))]
+    asked = [(scene, q) for scene, q in questions if q is not None]
+    assert len(asked) > 200  # None only when every shape is present and "no" was drawn
+    for scene, question in asked:
+        words = question.text.split()
+        value = words[3]  # "Is there a <colour> object ..." or "Is there a <shape> ..."
+        present = {o.colour for o in scene.objects} | {o.shape for o in scene.objects}
+        assert question.answer == ("yes" if value in present else "no"), question
+        assert tokenizer.unk_token_id not in tokenizer(question.text).input_ids
+    yes = sum(q.answer == "yes" for _, q in asked) / len(asked)
+    assert 0.4 < yes < 0.6
 
 
 def test_chat_template_is_the_original_vicuna_v1_prompt():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .scenes import CLASS_WEIGHTS, CLASSES, COLOURS, Scene, SceneObject
+from .scenes import CLASS_WEIGHTS, CLASSES, COLOURS, SHAPES, Scene, SceneObject
 from .vocab import YES_NO_SUFFIX
 
 MIN_HORIZONTAL_GAP = 28  # px between centres before "left of" is asked: no borderline relations
@@ -64,6 +64,24 @@ def existence_negative(scene: Scene, rng: random.Random, strategy: str, mme: boo
     else:
         raise ValueError(f"unknown negative strategy {strategy!r}")
     return Question(existence_text(colour, shape, mme), "no", strategy)
+
+
+def attribute_existence(scene: Scene, rng: random.Random) -> Question | None:
+    """One-attribute existence ("Is there a red object in the image?", "Is there a circle in the image?"),
+    yes or no with equal odds. Training only: a one-hop lookup over image tokens that a tiny language
+    model finds much sooner than the colour-and-shape conjunction of POPE-style questions."""
+    attribute = rng.choice(("colour", "shape"))
+    values = tuple(COLOURS) if attribute == "colour" else SHAPES
+    present = sorted({getattr(o, attribute) for o in scene.objects})
+    absent = [v for v in values if v not in present]
+    if rng.random() < 0.5 and present:
+        value, answer = rng.choice(present), "yes"
+    elif absent:
+        value, answer = rng.choice(absent), "no"
+    else:
+        return None
+    noun = f"{value} object" if attribute == "colour" else value
+    return Question(f"Is there a {noun} in the image?", answer, "attribute")
 
 
 def _unique_by(scene: Scene, attribute: str) -> list[SceneObject]:

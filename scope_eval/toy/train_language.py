@@ -22,6 +22,7 @@ from .questions import (
     MME_CATEGORIES,
     POPE_STRATEGIES,
     Question,
+    attribute_existence,
     colour_question,
     count_question,
     existence_negative,
@@ -60,14 +61,16 @@ def featurize(tower, images: np.ndarray, batch_size: int = 32) -> torch.Tensor:
     return torch.cat(chunks)
 
 
-QUESTION_MIXES = ("existence", "all")
+QUESTION_MIXES = ("attribute", "existence", "all")
 
 
 def sample_question(scene: Scene, rng: random.Random, mix: str = "all") -> Question | None:
     """The training mixture: mostly existence, then MME-style yes/no, attributes, counting, relations.
-    mix="existence": POPE-style existence questions only."""
+    mix="existence": POPE-style existence questions only; mix="attribute": one-attribute existence only."""
     if mix not in QUESTION_MIXES:
         raise ValueError(f"unknown question mix {mix!r}; expected one of {QUESTION_MIXES}")
+    if mix == "attribute":
+        return attribute_existence(scene, rng)
     roll = 0.0 if mix == "existence" else rng.random()
     if roll < 0.35:
         if rng.random() < 0.5:
