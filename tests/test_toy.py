@@ -58,6 +58,18 @@ def test_committed_benchmark_files_equal_regeneration(task):
     assert committed == task.jsonl(), "stale toy data: run `scope-eval toy-data`"
 
 
+@pytest.mark.parametrize("name", ["scope_toy_pope", "scope_toy_pope_wide", "scope_toy_gqa", "scope_toy_mme"])
+def test_a_limited_run_sees_every_category_evenly(name):
+    items = load_items(name)
+    categories = {item["category"] for item in items}
+    prefix = [item["category"] for item in items[:60]]  # the demo's --limit
+    counts = [prefix.count(c) for c in categories]
+    assert len(categories) >= 3 and min(counts) >= 60 // len(categories) - 2, dict(zip(categories, counts))
+    image_ids = [item["image_id"] for item in items]
+    assert all(image_ids.count(i) == 1 or image_ids[image_ids.index(i) + 1] == i for i in image_ids), \
+        "an image's questions must stay adjacent (POPE / MME pairs)"
+
+
 def test_every_benchmark_question_is_in_the_vocabulary():
     tokenizer = build_tokenizer()
     unk = tokenizer.unk_token_id

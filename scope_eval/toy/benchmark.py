@@ -123,14 +123,37 @@ def build_mme(rng: random.Random) -> list[dict]:
     return items
 
 
+def interleave_categories(items: list[dict]) -> list[dict]:
+    """Round-robin over categories, keeping an image's questions together, so that any prefix (what
+    `--limit` evaluates) covers every category evenly instead of the first one only."""
+    units: list[list[dict]] = []
+    for item in items:
+        if units and units[-1][0]["image_id"] == item["image_id"]:
+            units[-1].append(item)
+        else:
+            units.append([item])
+    by_category: dict[str, list[list[dict]]] = {}
+    for unit in units:
+        by_category.setdefault(unit[0]["category"], []).append(unit)
+    queues = list(by_category.values())
+    ordered: list[dict] = []
+    for round_index in range(max(len(q) for q in queues)):
+        for queue in queues:
+            if round_index < len(queue):
+                ordered += queue[round_index]
+    return ordered
+
+
 @dataclass(frozen=True)
 class ToyTask:
     name: str  # the lmms-eval task name; the data file is <name>.jsonl
     seed: int
     build: Callable[[random.Random], list[dict]]
+    interleave: bool = True  # False where the order itself is balanced (counting cycles its answers)
 
     def items(self) -> list[dict]:
-        return self.build(random.Random(self.seed))
+        items = self.build(random.Random(self.seed))
+        return interleave_categories(items) if self.interleave else items
 
     def jsonl(self) -> str:
         return "".join(json.dumps(item, sort_keys=True) + "\n" for item in self.items())
@@ -139,7 +162,7 @@ class ToyTask:
 TOY_TASKS: tuple[ToyTask, ...] = (
     ToyTask("scope_toy_pope", 2101, build_pope),
     ToyTask("scope_toy_gqa", 2102, build_gqa),
-    ToyTask("scope_toy_count", 2103, build_count),
+    ToyTask("scope_toy_count", 2103, build_count, interleave=False),
     ToyTask("scope_toy_mme", 2104, build_mme),
     ToyTask("scope_toy_pope_wide", 2105, build_pope_wide),
 )
