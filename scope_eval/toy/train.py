@@ -107,7 +107,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="how many pool images the language stage featurizes and asks about")
     parser.add_argument("--vision-steps", type=int, default=VisionStageConfig.steps)
     parser.add_argument("--vision-batch", type=int, default=VisionStageConfig.batch_size)
-    parser.add_argument("--phases", default="1000x48:existence,1000x48:all,500x144:all,1500x576:all",
+    parser.add_argument("--phases", default=",".join(f"{s}x{k}:{m}" for s, k, m in LanguageStageConfig().curriculum),
                         help="language-stage curriculum: comma-separated STEPSxTOKENS:MIX (MIX: attribute|existence|all)")
     parser.add_argument("--lr", type=float, default=LanguageStageConfig.lr)
     parser.add_argument("--warmup", type=int, default=LanguageStageConfig.warmup)

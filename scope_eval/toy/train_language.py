@@ -40,12 +40,13 @@ from .vocab import SHORT_ANSWER_PROMPT, SYSTEM_PROMPT
 @dataclass
 class LanguageStageConfig:
     # (steps, image tokens per sample, question mix) phases; the last phase uses all 576 tokens like
-    # evaluation. Existence questions alone first: in a mixture from the start the lookup over image
-    # tokens was not found within 2,000 steps (loss stayed at the answer-prior level).
+    # evaluation. One-attribute existence first, then colour-and-shape existence, then the full mixture:
+    # in a mixture from the start, or with existence alone first, the lookup over image tokens was found
+    # late or not at all (see the model card's training notes).
     curriculum: list[tuple[int, int, str]] = field(default_factory=lambda: [
-        (1000, 48, "existence"), (1000, 48, "all"), (500, 144, "all"), (1500, 576, "all")])
+        (600, 48, "attribute"), (2000, 48, "existence"), (800, 48, "all"), (400, 144, "all"), (1500, 576, "all")])
     batch_size: int = 16
-    lr: float = 1e-3
+    lr: float = 5e-4
     warmup: int = 50
     weight_decay: float = 0.01
     eval_every: int = 300

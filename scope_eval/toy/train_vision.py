@@ -24,7 +24,7 @@ from .training_data import NUM_COLOURS, NUM_SHAPES, ScenePool, colour_of_class, 
 
 @dataclass
 class VisionStageConfig:
-    steps: int = 500
+    steps: int = 800
     batch_size: int = 16
     lr: float = 2e-3
     warmup: int = 50
