@@ -32,11 +32,11 @@ from .scenes import NON_SQUARE_SIZES, Scene, SceneOptions, generate_scene
 
 TASK_DIR = Path(__file__).resolve().parents[1] / "lmms" / "tasks" / "toy"
 
-# Square scenes put every box corner on the 14 px patch grid. A 4-layer, 64-wide CLIP trained for minutes
-# on a CPU could not tell a 20 px circle from a triangle when the shape was cut across 4-9 patches at
-# random offsets (object presence read from patch tokens: 71 % recall); on the grid the first patch of
-# an object shows a characteristic corner, and the same tower learns it (research in MODEL_CARD.md).
-# The non-square POPE-wide scenes stay off-grid: resizing moves them anyway, so they are the harder task.
+# Square scenes put every box corner on the 14 px patch grid. Off the grid a 10-30 px shape is cut across
+# 4-9 patches at random offsets, and a presence probe on the patch tokens of every toy tower tried found at
+# most 82 % of the objects; on the grid an object's first patch shows a characteristic corner (97 %; see
+# feature_probe.py and the model card). The non-square POPE-wide scenes stay off-grid: the processors
+# resize them, so no grid would survive; they are the harder task.
 SQUARE_SCENES = SceneOptions(grid=PATCH_SIZE)
 COUNT_SCENES = SceneOptions(small_count=(2, 6), distinct_classes=False, grid=PATCH_SIZE)
 COUNT_ANSWERS = 4  # count items cycle through answers 1..4 so that no answer dominates

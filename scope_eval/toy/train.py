@@ -191,6 +191,12 @@ def export_float16(source: Path, target: Path) -> None:
         if "dtype" in section:
             section["dtype"] = "float32"
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    # Loading records where the files came from; a shipped copy must not claim to be "local" anywhere else.
+    tokenizer_path = target / "tokenizer_config.json"
+    tokenizer_config = json.loads(tokenizer_path.read_text())
+    for key in ("is_local", "local_files_only"):
+        tokenizer_config.pop(key, None)
+    tokenizer_path.write_text(json.dumps(tokenizer_config, indent=2) + "\n")
 
 
 if __name__ == "__main__":
