@@ -176,3 +176,28 @@ def test_original_llava_export_gives_the_same_logits(tmp_path):
                                    image_sizes=[image.size]).logits[0, -1]
         hf_logits = model(**processor(images=[image], text=prompt, return_tensors="pt")).logits[0, -1]
     assert torch.allclose(original_logits, hf_logits, atol=1e-4), (original_logits - hf_logits).abs().max()
+
+
+def test_training_script_runs_every_stage_and_exports_loadable_float16_weights(tmp_path):
+    """A miniature of the shipped recipe (same code path, a handful of steps): the script must run end to
+    end and write checkpoints that load with the Auto classes and answer with the vocabulary."""
+    from safetensors.torch import load_file
+    from transformers import AutoModelForImageTextToText
+
+    from scope_eval.toy import train
+
+    export_dir = tmp_path / "weights"
+    assert train.main([
+        "--work-dir", str(tmp_path / "work"), "--pool-size", "24", "--language-pool-size", "24",
+        "--vision-steps", "2", "--vision-batch", "4", "--phases", "2x16:attribute,2x16:existence,1x48:all",
+        "--next-steps", "0", "--export-dir", str(export_dir),
+    ]) == 0
+    for kind in ("llava15", "llava_next"):
+        tensors = load_file(export_dir / kind / "model.safetensors")
+        assert all(t.dtype == torch.float16 for t in tensors.values() if t.is_floating_point())
+        tokenizer_config = json.loads((export_dir / kind / "tokenizer_config.json").read_text())
+        assert "is_local" not in tokenizer_config
+    model = AutoModelForImageTextToText.from_pretrained(export_dir / "llava15")
+    assert model.dtype == torch.float32
+    log = (tmp_path / "work" / "train.log").read_text()
+    assert "[vision] step 2/2" in log and "[language] step 5/5" in log and "[export]" in log
