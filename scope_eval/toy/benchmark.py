@@ -15,6 +15,7 @@ from pathlib import Path
 
 import typer
 
+from .model import PATCH_SIZE
 from .questions import (
     MME_CATEGORIES,
     POPE_STRATEGIES,
@@ -27,7 +28,6 @@ from .questions import (
     relation_question,
     shape_question,
 )
-from .model import PATCH_SIZE
 from .scenes import NON_SQUARE_SIZES, Scene, SceneOptions, generate_scene
 
 TASK_DIR = Path(__file__).resolve().parents[1] / "lmms" / "tasks" / "toy"

@@ -22,27 +22,16 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .model import VISION_FEATURE_LAYER
+from .questions import is_attribute_swap
 from .scenes import CLASSES, SceneOptions, generate_scene, render
-from .training_data import pixel_values
-
-
-@torch.no_grad()
-def patch_features(tower, images: np.ndarray, batch_size: int = 50) -> torch.Tensor:
-    chunks = []
-    for start in range(0, len(images), batch_size):
-        out = tower(pixel_values=pixel_values(images[start : start + batch_size]), output_hidden_states=True)
-        chunks.append(out.hidden_states[VISION_FEATURE_LAYER][:, 1:])
-    return torch.cat(chunks)
+from .train_language import featurize
+from .training_data import class_presence
 
 
 def scenes_with_presence(count: int, seed: int, grid: int) -> tuple[np.ndarray, torch.Tensor, list]:
     rng = random.Random(seed)
     scenes = [generate_scene(rng, SceneOptions(grid=grid)) for _ in range(count)]
-    presence = torch.zeros(count, len(CLASSES))
-    for row, scene in enumerate(scenes):
-        for obj in scene.objects:
-            presence[row, CLASSES.index((obj.colour, obj.shape))] = 1.0
+    presence = torch.from_numpy(np.stack([class_presence(scene) for scene in scenes]))
     return np.stack([np.asarray(render(scene)) for scene in scenes]), presence, scenes
 
 
@@ -53,7 +42,7 @@ def probe_presence(tower, grid: int, train_images: int = 500, test_images: int =
     torch.manual_seed(seed)
     train_x, train_y, _ = scenes_with_presence(train_images, seed + 1, grid)
     test_x, test_y, test_scenes = scenes_with_presence(test_images, seed + 2, grid)
-    train_f, test_f = patch_features(tower, train_x), patch_features(tower, test_x)
+    train_f, test_f = (featurize(tower, x, dtype=torch.float32) for x in (train_x, test_x))
     hidden = train_f.shape[-1]
     probe = torch.nn.Sequential(torch.nn.LayerNorm(hidden), torch.nn.Linear(hidden, 128), torch.nn.GELU(),
                                 torch.nn.Linear(128, len(CLASSES)))
@@ -69,9 +58,8 @@ def probe_presence(tower, grid: int, train_images: int = 500, test_images: int =
     present = test_y > 0
     swaps = torch.zeros_like(present)
     for row, scene in enumerate(test_scenes):
-        for index, (colour, shape) in enumerate(CLASSES):
-            swaps[row, index] = not present[row, index] and any(
-                (colour == o.colour) != (shape == o.shape) for o in scene.objects)
+        for index, cls in enumerate(CLASSES):
+            swaps[row, index] = not present[row, index] and any(is_attribute_swap(cls, o) for o in scene.objects)
     return {
         "recall_present": predicted[present].float().mean().item(),
         "specificity_absent": (~predicted[~present]).float().mean().item(),

@@ -44,6 +44,11 @@ def existence_positive(scene: Scene, rng: random.Random, category: str, mme: boo
                     target_small=all(o.is_small for o in same_class))
 
 
+def is_attribute_swap(cls: tuple[str, str], obj: SceneObject) -> bool:
+    """`cls` (colour, shape) shares exactly one attribute with `obj`: POPE's adversarial negatives."""
+    return (cls[0] == obj.colour) != (cls[1] == obj.shape)
+
+
 def existence_negative(scene: Scene, rng: random.Random, strategy: str, mme: bool = False) -> Question | None:
     """POPE's negative sampling: random absent class, popular (frequent) absent class, or adversarial
     (an attribute swap of an object that is present: same shape in another colour, or vice versa)."""
@@ -57,7 +62,7 @@ def existence_negative(scene: Scene, rng: random.Random, strategy: str, mme: boo
         by_frequency = sorted(absent, key=lambda c: -CLASS_WEIGHTS[CLASSES.index(c)])
         colour, shape = rng.choice(by_frequency[:POPULAR_POOL])
     elif strategy == "adversarial":
-        swaps = sorted({c for o in scene.objects for c in absent if (c[0] == o.colour) != (c[1] == o.shape)})
+        swaps = sorted({c for o in scene.objects for c in absent if is_attribute_swap(c, o)})
         if not swaps:
             return None
         colour, shape = rng.choice(swaps)

@@ -53,12 +53,13 @@ class LanguageStageConfig:
 
 
 @torch.no_grad()
-def featurize(tower, images: np.ndarray, batch_size: int = 32) -> torch.Tensor:
-    """Layer -2 patch features (CLS dropped, LLaVA's "default" strategy) as float16 [N, 576, D]."""
+def featurize(tower, images: np.ndarray, batch_size: int = 32, dtype: torch.dtype = torch.float16) -> torch.Tensor:
+    """Layer -2 patch features (CLS dropped, LLaVA's "default" strategy) [N, 576, D]; float16 halves the
+    cache of the language stage."""
     chunks = []
     for start in range(0, len(images), batch_size):
         hidden = tower(pixel_values=pixel_values(images[start : start + batch_size]), output_hidden_states=True)
-        chunks.append(hidden.hidden_states[VISION_FEATURE_LAYER][:, 1:].to(torch.float16))
+        chunks.append(hidden.hidden_states[VISION_FEATURE_LAYER][:, 1:].to(dtype))
     return torch.cat(chunks)
 
 

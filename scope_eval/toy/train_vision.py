@@ -61,6 +61,7 @@ def tower_losses(tower: CLIPVisionModel, heads: VisionProbeHeads, batch: dict, b
     cls, patches = heads.cls_norm(hidden[:, 0]), heads.patch_norm(hidden[:, 1:])
     classes = batch["patch_class"]
     weight = torch.where(classes > 0, 1.0, background_weight)
+    class_logits = heads.patch_class(patches)
 
     def weighted_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none")
@@ -69,7 +70,7 @@ def tower_losses(tower: CLIPVisionModel, heads: VisionProbeHeads, batch: dict, b
     losses = {
         "cls_presence": F.binary_cross_entropy_with_logits(heads.cls_presence(cls), batch["presence"]),
         "final_presence": F.binary_cross_entropy_with_logits(heads.final_presence(out.pooler_output), batch["presence"]),
-        "patch_class": weighted_ce(heads.patch_class(patches), classes),
+        "patch_class": weighted_ce(class_logits, classes),
         "patch_colour": 0.5 * weighted_ce(heads.patch_colour(patches), colour_of_class(classes)),
         "patch_shape": 0.5 * weighted_ce(heads.patch_shape(patches), shape_of_class(classes)),
         "patch_centre": 0.5 * F.binary_cross_entropy_with_logits(
@@ -81,7 +82,7 @@ def tower_losses(tower: CLIPVisionModel, heads: VisionProbeHeads, batch: dict, b
         losses["patch_presence"] = patch_presence_weight * F.binary_cross_entropy_with_logits(
             presence_logits, batch["presence"])
     object_patches = classes > 0
-    predicted = heads.patch_class(patches).argmax(-1)
+    predicted = class_logits.argmax(-1)
     stats = {
         "object_patch_acc": (predicted[object_patches] == classes[object_patches]).float().mean().item(),
         "background_acc": (predicted[~object_patches] == 0).float().mean().item(),

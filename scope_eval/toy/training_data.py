@@ -57,20 +57,25 @@ def patch_targets(scene: Scene) -> tuple[np.ndarray, np.ndarray]:
     return patch_class.reshape(-1), centre.reshape(-1)
 
 
+def class_presence(scene: Scene) -> np.ndarray:
+    """[len(CLASSES)] 0/1: which colour-shape classes the scene contains."""
+    present = np.zeros(len(CLASSES), np.float32)
+    for obj in scene.objects:
+        present[CLASSES.index((obj.colour, obj.shape))] = 1.0
+    return present
+
+
 def build_pool(size: int, seed: int) -> ScenePool:
     rng = random.Random(seed)
     scenes, images, classes, centres, presence = [], [], [], [], []
     for _ in range(size):
         scene = generate_scene(rng, training_scene_options(rng))
         patch_class, centre = patch_targets(scene)
-        present = np.zeros(len(CLASSES), np.float32)
-        for obj in scene.objects:
-            present[CLASSES.index((obj.colour, obj.shape))] = 1.0
         scenes.append(scene)
         images.append(np.asarray(render(scene), np.uint8))
         classes.append(patch_class)
         centres.append(centre)
-        presence.append(present)
+        presence.append(class_presence(scene))
     return ScenePool(scenes, np.stack(images), np.stack(classes), np.stack(centres), np.stack(presence))
 
 
