@@ -1,20 +1,27 @@
-# One-command set-up: every target below creates .venv (once) with everything it needs.
+# One-command set-up: every target below creates .venv (once) with exactly the locked environment.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOCK := requirements/lock.txt
+LLAVA_LOCK := requirements/llava.txt
 
-.PHONY: setup test demo regress clean-venv
+.PHONY: setup test demo regress lock test-latest clean-venv
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The venv is rebuilt from scratch whenever the lock changes, so it never holds anything the lock does not.
+# The project itself is installed without build isolation and without dependencies: everything it needs,
+# its build backend included, comes from the lock (hashes required), nothing from a fresh resolution.
+$(STAMP): $(LOCK) $(LLAVA_LOCK) pyproject.toml
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e ".[dev]"
-	# The original LLaVA codebase pins torch 2.0 / transformers 4.36; it works with transformers 5.x,
-	# so it is installed on its own, without its obsolete pins.
-	$(BIN)/pip install --no-deps "llava-torch==1.2.2.post1"
+	$(BIN)/pip install --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/pip install --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
+	# The original LLaVA codebase pins torch 2.0 / transformers 4.36; its code works with the locked
+	# versions, so it is installed on its own, without its obsolete pins (and after `pip check`).
+	$(BIN)/pip install --require-hashes --no-deps -r $(LLAVA_LOCK)
 	touch $(STAMP)
 
 ## Tests (CPU, offline).
@@ -32,6 +39,15 @@ demo: $(STAMP)
 regress: $(STAMP)
 	$(BIN)/scope-eval toy-export runs/toy_original
 	$(BIN)/scope-eval regress configs/regression/toy.yaml
+
+## Re-resolve requirements/lock.txt and requirements/llava.txt (run `make test-latest` first).
+lock:
+	PYTHON=$(PYTHON) bash scripts/lock.sh
+
+## Drift check, not part of CI: a throwaway environment from pyproject.toml's ranges at their newest
+## releases, then the fast tests. Run it before refreshing the lock.
+test-latest:
+	bash scripts/test_latest.sh
 
 clean-venv:
 	rm -rf $(VENV)

@@ -8,11 +8,15 @@ its length. So the instance gets two shadows, both undone by ``remove()``:
   upstream down its single-tensor branch (no anyres merging, no unpadding, no newlines);
 - ``encode_images`` hands upstream the packed per-image tokens, of any length.
 No tokenizer change is needed: the splice sizes the sequence from the features.
+
+A third shadow, for every plan (``none`` included), keeps ``generate`` working across transformers
+releases: ``forward`` accepting the KV cache under its new name (see ``_forward_accepting_cache``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from typing import Any, Callable
 
 import torch
 from llava.mm_utils import get_anyres_image_grid_shape
@@ -59,6 +63,9 @@ class LlavaOriginalHandle(PruningHandle):
         if getattr(tower, "select_feature", "patch") != "patch":
             raise PruningError("pruning expects mm_vision_select_feature='patch' (CLS dropped), as in LLaVA-1.5/NeXT")
         self._stock_prepare = model.prepare_inputs_labels_for_multimodal
+        compatible_forward = _forward_accepting_cache(model.forward)
+        if compatible_forward is not None:
+            self._patches.set(model, "forward", compatible_forward)
         if plan.keeps_all:
             self._patches.set(model, "prepare_inputs_labels_for_multimodal", self._prepare_recording_stock)
             return
@@ -122,6 +129,27 @@ class LlavaOriginalHandle(PruningHandle):
         probe = getattr(self, "probe", None)
         if probe is not None:
             probe.remove()
+
+
+def _forward_accepting_cache(forward: Callable) -> Callable | None:
+    """``forward`` taking the KV cache as ``cache=`` too, or None when it already does.
+
+    transformers 5.24 renamed the cache that ``generate`` passes to the model from ``past_key_values`` to
+    ``cache``. The original LLaVA codebase's ``LlavaLlamaForCausalLM.forward`` names it
+    ``past_key_values`` and takes no ``**kwargs``, so its ``generate`` fails on 5.24 with "unexpected
+    keyword argument 'cache'". Handing the cache over under the old name works on both sides of the
+    rename; the Llama forward underneath accepts the old name (deprecated, not removed).
+    """
+    parameters = inspect.signature(forward).parameters
+    if "cache" in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return None
+
+    def forward_accepting_cache(*args, cache=None, **kwargs):
+        if cache is not None and kwargs.get("past_key_values") is None:
+            kwargs["past_key_values"] = cache
+        return forward(*args, **kwargs)
+
+    return forward_accepting_cache
 
 
 def _spliced_image_tokens(input_ids, attention_mask_in, attention_mask_out, inputs_embeds) -> list[int]:
