@@ -140,7 +140,8 @@ def _forward_accepting_cache(forward: Callable) -> Callable | None:
     keyword argument 'cache'". Handing the cache over under the old name works on both sides of the
     rename; the Llama forward underneath accepts the old name (deprecated, not removed).
     """
-    parameters = inspect.signature(forward).parameters
+    signature = inspect.signature(forward)
+    parameters = signature.parameters
     if "cache" in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return None
 
@@ -149,6 +150,10 @@ def _forward_accepting_cache(forward: Callable) -> Callable | None:
             kwargs["past_key_values"] = cache
         return forward(*args, **kwargs)
 
+    # generate() validates its keyword arguments against forward's signature: show the stock parameters
+    # (attention_mask, images, ...) plus `cache`, not the wrapper's *args/**kwargs.
+    cache = inspect.Parameter("cache", inspect.Parameter.KEYWORD_ONLY, default=None)
+    forward_accepting_cache.__signature__ = signature.replace(parameters=[*parameters.values(), cache])
     return forward_accepting_cache
 
 

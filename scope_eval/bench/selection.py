@@ -27,6 +27,7 @@ from typing import Callable, Optional
 import torch
 import typer
 
+from scope_eval.provenance import provenance
 from scope_eval.pruning.greedy import scope_select
 from scope_eval.pruning.greedy_kernels import quantise_similarity
 from scope_eval.pruning.greedy_reference import naive_scope_select, reference_scope_select
@@ -183,6 +184,7 @@ def describe_environment(device: torch.device, dtype: torch.dtype, dim: int) -> 
         "feature_dim": dim,
     }
     environment.update(load_average("at_start"))
+    environment["provenance"] = provenance()
     return environment
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from ..provenance import provenance
 from .loading import BenchModel
 from .memory import PeakMemory
 from .runner import BenchRun, BenchSettings, CaseResult
@@ -108,6 +109,7 @@ def report(bench_model: BenchModel, settings: BenchSettings, run: BenchRun, comm
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": command,
         "hardware": hardware(bench_model.device),
+        "provenance": provenance(),
         "model": {
             "source": bench_model.source,
             "family": bench_model.family,

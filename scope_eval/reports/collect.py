@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..provenance import describe as describe_environment
 from ..sweeps.cells import CELL_FILE, run_name
 from ..sweeps.metrics import benchmarks_for_task
 from ..sweeps.tasks import yaml_metrics
 
 TIDY_COLUMNS = [
     "run", "model", "paper_model", "method", "method_label", "options", "budget", "budget_policy", "limit",
-    "task", "benchmark", "metric", "value", "n", "tokens_min", "tokens_mean", "tokens_max", "cell_dir",
+    "task", "benchmark", "metric", "value", "n", "tokens_min", "tokens_mean", "tokens_max", "cell_dir", "environment",
 ]  # fmt: skip
 
 
@@ -49,5 +50,6 @@ def tidy(runs_dir: Path) -> pd.DataFrame:
                 "tokens_mean": tokens.get("mean"),
                 "tokens_max": tokens.get("max"),
                 "cell_dir": str(record_path.parent.relative_to(runs_dir)),
+                "environment": describe_environment(record),
             })  # fmt: skip
     return pd.DataFrame(rows, columns=TIDY_COLUMNS)

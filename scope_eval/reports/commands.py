@@ -90,4 +90,8 @@ def _markdown_page(run: str, cells: pd.DataFrame, table: pd.DataFrame) -> str:
         lines.append(f"**Limited run ({limit[0]} documents per task): not comparable with the paper's numbers.**")
     lines += ["", markdown(table), "", "Metrics (lmms-eval keys):", ""]
     lines += [f"- {benchmark}: {metric}" for benchmark, metric in metrics.items()]
+    environments = sorted(data["environment"].dropna().unique())
+    lines += ["", "Environment (package versions and lock, from the cells):" if len(environments) == 1
+              else f"**Cells computed in {len(environments)} different environments:**", ""]
+    lines += [f"- {environment}" for environment in environments]
     return "\n".join(lines)

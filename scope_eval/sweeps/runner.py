@@ -38,7 +38,7 @@ from rich.table import Table
 from .cells import CELL_FILE, Cell, Launch, cell_dir, expand, fingerprint, include_path, plan_launches
 from .config import SweepConfig
 from .outputs import TaskOutcome, read_task_outcomes, visual_token_summary
-from .provenance import git_state, package_versions
+from ..provenance import provenance as environment_provenance
 
 LOG_FILE = "lmms_eval.log"
 FORMAT = "scope_eval.cell/1"
@@ -110,7 +110,7 @@ def run_sweep(config: SweepConfig, evaluator: Sequence[str] | None = None, conso
         return summary
     root = Path(config.output)
     root.mkdir(parents=True, exist_ok=True)
-    provenance = {"versions": package_versions(), "git": git_state()}
+    provenance = environment_provenance()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with _exclusive(root), _sigterm_as_interrupt(), Progress(*columns, console=console) as progress:
         if config.data_dir is not None:
