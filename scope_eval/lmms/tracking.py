@@ -5,11 +5,16 @@ the pruning handle after each ``generate()``. Each request is handed to upstream
 document callable (``doc_to_visual`` / ``doc_to_messages``, which upstream calls right before
 generating) first marks that request as the one being generated. With batch size 1 that mapping is
 exact; anything else (two marks before a generate, a generate without a mark) aborts the run.
+
+Each answer's token counts also carry the sample's cost (``cost``: times and FLOPs of its generate(),
+see ``scope_eval.lmms.models.cost``), so lmms-eval logs it with the sample through the same channel as
+the realised visual tokens: ``token_counts: [{"visual_tokens": [64], "cost": {"ttft_s": ...}, ...}]``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from lmms_eval.api.instance import GenerationResult, Instance
@@ -19,12 +24,26 @@ from .errors import RunAborted
 from .visual_tokens import VisualTokenCounts
 
 
+@dataclass
+class CostedTokenCounts(VisualTokenCounts):
+    """Visual-token counts plus what the sample's generate() cost."""
+
+    cost: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        counts = super().to_dict()
+        if self.cost:
+            counts["cost"] = dict(self.cost)
+        return counts
+
+
 class RequestTracker:
     def __init__(self, model_id: str, requests: list[Instance], doc_fn_index: int):
         self.model_id = model_id
         self.requests = requests
         self.doc_fn_index = doc_fn_index
         self.counts: dict[int, list[int]] = {}
+        self.costs: dict[int, dict[str, Any]] = {}
         self._docs: dict[int, Any] = {}
         self._pending: int | None = None
 
@@ -61,8 +80,10 @@ class RequestTracker:
             raise RunAborted(f"{self.model_id}: generate() was called for no known request; cannot attribute visual tokens")
         return self._pending
 
-    def finish_generate(self, index: int, counts: list[int]) -> None:
+    def finish_generate(self, index: int, counts: list[int], cost: dict[str, Any] | None = None) -> None:
         self.counts[index] = counts
+        if cost is not None:
+            self.costs[index] = cost
         visual_tokens.record(self._docs.pop(index), counts)
         self._pending = None
 
@@ -80,14 +101,15 @@ class RequestTracker:
                 raise RunAborted(f"{self.model_id}: {self.describe(index)} was answered without a generate() call")
             text = output.text if isinstance(output, GenerationResult) else output
             upstream_counts = output.token_counts if isinstance(output, GenerationResult) else None
-            counts = VisualTokenCounts(**(dataclasses.asdict(upstream_counts) if upstream_counts else {}))
+            counts = CostedTokenCounts(**(dataclasses.asdict(upstream_counts) if upstream_counts else {}))
             counts.visual_tokens = self.counts[index]
+            counts.cost = self.costs.get(index, {})
             attached.append(GenerationResult(text=text, token_counts=counts))
         return attached
 
 
 def guarded_generate(owner: Any, stock_generate: Callable) -> Callable:
-    """A ``generate`` that attributes visual tokens to the current request and aborts on any error."""
+    """A ``generate`` that attributes visual tokens and cost to the current request and aborts on any error."""
 
     def generate(*args, **kwargs):
         tracker: RequestTracker | None = owner.tracker
@@ -95,14 +117,19 @@ def guarded_generate(owner: Any, stock_generate: Callable) -> Callable:
             return stock_generate(*args, **kwargs)
         index = tracker.start_generate()
         owner.pruning.take_counts()  # nothing recorded outside a request belongs to this one
+        meter = getattr(owner, "cost_meter", None)
         try:
-            output = stock_generate(*args, **kwargs)
+            if meter is None:
+                output, cost_of = stock_generate(*args, **kwargs), None
+            else:
+                output, cost_of = meter.measure(lambda: stock_generate(*args, **kwargs))
         except Exception as error:
             raise RunAborted(
                 f"{tracker.model_id}: generation failed on {tracker.describe(index)} "
                 f"({owner.pruning_spec.describe()}): {type(error).__name__}: {error}"
             ) from error
-        tracker.finish_generate(index, owner.pruning.take_counts())
+        counts = owner.pruning.take_counts()
+        tracker.finish_generate(index, counts, cost_of(counts) if cost_of else None)
         return output
 
     return generate

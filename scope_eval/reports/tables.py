@@ -124,3 +124,62 @@ def _sorted_rows(table: pd.DataFrame) -> pd.DataFrame:
 
 def _missing(value: float) -> bool:
     return isinstance(value, float) and math.isnan(value)
+
+
+# -- intervals, significance and agreement (statistics from scope_eval/reports/stats.py) ----------------
+AGREEMENT = "agreement with unpruned"
+TTFT = "TTFT ms (median)"
+MARK_VS_UNPRUNED = "†"
+MARK_VS_SCOPE = "‡"
+MARKS_LEGEND = (
+    f"Each score is `value [95% bootstrap interval]` over documents. {MARK_VS_UNPRUNED} = differs from the unpruned "
+    f"model on the same documents, {MARK_VS_SCOPE} = differs from SCOPE at the same budget (p < 0.05: exact McNemar "
+    "for right/wrong-per-item metrics, paired bootstrap for pooled ones such as F1 and the MME score). "
+    f"'{AGREEMENT}': share of answers identical to the unpruned model's (r→w / w→r: answers that turned "
+    f"wrong / right). '{TTFT}': time to first token measured in the evaluation itself (median over samples; "
+    "for several tasks, the median of the tasks' medians)."
+)
+
+
+def interval_layout(stats: pd.DataFrame, run: str) -> pd.DataFrame:
+    """The paper layout as text: `93.1 [88.0, 97.2]†` per benchmark, Avg, agreement with unpruned, TTFT."""
+    data = stats[stats["run"] == run]
+    layout = paper_layout(data, run)
+    columns = benchmark_columns(data["benchmark"].unique())
+    rows = []
+    for _, line in layout.iterrows():
+        cells = data[(data["method_label"] == line["method"]) & (data["budget"] == line["budget"])]
+        row: dict[str, object] = {"method": line["method"], "budget": line["budget"]}
+        for benchmark in columns:
+            found = cells[cells["benchmark"] == benchmark]
+            row[benchmark] = _with_interval(found.iloc[0]) if len(found) else None
+        row[AVG] = line[AVG]
+        row[AGREEMENT] = _agreement(cells.drop_duplicates("cell_dir"))
+        ttft = pd.to_numeric(cells.drop_duplicates("cell_dir").get("ttft_s_median"), errors="coerce").dropna()
+        row[TTFT] = 1000 * float(ttft.median()) if len(ttft) else None
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["method", "budget", *columns, AVG, AGREEMENT, TTFT])
+
+
+def _with_interval(cell: pd.Series) -> str:
+    text = f"{cell['value']:.1f}"
+    if not _missing(cell.get("ci_low", math.nan)):
+        text += f" [{cell['ci_low']:.1f}, {cell['ci_high']:.1f}]"
+    if cell.get("vs_unpruned_significant") is True:
+        text += MARK_VS_UNPRUNED
+    if cell.get("vs_scope_significant") is True:
+        text += MARK_VS_SCOPE
+    return text
+
+
+def _agreement(cells: pd.DataFrame) -> str | None:
+    """Pooled over the row's cells (each cell once): identical answers / paired answers, and the flips."""
+    compared = pd.to_numeric(cells["answers_compared"], errors="coerce")
+    known = cells[compared > 0]
+    if known.empty:
+        return None
+    text = f"{100.0 * known['identical'].sum() / known['answers_compared'].sum():.1f}%"
+    flips = known[["right_to_wrong", "wrong_to_right"]].apply(pd.to_numeric, errors="coerce")
+    if not flips.isna().any().any():
+        text += f" ({int(flips['right_to_wrong'].sum())} r→w, {int(flips['wrong_to_right'].sum())} w→r)"
+    return text

@@ -37,6 +37,7 @@ from rich.table import Table
 
 from .cells import CELL_FILE, Cell, Launch, cell_dir, expand, fingerprint, include_path, plan_launches
 from .config import SweepConfig
+from .cost import cost_summary
 from .outputs import TaskOutcome, read_task_outcomes, visual_token_summary
 from ..provenance import provenance as environment_provenance
 
@@ -188,6 +189,7 @@ def _write_local_tasks(config: SweepConfig, tasks: set[str]) -> None:
 def _finish_cell(config: SweepConfig, launch: Launch, cell: Cell, outcome: TaskOutcome, timing: dict, provenance: dict) -> None:
     final = cell_dir(config, cell)
     tokens = visual_token_summary(outcome)  # before the samples file moves
+    cost = cost_summary(outcome.samples_file)
     if len(launch.cells) == 1:
         staging = launch.work_dir  # the whole scratch folder becomes the cell
     else:
@@ -220,6 +222,7 @@ def _finish_cell(config: SweepConfig, launch: Launch, cell: Cell, outcome: TaskO
         "results": outcome.results,
         "n_samples": outcome.n_samples,
         "visual_tokens": tokens,
+        "cost": cost,  # per-sample times and FLOPs: median and p90 per field (scope_eval/sweeps/cost.py)
         "files": {
             "log": LOG_FILE,
             "samples": str(outcome.samples_file.relative_to(launch.work_dir)) if outcome.samples_file else None,

@@ -13,6 +13,8 @@ from scope_eval.lmms.errors import RunAborted, abort_on_error
 from scope_eval.lmms.options import PruningSpec, split_model_args
 from scope_eval.lmms.tracking import RequestTracker, guarded_generate
 
+from .cost import CostMeter
+
 
 class PrunedWrapper:
     """Mixin placed before an upstream lmms-eval wrapper class.
@@ -41,6 +43,10 @@ class PrunedWrapper:
             self.pruning_spec = spec
             self.pruning = prune(
                 model, spec.method, spec.budget, processor=processor, budget_policy=spec.budget_policy, **spec.options
+            )
+            plan = self.pruning.plan
+            self.cost_meter = CostMeter(
+                model, plan.method, method_name=spec.method, budget=plan.budget, budget_policy=plan.budget_policy, keeps_all=plan.keeps_all
             )
         self._own_patches = InstancePatches()
         self._own_patches.set(model, "generate", guarded_generate(self, model.generate))
@@ -71,10 +77,13 @@ class PrunedWrapper:
             torch.cuda.empty_cache()
 
     def unprune(self) -> None:
-        """Restore the wrapped model exactly (drops the generate guard, then the pruning)."""
+        """Restore the wrapped model exactly (drops the generate guard and the cost meter, then the pruning)."""
         patches = getattr(self, "_own_patches", None)
         if patches is not None:
             patches.restore()
+        meter = getattr(self, "cost_meter", None)
+        if meter is not None:
+            meter.close()
         handle = getattr(self, "pruning", None)
         if handle is not None:
             handle.remove()

@@ -1,0 +1,217 @@
+"""Statistics of the reports (intervals, paired tests, agreement) against known cases, and the per-sample
+cost every scope model records."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from scope_eval.reports.stats import (
+    HeadlineScorer,
+    bootstrap_interval,
+    cell_statistics,
+    mcnemar_exact,
+    paired_bootstrap,
+    seed_for,
+)
+from scope_eval.sweeps.metrics import benchmarks_for_task
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def wilson(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+# -- a binomial proportion ---------------------------------------------------------------------------
+def test_bootstrap_interval_of_a_proportion_matches_wilson_for_large_n():
+    n, successes = 2000, 1400
+    items = np.array([1.0] * successes + [0.0] * (n - successes))
+    low, high = bootstrap_interval(lambda drawn: float(items[drawn].mean()), n, seed_for("binomial", n), resamples=2000)
+    wilson_low, wilson_high = wilson(successes, n)  # 0.6797 .. 0.7196
+    assert abs(low - wilson_low) < 0.004 and abs(high - wilson_high) < 0.004
+
+
+def test_bootstrap_interval_of_a_degenerate_proportion_is_exact():
+    always, never = np.ones(30), np.zeros(30)
+    assert bootstrap_interval(lambda drawn: float(always[drawn].mean()), 30, seed_for("all right")) == (1.0, 1.0)
+    assert bootstrap_interval(lambda drawn: float(never[drawn].mean()), 30, seed_for("all wrong")) == (0.0, 0.0)
+
+
+def test_seeds_come_from_names_only():
+    assert seed_for("run", "task", "scope", 64) == seed_for("run", "task", "scope", 64)
+    assert seed_for("run", "task", "scope", 64) != seed_for("run", "task", "scope", 128)
+    assert 0 <= seed_for("x") < 2**63
+
+
+# -- a hand-computed paired difference ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    "right_to_wrong, wrong_to_right, expected",
+    [
+        (1, 6, 2 * (1 + 7) / 2**7),  # binomial(7, 1/2): P(X <= 1) = 8/128, two-sided 0.125
+        (0, 5, 2 / 2**5),  # 0.0625
+        (3, 1, 2 * (1 + 4) / 2**4),  # 0.625
+        (4, 4, 1.0),
+        (0, 0, 1.0),
+    ],
+)
+def test_exact_mcnemar_on_small_tables(right_to_wrong, wrong_to_right, expected):
+    assert mcnemar_exact(right_to_wrong, wrong_to_right) == pytest.approx(expected)
+
+
+def test_paired_bootstrap_of_identical_cells_is_zero_and_not_significant():
+    values = np.array([1.0, 0.0, 1.0, 1.0, 0.0, 1.0])
+    low, high, p = paired_bootstrap(lambda d: values[d].mean(), lambda d: values[d].mean(), 6, seed_for("same"))
+    assert (low, high, p) == (0.0, 0.0, 1.0)
+
+
+def _write_cell(runs: Path, name: str, samples: list[dict]) -> str:
+    folder = runs / name
+    folder.mkdir(parents=True)
+    (folder / "samples.jsonl").write_text("".join(json.dumps(sample) + "\n" for sample in samples))
+    (folder / "cell.json").write_text(json.dumps({"files": {"samples": "samples.jsonl"}}))
+    return name
+
+
+def _tidy_row(method: str, budget: int, cell_dir: str, value: float, task: str = "scope_toy_gqa", benchmark: str = "Toy-GQA") -> dict:
+    return {"run": "hand", "task": task, "benchmark": benchmark, "method": method, "method_label": method,
+            "budget": budget, "value": value, "cell_dir": cell_dir}  # fmt: skip
+
+
+def test_paired_flips_agreement_and_mcnemar_counted_by_hand(tmp_path):
+    # ten documents; 1 = right. unpruned vs random: docs 0, 1, 2 turn wrong, doc 9 turns right.
+    unpruned = [1, 1, 1, 1, 1, 1, 0, 0, 0, 0]
+    pruned = [0, 0, 0, 1, 1, 1, 0, 0, 0, 1]
+    answers_unpruned = ["red", "blue", "left", "red", "square", "green", "x", "y", "z", "w"]
+    answers_pruned = ["blue", "red", "right", "red", "square", "green", "x", "q", "z", "right"]  # 5 identical
+    scope = [1, 1, 0, 1, 1, 1, 0, 0, 0, 1]
+
+    def samples(correct, answers):
+        return [{"doc_id": d, "filtered_resps": answers[d], "exact_match": float(c)} for d, c in enumerate(correct)]
+
+    tidy = pd.DataFrame([
+        _tidy_row("none", 576, _write_cell(tmp_path, "none", samples(unpruned, answers_unpruned)), 60.0),
+        _tidy_row("scope", 64, _write_cell(tmp_path, "scope", samples(scope, answers_unpruned)), 60.0),
+        _tidy_row("random", 64, _write_cell(tmp_path, "random", samples(pruned, answers_pruned)), 40.0),
+    ])  # fmt: skip
+    stats = cell_statistics(tidy, tmp_path, resamples=500).set_index("method")
+    row = stats.loc["random"]
+    assert (row["right_to_wrong"], row["wrong_to_right"]) == (3, 1)
+    assert row["identical"] == 5 and row["agreement"] == pytest.approx(50.0)
+    assert row["vs_unpruned_diff"] == pytest.approx(40.0 - 60.0)
+    assert row["vs_unpruned_test"] == "mcnemar"
+    assert row["vs_unpruned_p_mcnemar"] == pytest.approx(0.625) and not row["vs_unpruned_significant"]
+    # against SCOPE at 64: docs 0, 1 right -> wrong, none the other way: p = 2 * 1/4 = 0.5
+    assert row["vs_scope_diff"] == pytest.approx(-20.0) and row["vs_scope_p_mcnemar"] == pytest.approx(0.5)
+    assert row["ci_low"] <= 40.0 <= row["ci_high"] and row["ci_low"] < row["ci_high"]
+    assert math.isnan(stats.loc["scope", "vs_scope_diff"])  # SCOPE is not compared with itself
+    again = cell_statistics(tidy, tmp_path, resamples=500).set_index("method")
+    assert again.loc["random", "ci_low"] == row["ci_low"] and again.loc["random", "ci_high"] == row["ci_high"]  # fixed seeds
+
+
+def test_pooled_mme_score_resamples_images_and_a_twice_drawn_image_counts_twice():
+    from scope_eval.lmms.tasks.toy import utils
+
+    records = [
+        {"image_id": "a", "category": "color", "correct": True},
+        {"image_id": "a", "category": "color", "correct": True},
+        {"image_id": "b", "category": "color", "correct": True},
+        {"image_id": "b", "category": "color", "correct": False},
+    ]
+    samples = [{"doc_id": i, "mme_score": r} for i, r in enumerate(records)]
+    (benchmark,) = benchmarks_for_task("scope_toy_mme")
+    scorer = HeadlineScorer(benchmark, "scope_toy_mme", samples)
+    units = scorer.units()
+    assert units == [[0, 1], [2, 3]]  # one unit per image
+    assert scorer.score(units) == pytest.approx(utils.mme_score(records))  # 100 * (3/4 + 1/2) = 125
+    assert scorer.score(units, [0, 0]) == pytest.approx(200.0)  # image a twice: acc 1, acc+ 1 (two images)
+    assert scorer.score(units, [1, 1]) == pytest.approx(50.0)  # image b twice: acc 1/2, acc+ 0
+
+
+def test_pooled_pope_f1_is_the_tasks_own_aggregation():
+    from scope_eval.lmms.tasks.toy import utils
+
+    pairs = [("yes", "yes"), ("yes", "no"), ("no", "yes"), ("no", "no"), ("yes", "yes")]
+    records = [{"question_id": str(i), "prediction": p, "answer": a, "category": "random"} for i, (p, a) in enumerate(pairs)]
+    (benchmark,) = benchmarks_for_task("scope_toy_pope")
+    scorer = HeadlineScorer(benchmark, "scope_toy_pope", [{"doc_id": i, "pope_f1_score": r} for i, r in enumerate(records)])
+    assert scorer.usable and not scorer.per_item
+    assert scorer.score(scorer.units()) == pytest.approx(100 * utils.pope_f1_score(records))
+    assert [scorer.correct(i) for i in range(5)] == [True, False, False, True, True]
+
+
+# -- cost recorded per sample ------------------------------------------------------------------------
+def test_cost_meter_records_every_field_changes_no_output_and_removes_itself():
+    import torch
+    from tiny_models import tiny_llava
+
+    from scope_eval import prune
+    from scope_eval.lmms.models.cost import COST_FIELDS, CostMeter
+
+    model, processor = tiny_llava()
+    handle = prune(model, "scope", 16, processor=processor)
+    image = torch.rand(3, 336, 336)
+    inputs = processor(images=image, text="USER: <image>\n what is in the image ? ASSISTANT:", return_tensors="pt", do_rescale=False)
+    generate = lambda: model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    with torch.no_grad():
+        plain = generate()
+        handle.take_counts()
+        meter = CostMeter(model, handle.plan.method, method_name="scope", budget=16, budget_policy="per_crop", keeps_all=False)
+        timed, cost_of = meter.measure(generate)
+    cost = cost_of(handle.take_counts())
+    assert torch.equal(plain, timed)
+    assert set(cost) == set(COST_FIELDS)
+    assert cost["selection_s"] > 0 and cost["vision_s"] > 0 and cost["llm_prefill_s"] > 0
+    assert cost["ttft_s"] >= cost["vision_s"] + cost["selection_s"] and cost["generate_s"] == pytest.approx(cost["ttft_s"] + cost["decode_s"])
+    # the pruned processor already emits the 16 kept placeholders: the prefill is the prompt as tokenised
+    assert int((inputs["input_ids"] == model.config.image_token_id).sum()) == 16
+    assert cost["prefill_tokens"] == inputs["input_ids"].shape[1]
+    assert cost["prefill_flops"] > cost["llm_prefill_flops"] > 0
+    meter.close()
+    assert "select" not in vars(handle.plan.method)
+    assert not model._forward_hooks and not model.model.vision_tower._forward_pre_hooks
+    handle.remove()
+
+
+# -- a real smoke sweep ------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_report_of_a_real_smoke_sweep_has_intervals_agreement_and_per_sample_cost(tmp_path):
+    from scope_eval.sweeps.cost import sample_costs
+
+    runs = tmp_path / "runs"
+    env = {key: value for key, value in os.environ.items() if key not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(HF_DATASETS_CACHE=str(tmp_path / "hf_datasets"), OMP_NUM_THREADS="2", TOKENIZERS_PARALLELISM="false")
+    sweep = [sys.executable, "-m", "scope_eval", "sweep", str(REPO / "configs" / "smoke_toy.yaml"), "--output", str(runs)]
+    result = subprocess.run(sweep, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for record_path in runs.rglob("cell.json"):
+        record = json.loads(record_path.read_text())
+        costs = sample_costs(record_path.parent / record["files"]["samples"])
+        assert len(costs) == record["n_samples"] == 8
+        assert all(cost["ttft_s"] > 0 and cost["prefill_flops"] > 0 and cost["decode_s"] >= 0 for cost in costs)
+        for field in ("vision_s", "selection_s", "llm_prefill_s", "ttft_s", "decode_s", "prefill_flops"):
+            summary = record["cost"][field]
+            assert summary["n"] == 8 and summary["median"] <= summary["p90"]
+        assert record["cost"]["ttft_s"]["median"] == pytest.approx(float(np.median([c["ttft_s"] for c in costs])))
+    report = subprocess.run([sys.executable, "-m", "scope_eval", "report", str(runs)], cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+    assert report.returncode == 0, report.stderr
+    page = (runs / "report" / "table_toy-llava15_limit8.md").read_text()
+    header = next(line for line in page.splitlines() if line.startswith("| method"))
+    assert "agreement with unpruned" in header and "TTFT ms (median)" in header
+    scope_line = next(line for line in page.splitlines() if line.startswith("| scope"))
+    assert "[" in scope_line and "%" in scope_line  # value [low, high] and agreement share
+    stats = pd.read_csv(runs / "report" / "stats_toy-llava15_limit8.csv")
+    assert {"ci_low", "ci_high", "vs_unpruned_diff", "agreement", "right_to_wrong", "ttft_s_median", "ttft_s_p90"} <= set(stats.columns)
+    assert (stats["ci_low"] <= stats["value"]).all() and (stats["value"] <= stats["ci_high"]).all()
+    assert (runs / "report" / "cost_toy-llava15_limit8.png").is_file() and (runs / "report" / "time_toy-llava15_limit8.png").is_file()
