@@ -124,7 +124,30 @@ def vqav2(data: Path, n: int = 4) -> None:
     _write(rows, features, data / "VQAv2" / "data" / "validation-00000-of-00001.parquet")
 
 
-STANDINS = (gqa, mmbench, mme, pope, scienceqa, textvqa, seedbench, mmvet, mmmu, vqav2)
+def docvqa(data: Path, n: int = 2) -> None:
+    rows = [dict(questionId=str(i), question="What word is written?", question_types=["form"], image=picture(i), docId=i,
+                 ucsf_document_id="x", ucsf_document_page_no="1", answers=["square"], data_split="val") for i in range(n)]  # fmt: skip
+    features = Features(questionId=Value("string"), question=Value("string"), question_types=Sequence(Value("string")), image=Image(),
+                        docId=Value("int64"), ucsf_document_id=Value("string"), ucsf_document_page_no=Value("string"),
+                        answers=Sequence(Value("string")), data_split=Value("string"))  # fmt: skip
+    _write(rows, features, data / "DocVQA" / "DocVQA" / "validation-00000-of-00001.parquet")
+
+
+def chartqa(data: Path, n: int = 2) -> None:
+    rows = [dict(type="human_test", question="How many bars?", answer="3", image=picture(i)) for i in range(n)]
+    features = Features(type=Value("string"), question=Value("string"), answer=Value("string"), image=Image())
+    _write(rows, features, data / "ChartQA" / "data" / "test-00000-of-00001.parquet")
+
+
+def ocrbench(data: Path, n: int = 2) -> None:
+    rows = [dict(dataset="IIIT5K", question="what is written in the image?", question_type="Regular Text Recognition",
+                 answer=["square"], image=picture(i)) for i in range(n)]  # fmt: skip
+    features = Features(dataset=Value("string"), question=Value("string"), question_type=Value("string"),
+                        answer=Sequence(Value("string")), image=Image())  # fmt: skip
+    _write(rows, features, data / "OCRBench" / "data" / "test-00000-of-00001.parquet")
+
+
+STANDINS = (gqa, mmbench, mme, pope, scienceqa, textvqa, seedbench, mmvet, mmmu, vqav2, docvqa, chartqa, ocrbench)
 
 
 def write_standins(data: Path) -> Path:

@@ -121,3 +121,79 @@ def test_mmvet_refuses_to_start_without_the_judge_key(monkeypatch):
         mmvet.process_docs(Dataset.from_dict({"question": ["q"]}))
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     assert mmvet.process_docs(Dataset.from_dict({"question": ["q"]})).column_names == ["question", "scope_doc_key"]
+
+
+def test_mmvet_runs_in_the_papers_setting_with_the_judge_as_a_recorded_option():
+    from scope_eval.lmms.local_data import _IgnoreFunctions
+    from scope_eval.lmms.tasks.paper import mmvet
+
+    config = yaml.load(benchmark("mmvet").yaml_path.read_text(), Loader=_IgnoreFunctions)
+    assert config["lmms_eval_specific_kwargs"]["default"]["pre_prompt"] == (
+        "Please think step by step and try to provide best answer to the following question: \n\n"
+    )
+    assert config["generation_kwargs"]["max_new_tokens"] == 32768
+    assert config["metadata"]["judge_model"] == "gpt-4-0613" == mmvet.judge_model()
+
+
+def test_mmvet_asks_the_judge_named_in_the_task(monkeypatch):
+    from scope_eval.lmms.tasks.paper import mmvet
+
+    asked = []
+
+    class Upstream:  # stands in for lmms-eval's mmvet utils, which need an API key to import
+        @staticmethod
+        def get_chat_response(prompt, model="gpt-4o-2024-11-20", temperature=0.0):
+            asked.append(model)
+            return "1.0", model
+
+        def mmvet_process_results(self, doc, results):
+            content, model = self.get_chat_response("prompt")  # a module-global lookup upstream
+            return {"gpt_eval_score": {"score": float(content), "eval_model": model}}
+
+    upstream = Upstream()
+    monkeypatch.setattr(mmvet, "_upstream", lambda: upstream)
+    stock = upstream.get_chat_response
+    scored = mmvet.process_results({"question_id": "v1"}, ["square"])
+    assert asked == ["gpt-4-0613"] and scored["gpt_eval_score"]["eval_model"] == "gpt-4-0613"
+    assert upstream.get_chat_response is stock  # put back after the call
+
+
+def test_mmmu_prompts_do_not_depend_on_the_chat_path_running_first():
+    from lmms_eval.tasks.mmmu import utils as upstream
+
+    from scope_eval.lmms.local_data import _IgnoreFunctions
+    from scope_eval.lmms.tasks.paper import mmmu
+
+    kwargs = yaml.load(benchmark("mmmu_val").yaml_path.read_text(), Loader=_IgnoreFunctions)["lmms_eval_specific_kwargs"]["default"]
+    doc = dict(question="<image 1> Which shape is shown?", options="['square', 'circle']", question_type="multiple-choice",
+               image_1=random_picture(), **{f"image_{i}": None for i in range(2, 8)})  # fmt: skip
+    before = mmmu.doc_to_text(doc, kwargs)
+    messages = mmmu.doc_to_messages(doc, kwargs)  # the chat path, in the same process
+    after = mmmu.doc_to_text(doc, kwargs)
+    assert "<image 1>" in before and before == after
+    assert any(part.get("type") == "image" for part in messages[0]["content"])
+    assert upstream.config["metadata"]["interleaved_format"] is False
+    upstream.mmmu_doc_to_messages(doc, kwargs)  # upstream alone leaves its flag on ...
+    try:
+        assert "<image 1>" not in upstream.mmmu_doc_to_text(doc, kwargs)  # ... and its simple path changes
+        assert mmmu.doc_to_text(doc, kwargs) == before  # ours does not
+    finally:
+        upstream.config["metadata"]["interleaved_format"] = False
+
+
+def random_picture():
+    from conftest import random_image
+
+    return random_image(32, 32)
+
+
+def test_table9_ocr_tasks_score_like_lmms_eval():
+    from scope_eval.lmms.tasks.paper import scored
+
+    assert {"docvqa_val", "chartqa", "ocrbench"} <= {b.name for b in BENCHMARKS}
+    assert scored.docvqa_val({"answers": ["Square"]}, ["square"])["anls"] == 1.0
+    assert scored.chartqa({"type": "human_test", "answer": "100"}, ["103"])["relaxed_overall"] == 1.0
+    right = scored.ocrbench({"answer": ["square"], "dataset": "IIIT5K", "question_type": "Regular Text Recognition"}, ["a Square"])
+    wrong = scored.ocrbench({"answer": ["circle"], "dataset": "IIIT5K", "question_type": "Regular Text Recognition"}, ["square"])
+    results = [right["ocrbench_accuracy"], wrong["ocrbench_accuracy"]]
+    assert scored.ocrbench_accuracy(results) == 0.5 == scored.ocrbench_accuracy(results)  # no tally carried over

@@ -76,10 +76,25 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark(
         "mmvet",
         DataSource("lmms-lab-encoder/MMVet", None, "test"),
+        "the paper fork's pre-prompt ('Please think step by step ...'), max_new_tokens 32768 and judge gpt-4-0613 "
+        "(metadata.judge_model; the built-in: 'First please perform reasoning ...', 1024, gpt-4o-2024-11-20); "
         "greedy decoding (the built-in samples at temperature 0.2); refuses to start without the GPT judge's API key",
     ),
-    Benchmark("mmmu_val", DataSource("lmms-lab-encoder/MMMU", None, "validation"), _SAME),
+    Benchmark(
+        "mmmu_val",
+        DataSource("lmms-lab-encoder/MMMU", None, "validation"),
+        _SAME + "; prompts immune to the chat path's module-level interleaved_format flag in lmms-eval's mmmu utils",
+    ),
     Benchmark("vqav2_val", DataSource("lmms-lab-encoder/VQAv2", None, "validation"), _SAME + " (papers report test-dev via EvalAI)"),
+    # SCOPE App. Table 9 (OCR); the paper fork's definitions equal lmms-eval 0.7.3's in prompt and length
+    Benchmark("docvqa_val", DataSource("lmms-lab-encoder/DocVQA", "DocVQA", "validation"), _SAME + " (ANLS)"),
+    Benchmark("chartqa", DataSource("lmms-lab-encoder/ChartQA", None, "test"), _SAME + " (relaxed accuracy)"),
+    Benchmark(
+        "ocrbench",
+        DataSource("echo840/OCRBench", None, "test"),
+        _SAME + "; accuracy = correct / questions scored (the built-in's tally is never reset between runs and "
+        "always divides by 1000)",
+    ),
 )
 
 

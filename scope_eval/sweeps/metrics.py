@@ -56,6 +56,10 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("MMVet", ("scope_mmvet", "mmvet"), ("gpt_eval_score",)),
     Benchmark("MMMU", ("scope_mmmu_val", "mmmu_val"), ("mmmu_acc",), 100.0),
     Benchmark("VQAv2", ("scope_vqav2_val", "vqav2_val", "vqav2_val_lite"), ("exact_match",), 100.0),
+    # SCOPE App. Table 9 (OCR): ANLS, relaxed accuracy, and OCRBench's share of correct answers, as percentages
+    Benchmark("DocVQA", ("scope_docvqa_val", "docvqa_val"), ("anls",), 100.0),
+    Benchmark("ChartQA", ("scope_chartqa", "chartqa"), ("relaxed_overall",), 100.0),
+    Benchmark("OCRBench", ("scope_ocrbench", "ocrbench"), ("ocrbench_accuracy",), 100.0),
     # The synthetic toy tasks (scope_eval/lmms/tasks/toy), in the same units as their real counterparts.
     Benchmark("Toy-POPE", ("scope_toy_pope",), ("pope_f1_score",), 100.0),
     Benchmark("Toy-POPE-wide", ("scope_toy_pope_wide",), ("pope_f1_score",), 100.0),

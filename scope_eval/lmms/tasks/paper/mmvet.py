@@ -3,11 +3,19 @@
 lmms-eval's mmvet utils build the judge client when imported (and fail without a key), so they are
 imported only once the key is known to be there. ``process_docs`` runs when the task is loaded, before
 any generation: a missing key stops the run there (exit status 1), not after hours of generation.
+
+The judge model is a task option, ``metadata.judge_model`` in scope_mmvet.yaml (the paper's gpt-4-0613),
+not lmms-eval's MODEL_VERSION environment variable: it is recorded with the task config, and every
+sample records the model that actually answered (``eval_model``). GPT-judged scores move with the judge.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+from pathlib import Path
+
+import yaml
 
 from scope_eval.lmms.errors import RunAborted
 from scope_eval.lmms.visual_tokens import keyed_docs, with_visual_tokens
@@ -50,8 +58,26 @@ def doc_to_text(doc: dict, lmms_eval_specific_kwargs: dict | None = None) -> str
     return f"{kwargs.get('pre_prompt', '')}{doc['question']}{kwargs.get('post_prompt', '')}"
 
 
-def process_results(doc: dict, results: list[str]) -> dict:
-    return with_visual_tokens(_upstream().mmvet_process_results)(doc, results)
+def judge_model() -> str:
+    """The GPT judge named in scope_mmvet.yaml (metadata.judge_model)."""
+    lines = (Path(__file__).with_name("scope_mmvet.yaml")).read_text().splitlines()
+    config = yaml.safe_load("\n".join(line for line in lines if "!function" not in line))
+    return config["metadata"]["judge_model"]
+
+
+def _judged_by_task_option(doc: dict, results: list[str]) -> dict:
+    # upstream's process_results asks get_chat_response without a model (its MODEL_VERSION default): for
+    # the duration of the call, the module's function is the same one bound to the task's judge
+    upstream = _upstream()
+    stock = upstream.get_chat_response
+    upstream.get_chat_response = functools.partial(stock, model=judge_model())
+    try:
+        return upstream.mmvet_process_results(doc, results)
+    finally:
+        upstream.get_chat_response = stock
+
+
+process_results = with_visual_tokens(_judged_by_task_option)
 
 
 def aggregate(results: list) -> float:
