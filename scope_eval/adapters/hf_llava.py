@@ -97,8 +97,8 @@ class HfLlavaHandle(PruningHandle):
         features, saliency, keys = self.probe.take()
         splits = [c.shape[0] for c in crops]
         images = [
-            ImageCrops(f, s, k, g)
-            for f, s, k, g in zip(features.split(splits), saliency.split(splits), keys.split(splits), grids)
+            ImageCrops(f, s, k, g, pixels=c)
+            for f, s, k, g, c in zip(features.split(splits), saliency.split(splits), keys.split(splits), grids, crops)
         ]
         packed = prune_images(self.plan, images, base.multi_modal_projector)
         self.record([p.count for p in packed])

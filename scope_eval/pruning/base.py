@@ -28,12 +28,16 @@ class VisualTokens:
                the N+1 keys, summed over heads. None when the host cannot provide it.
     keys:      [B, N, Dk] that layer's attention keys of the patch tokens (heads concatenated), or None.
     project:   the host's multimodal projector (token-wise), for methods that work on projected tokens.
+    image_keys: one integer per image/crop (row of features) identifying its INPUT, e.g. a hash of its pixels,
+               or None. Passed only to methods with needs_image_keys (random seeds from it): unlike the
+               features, the input's bits do not change with the host's kernels or thread count.
     """
 
     features: torch.Tensor
     saliency: torch.Tensor | None = None
     keys: torch.Tensor | None = None
     project: Callable[[torch.Tensor], torch.Tensor] | None = None
+    image_keys: list[int] | None = None
     _projected: torch.Tensor | None = field(default=None, repr=False)
 
     @property
@@ -124,6 +128,7 @@ class PruningMethod:
 
     name: ClassVar[str] = ""
     needs_saliency: ClassVar[bool] = False
+    needs_image_keys: ClassVar[bool] = False  # True: the host passes VisualTokens.image_keys
     keeps_all: ClassVar[bool] = False  # True only for 'none'
 
     def select(self, tokens: VisualTokens, budget: int | None) -> KeptTokens:

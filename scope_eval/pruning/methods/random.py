@@ -1,4 +1,4 @@
-"""``random``: uniformly random tokens, seeded and reproducible."""
+"""``random``: uniformly random tokens, seeded and reproducible on any machine."""
 
 from __future__ import annotations
 
@@ -17,14 +17,21 @@ from ..registry import register
 class RandomMethod(PruningMethod):
     """Keeps ``budget`` tokens drawn uniformly without replacement (the random baseline).
 
-    Each image gets its own generator, seeded from ``seed`` and a hash of that image's features (bytes,
-    shape and dtype). So the draw for an image does not depend on the call order, on the other images of
-    its batch, or on how a run is split across processes. Caveat: it depends on the features' exact bits,
-    so a host that computes bit-different features for the same image (another dtype, or GPU kernels
-    that change with the batch size) draws differently. Budget: visual tokens kept per image/crop.
+    Each image/crop gets its own generator, seeded from ``seed``, its token count and the host's
+    ``image_keys`` entry for it: a hash of that crop's pixel values (scope_eval.adapters.core.pixel_keys).
+    The pixels are the model's input, so the draw does not depend on the vision tower's arithmetic (CPU
+    matmul kernels, thread count, GPU), on the model's float dtype (the hash rounds pixels to bfloat16),
+    on the call order, on the other images of its batch, or on how a run is split across processes.
+    Before, the seed came from the bits of the computed features; a second machine with the same lock
+    drew other tokens and Toy-POPE F1 of random@64 moved from 53.66 to 33.33.
+
+    A caller that passes no ``image_keys`` (a direct call on a feature tensor, no model) has only the
+    features as input: they are hashed instead, which is reproducible only for bit-identical features.
+    Budget: visual tokens kept per image/crop.
     """
 
     name = "random"
+    needs_image_keys = True
 
     seed: int = 0
 
@@ -34,15 +41,27 @@ class RandomMethod(PruningMethod):
         self.seed = int(self.seed)
 
     def _select(self, tokens: VisualTokens, budget: int) -> KeptTokens:
+        keys = tokens.image_keys
+        if keys is not None and len(keys) != tokens.batch:
+            raise PruningError(
+                f"random: {len(keys)} image_keys for {tokens.batch} images/crops; pass one key per row of features"
+            )
+        inputs = keys if keys is not None else [_feature_bytes(image) for image in tokens.features]
         picks = [
-            torch.randperm(tokens.num_tokens, generator=self._generator_for(image))[:budget]
-            for image in tokens.features
+            torch.randperm(tokens.num_tokens, generator=self._generator_for(source, tokens.num_tokens))[:budget]
+            for source in inputs
         ]
         indices = torch.stack(picks).sort(dim=-1).values
         return KeptTokens(indices=indices.to(tokens.features.device))
 
-    def _generator_for(self, image: torch.Tensor) -> torch.Generator:
+    def _generator_for(self, source: int | bytes, num_tokens: int) -> torch.Generator:
         digest = hashlib.blake2b(digest_size=8)
-        digest.update(f"{self.seed}|{tuple(image.shape)}|{image.dtype}".encode())
-        digest.update(image.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes())
+        digest.update(f"{self.seed}|{num_tokens}|".encode())
+        digest.update(source if isinstance(source, bytes) else f"key:{int(source)}".encode())
         return torch.Generator().manual_seed(int.from_bytes(digest.digest(), "little") >> 1)
+
+
+def _feature_bytes(image: torch.Tensor) -> bytes:
+    """The features as the input of a model-free call: shape, dtype and raw bytes."""
+    header = f"features:{tuple(image.shape)}|{image.dtype}|".encode()
+    return header + image.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes()
