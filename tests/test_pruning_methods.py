@@ -239,8 +239,8 @@ def test_visionzip_merges_groups_around_evenly_spaced_targets():
     kept = build_method("visionzip", contextual=2).select(VisualTokens(features, saliency, keys), 4)
     assert kept.indices.tolist() == [[1, 4]]
     # remaining tokens 0,2,3,5,6,7; targets at positions 0 and 3 of that list: tokens 0 and 5
-    # by key direction: {0, 3, 6} join token 0, {2, 5, 7} join token 5
-    expected = torch.stack([features[0, [0, 3, 6]].mean(0), features[0, [2, 5, 7]].mean(0)])
+    # by key direction: {3, 6} join token 0, {2, 7} join token 5; the official rule: target + mean of the others
+    expected = torch.stack([features[0, 0] + features[0, [3, 6]].mean(0), features[0, 5] + features[0, [2, 7]].mean(0)])
     assert torch.allclose(kept.merged[0], expected)
 
 

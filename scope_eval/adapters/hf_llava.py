@@ -94,11 +94,11 @@ class HfLlavaHandle(PruningHandle):
         base = self.model.model
         crops, grids = self._crops_and_grids(pixel_values, image_sizes)
         base.vision_tower(torch.cat(crops, dim=0), return_dict=True)
-        features, saliency, keys = self.probe.take()
+        features, saliency, keys, cls = self.probe.take_with_cls()
         splits = [c.shape[0] for c in crops]
         images = [
-            ImageCrops(f, s, k, g, pixels=c)
-            for f, s, k, g, c in zip(features.split(splits), saliency.split(splits), keys.split(splits), grids, crops)
+            ImageCrops(f, s, k, g, cls=t)
+            for f, s, k, g, t in zip(features.split(splits), saliency.split(splits), keys.split(splits), grids, cls.split(splits))
         ]
         packed = prune_images(self.plan, images, base.multi_modal_projector)
         self.record([p.count for p in packed])

@@ -80,12 +80,12 @@ class LlavaOriginalHandle(PruningHandle):
         crops = self._crops(images)
         tower = self.model.get_vision_tower()
         tower(torch.cat(crops, dim=0))
-        features, saliency, keys = self.probe.take()
+        features, saliency, keys, cls = self.probe.take_with_cls()
         splits = [c.shape[0] for c in crops]
         grids = [self._grid(c.shape[0], image_sizes, i) for i, c in enumerate(crops)]
         images_in = [
-            ImageCrops(f, s, k, g, pixels=c)
-            for f, s, k, g, c in zip(features.split(splits), saliency.split(splits), keys.split(splits), grids, crops)
+            ImageCrops(f, s, k, g, cls=t)
+            for f, s, k, g, t in zip(features.split(splits), saliency.split(splits), keys.split(splits), grids, cls.split(splits))
         ]
         packed = prune_images(self.plan, images_in, self.model.get_model().mm_projector)
         self.record([p.count for p in packed])

@@ -4,6 +4,10 @@ Forward hooks capture what the layer computes anyway: its output (the hidden sta
 and its ``q_proj`` / ``k_proj`` projections. The CLS row of the attention (softmax over the N+1 keys,
 summed over heads) then costs one [1 x N+1] product per head instead of eager attention's full maps,
 so it works under sdpa/flash/eager alike.
+
+The keys are handed over averaged over heads ([B, N, head_dim], 64-d for CLIP ViT-L): VisionZip's
+official code measures token similarity on exactly that (its patched attention returns the per-head
+key states' mean over heads), and no other method reads them.
 """
 
 from __future__ import annotations
@@ -64,7 +68,11 @@ class VisionLayerProbe:
         self._output = output[0] if isinstance(output, tuple) else output
 
     def take(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(features [B, N, D], saliency [B, N] float32, keys [B, N, Dk]) of the last tower call, CLS dropped."""
+        """(features [B, N, D], saliency [B, N] float32, keys [B, N, head_dim]) of the last tower call, CLS dropped."""
+        return self.take_with_cls()[:3]
+
+    def take_with_cls(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``take()`` plus the CLS token's hidden state [B, D] of the same layer (pre-projector)."""
         if self._query is None or self._keys is None or self._output is None:
             raise RuntimeError("the vision tower has not run since the probe was installed")
         query, keys, output = self._query, self._keys, self._output
@@ -75,7 +83,8 @@ class VisionLayerProbe:
         k = keys.float().view(batch, length, self.num_heads, head_dim).transpose(1, 2)
         attention = torch.softmax((q @ k.transpose(-1, -2)) * self.scale, dim=-1)  # [B, H, 1, N+1]
         saliency = attention[:, :, 0, 1:].sum(dim=1)
-        return output[:, 1:], saliency, keys[:, 1:]
+        head_mean_keys = keys.view(batch, length, self.num_heads, head_dim).mean(dim=2)  # model dtype, as official
+        return output[:, 1:], saliency, head_mean_keys[:, 1:], output[:, 0]
 
     def remove(self) -> None:
         for handle in self._handles:

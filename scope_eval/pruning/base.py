@@ -26,18 +26,17 @@ class VisualTokens:
     features:  [B, N, D] hidden states of the selected vision layer, CLS dropped (pre-projector).
     saliency:  [B, N] attention of the CLS query over the N patch keys in that same layer, softmax over
                the N+1 keys, summed over heads. None when the host cannot provide it.
-    keys:      [B, N, Dk] that layer's attention keys of the patch tokens (heads concatenated), or None.
+    keys:      [B, N, Dk] that layer's attention keys of the patch tokens, averaged over heads (Dk = head
+               size, 64 for CLIP ViT-L: VisionZip's similarity metric), or None.
+    cls:       [B, D] that layer's hidden state of the CLS token (pre-projector), or None. VisionZip keeps it.
     project:   the host's multimodal projector (token-wise), for methods that work on projected tokens.
-    image_keys: one integer per image/crop (row of features) identifying its INPUT, e.g. a hash of its pixels,
-               or None. Passed only to methods with needs_image_keys (random seeds from it): unlike the
-               features, the input's bits do not change with the host's kernels or thread count.
     """
 
     features: torch.Tensor
     saliency: torch.Tensor | None = None
     keys: torch.Tensor | None = None
     project: Callable[[torch.Tensor], torch.Tensor] | None = None
-    image_keys: list[int] | None = None
+    cls: torch.Tensor | None = None
     _projected: torch.Tensor | None = field(default=None, repr=False)
 
     @property
@@ -63,15 +62,19 @@ class KeptTokens:
 
     indices: [B, k] indices into N of the original tokens kept, ascending (spatial order).
     merged:  [B, m, D] new tokens in the pre-projector feature space (merging methods), placed after the
-             kept ones, or None. The number of visual tokens reaching the LM is k + m.
+             kept ones, or None.
+    prefix:  [B, p, D] tokens placed before the kept ones (VisionZip's CLS token, from VisualTokens.cls),
+             or None. The number of visual tokens reaching the LM is p + k + m.
     """
 
     indices: torch.Tensor
     merged: torch.Tensor | None = None
+    prefix: torch.Tensor | None = None
 
     @property
     def count(self) -> int:
-        return self.indices.shape[1] + (0 if self.merged is None else self.merged.shape[1])
+        extra = sum(0 if t is None else t.shape[1] for t in (self.merged, self.prefix))
+        return self.indices.shape[1] + extra
 
 
 def check_budget(budget: object, available: int, *, what: str = "budget") -> int:
@@ -128,7 +131,6 @@ class PruningMethod:
 
     name: ClassVar[str] = ""
     needs_saliency: ClassVar[bool] = False
-    needs_image_keys: ClassVar[bool] = False  # True: the host passes VisualTokens.image_keys
     keeps_all: ClassVar[bool] = False  # True only for 'none'
 
     def select(self, tokens: VisualTokens, budget: int | None) -> KeptTokens:
@@ -146,6 +148,14 @@ class PruningMethod:
         if kept.count != budget:
             raise AssertionError(f"{self.name} returned {kept.count} tokens for budget {budget}")
         return kept
+
+    def for_crops(self, budget: int, num_crops: int) -> tuple["PruningMethod", int]:
+        """(method, budget per crop) for a budget split over an image's crops (LLaVA-NeXT, per_crop policy).
+
+        Default floor(budget / num_crops) each, so num_crops * floor(budget / num_crops) tokens reach the
+        LM. A method may override it to reproduce its authors' split (visionzip ``crop_split='official'``).
+        """
+        return self, budget // num_crops
 
     def _select(self, tokens: VisualTokens, budget: int) -> KeptTokens:  # pragma: no cover - abstract
         raise NotImplementedError

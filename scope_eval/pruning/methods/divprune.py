@@ -8,6 +8,7 @@ import torch
 
 from ..base import KeptTokens, PruningError, PruningMethod, VisualTokens, all_finite
 from ..registry import register
+from ..model_dtype import check_selection_dtype, cosine_in_dtype
 from ..similarity import cosine_similarity
 
 SPACES = ("projected", "features")
@@ -23,13 +24,17 @@ class DivPruneMethod(PruningMethod):
     is largest; ties lowest index. ``on="projected"`` (default, as the SCOPE paper applies it) works on the
     multimodal projector's outputs, ``"features"`` on the vision features. A zero vector has distance 1
     to everything (see scope_eval.pruning.similarity). Budget: visual tokens kept per image/crop.
+    ``selection_dtype="model"`` computes the distances in the tokens' dtype as the official code does
+    (scope_eval.pruning.model_dtype); default float32.
     """
 
     name = "divprune"
 
     on: str = "projected"
+    selection_dtype: str = "float32"
 
     def __post_init__(self) -> None:
+        self.selection_dtype = check_selection_dtype(self.name, self.selection_dtype)
         if self.on not in SPACES:
             raise PruningError(f"divprune: on must be one of {', '.join(SPACES)}, got {self.on!r}")
 
@@ -37,7 +42,8 @@ class DivPruneMethod(PruningMethod):
         space = tokens.projected() if self.on == "projected" else tokens.features
         if not all_finite(space):
             raise PruningError("divprune: the projected visual tokens contain NaN or inf; check the projector")
-        return KeptTokens(indices=max_min_diverse(1.0 - cosine_similarity(space), budget).sort(dim=-1).values)
+        similarity = cosine_in_dtype(space) if self.selection_dtype == "model" else cosine_similarity(space)
+        return KeptTokens(indices=max_min_diverse(1.0 - similarity, budget).sort(dim=-1).values)
 
 
 def max_min_diverse(distance: torch.Tensor, k: int) -> torch.Tensor:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from ..base import KeptTokens, PruningError, PruningMethod, VisualTokens
 from ..greedy import COMBINES, check_alpha, scope_select
+from ..model_dtype import check_selection_dtype, scope_order_in_dtype
 from ..registry import register
 
 
@@ -17,7 +18,8 @@ class ScopeMethod(PruningMethod):
     Greedily keeps the token with the largest coverage gain g_j combined with its CLS saliency a_j:
     g_j * a_j**alpha (``combine="multi"``, the paper's) or g_j + a_j**alpha (``"add"``); see
     scope_eval.pruning.greedy and SPEC section 2. Needs the CLS saliency (``coverage`` is alpha = 0 without
-    it). Budget: visual tokens kept per image/crop.
+    it). Budget: visual tokens kept per image/crop. ``selection_dtype="model"`` computes in the features'
+    dtype as the official code does (scope_eval.pruning.model_dtype); default float32.
     """
 
     name = "scope"
@@ -25,11 +27,16 @@ class ScopeMethod(PruningMethod):
 
     alpha: float = 1.0
     combine: str = "multi"
+    selection_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         self.alpha = check_alpha(self.alpha)
+        self.selection_dtype = check_selection_dtype(self.name, self.selection_dtype)
         if self.combine not in COMBINES:
             raise PruningError(f"scope: combine must be one of {', '.join(COMBINES)}, got {self.combine!r}")
 
     def _select(self, tokens: VisualTokens, budget: int) -> KeptTokens:
+        if self.selection_dtype == "model":
+            order = scope_order_in_dtype(tokens.features, tokens.saliency, budget, self.alpha, self.combine)
+            return KeptTokens(indices=order.sort(dim=-1).values)
         return KeptTokens(indices=scope_select(tokens.features, tokens.saliency, budget, self.alpha, self.combine))
