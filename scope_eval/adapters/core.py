@@ -9,6 +9,7 @@ any prefix tokens a method keeps (VisionZip's CLS, one per crop), the base crop'
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
@@ -28,6 +29,7 @@ class ImageCrops:
     saliency: torch.Tensor  # [n, N]
     keys: torch.Tensor  # [n, N, Dk]
     grid: tuple[int, int] | None = None  # (rows, cols) of the high-resolution crops (LLaVA-NeXT)
+    pixels: torch.Tensor | None = None  # [n, 3, H, W] the crops' pixel values: the input that image_keys hash
     cls: torch.Tensor | None = None  # [n, D] the CLS token's hidden state in the same layer (VisionZip keeps it)
 
     @property
@@ -125,14 +127,14 @@ def prune_images(
         if plan.keeps_all or per_crop_budget is not None or n == 1:
             # one method call over the crops as a batch: every crop keeps the same number of tokens
             method = plan.method if per_crop_budget is None else plan.method.for_crops(plan.budget, n)[0]
-            kept = method.select(_visual_tokens(image, project), per_crop_budget or plan.budget)
+            kept = method.select(_visual_tokens(plan, image, project), per_crop_budget or plan.budget)
             offsets = (torch.arange(n, device=rank.device) * tokens_per_crop).view(n, 1)
             flat_indices = (kept.indices + offsets).reshape(-1)
             merged = None if kept.merged is None else kept.merged.reshape(-1, kept.merged.shape[-1])
             prefix = None if kept.prefix is None else kept.prefix.reshape(-1, kept.prefix.shape[-1])
         else:
             # global: one selection over all n*N tokens, crops side by side
-            kept = plan.method.select(_visual_tokens(image, project, flatten=True), plan.budget)
+            kept = plan.method.select(_visual_tokens(plan, image, project, flatten=True), plan.budget)
             flat_indices = kept.indices[0]
             merged = None if kept.merged is None else kept.merged[0]
             prefix = None if kept.prefix is None else kept.prefix[0]
@@ -154,12 +156,41 @@ def _input_dtype(project: Callable, default: torch.dtype) -> torch.dtype:
     return parameter.dtype if parameter is not None else default
 
 
-def _visual_tokens(image: ImageCrops, project: Callable, flatten: bool = False) -> VisualTokens:
+def _visual_tokens(plan: PruningPlan, image: ImageCrops, project: Callable, flatten: bool = False) -> VisualTokens:
     features, saliency, keys, cls = image.features, image.saliency, image.keys, image.cls
+    image_keys = None
+    if plan.method.needs_image_keys:  # hashing the pixels costs a copy to the CPU: only for methods that use it
+        if image.pixels is None:
+            raise PruningError(f"method '{plan.method.name}' needs the crops' pixel values; the adapter passed none")
+        image_keys = pixel_keys(image.pixels)
     if flatten:
         features, saliency, keys = features.reshape(1, -1, features.shape[-1]), saliency.reshape(1, -1), keys.reshape(1, -1, keys.shape[-1])
+        image_keys = None if image_keys is None else [_combined_key(image_keys)]
         cls = None if cls is None else cls[:1]  # one selection over all crops: the base (whole-image) crop's CLS
-    return VisualTokens(features=features, saliency=saliency, keys=keys, project=project, cls=cls)
+    return VisualTokens(features=features, saliency=saliency, keys=keys, project=project, image_keys=image_keys, cls=cls)
 
 
-__all__ = ["BUDGET_POLICIES", "ImageCrops", "KeptTokens", "PackedImage", "PruningPlan", "packing_rank", "prune_images"]
+def pixel_keys(pixels: torch.Tensor) -> list[int]:
+    """One 63-bit key per crop of ``pixels`` [n, 3, H, W]: a hash of its shape and values.
+
+    The processor's pixel values come out of elementwise arithmetic, not matmuls, so their bits are the
+    same on every machine. They are rounded to bfloat16 first: the wrappers cast pixels to the model's
+    dtype, and rounding float32, float64 or bfloat16 copies of one image to bfloat16 gives the same bits,
+    so one image keeps its key whatever dtype the model runs in.
+    """
+    rounded = pixels.detach().to(torch.bfloat16).cpu().contiguous()
+    keys = []
+    for crop in rounded:
+        digest = hashlib.blake2b(f"pixels:{tuple(crop.shape)}|".encode(), digest_size=8)
+        digest.update(crop.view(torch.uint8).numpy().tobytes())
+        keys.append(int.from_bytes(digest.digest(), "little") >> 1)
+    return keys
+
+
+def _combined_key(keys: list[int]) -> int:
+    """One key for a selection over all crops of an image at once (budget_policy=global)."""
+    digest = hashlib.blake2b(("crops:" + ",".join(map(str, keys))).encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "little") >> 1
+
+
+__all__ = ["BUDGET_POLICIES", "ImageCrops", "KeptTokens", "PackedImage", "PruningPlan", "packing_rank", "pixel_keys", "prune_images"]

@@ -97,8 +97,10 @@ class HfLlavaHandle(PruningHandle):
         features, saliency, keys, cls = self.probe.take_with_cls()
         splits = [c.shape[0] for c in crops]
         images = [
-            ImageCrops(f, s, k, g, cls=t)
-            for f, s, k, g, t in zip(features.split(splits), saliency.split(splits), keys.split(splits), grids, cls.split(splits))
+            ImageCrops(f, s, k, g, pixels=c, cls=t)
+            for f, s, k, g, c, t in zip(
+                features.split(splits), saliency.split(splits), keys.split(splits), grids, crops, cls.split(splits)
+            )
         ]
         packed = prune_images(self.plan, images, base.multi_modal_projector)
         self.record([p.count for p in packed])

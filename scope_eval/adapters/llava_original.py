@@ -84,8 +84,10 @@ class LlavaOriginalHandle(PruningHandle):
         splits = [c.shape[0] for c in crops]
         grids = [self._grid(c.shape[0], image_sizes, i) for i, c in enumerate(crops)]
         images_in = [
-            ImageCrops(f, s, k, g, cls=t)
-            for f, s, k, g, t in zip(features.split(splits), saliency.split(splits), keys.split(splits), grids, cls.split(splits))
+            ImageCrops(f, s, k, g, pixels=c, cls=t)
+            for f, s, k, g, c, t in zip(
+                features.split(splits), saliency.split(splits), keys.split(splits), grids, crops, cls.split(splits)
+            )
         ]
         packed = prune_images(self.plan, images_in, self.model.get_model().mm_projector)
         self.record([p.count for p in packed])

@@ -30,6 +30,9 @@ class VisualTokens:
                size, 64 for CLIP ViT-L: VisionZip's similarity metric), or None.
     cls:       [B, D] that layer's hidden state of the CLS token (pre-projector), or None. VisionZip keeps it.
     project:   the host's multimodal projector (token-wise), for methods that work on projected tokens.
+    image_keys: one integer per image/crop (row of features) identifying its INPUT, e.g. a hash of its pixels,
+               or None. Passed only to methods with needs_image_keys (random seeds from it): unlike the
+               features, the input's bits do not change with the host's kernels or thread count.
     """
 
     features: torch.Tensor
@@ -37,6 +40,7 @@ class VisualTokens:
     keys: torch.Tensor | None = None
     project: Callable[[torch.Tensor], torch.Tensor] | None = None
     cls: torch.Tensor | None = None
+    image_keys: list[int] | None = None
     _projected: torch.Tensor | None = field(default=None, repr=False)
 
     @property
@@ -131,6 +135,7 @@ class PruningMethod:
 
     name: ClassVar[str] = ""
     needs_saliency: ClassVar[bool] = False
+    needs_image_keys: ClassVar[bool] = False  # True: the host passes VisualTokens.image_keys
     keeps_all: ClassVar[bool] = False  # True only for 'none'
 
     def select(self, tokens: VisualTokens, budget: int | None) -> KeptTokens:
