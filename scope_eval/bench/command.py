@@ -14,6 +14,7 @@ SHAPE_HELP = (
     "tiny-llava-1.5, tiny-llava-next (random, tiny widths, real 336/14 geometry), "
     "toy-llava-1.5, toy-llava-next (the shipped trained toy checkpoints)."
 )
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flex_attention")
 DEFAULT_IMAGE_SIZE = {"llava-1.5": (336, 336), "llava-next": (672, 672)}  # NeXT: 672x672 gives 5 crops = 2880 tokens
 
 
@@ -59,9 +60,12 @@ def bench(
             raise BenchError("pass exactly one of --model (a checkpoint) or --shape (a built-in model)")
         if shape is not None and shape not in SHAPES and shape not in TOY_CHECKPOINTS:
             raise BenchError(f"unknown --shape {shape!r}; choose one of: {', '.join([*SHAPES, *TOY_CHECKPOINTS])}")
+        _check_numbers(threads=threads, repeats=repeats, warmup=warmup, prompt_tokens=prompt_tokens, new_tokens=new_tokens)
+        if attention is not None and attention not in ATTENTION_IMPLEMENTATIONS:
+            raise BenchError(f"unknown --attention {attention!r}; choose one of: {', '.join(ATTENTION_IMPLEMENTATIONS)}")
         if threads is not None:
             torch.set_num_threads(threads)
-        target = resolve_device(device)
+        target = resolve_device(_device_name(device))
         bench_model = load_bench_model(shape or model, target, resolve_dtype(dtype, target), attention)
         settings = BenchSettings(
             methods=_method_list(methods),
@@ -105,6 +109,32 @@ def _exit_on_bad_input() -> Iterator[None]:
     except (BenchError, PruningError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(code=2) from error
+
+
+def _check_numbers(**values: int | None) -> None:
+    """Counts that torch or the runner would reject with a raw error (torch.set_num_threads(0): RuntimeError)."""
+    from .loading import BenchError
+
+    minimum = {"threads": 1, "repeats": 1, "warmup": 0, "prompt_tokens": 0, "new_tokens": 1}
+    for name, value in values.items():
+        if value is not None and value < minimum[name]:
+            option = "--" + name.replace("_", "-")
+            raise BenchError(f"{option} must be at least {minimum[name]}, got {value}")
+
+
+def _device_name(device: str | None) -> str | None:
+    """The --device text, checked the way torch parses it, so a typo names the accepted forms."""
+    import torch
+
+    from .loading import BenchError
+
+    if device is None:
+        return None
+    try:
+        torch.device(device)
+    except (RuntimeError, ValueError):
+        raise BenchError(f"unknown --device {device!r}; use cpu, cuda or cuda:N") from None
+    return device
 
 
 def _method_list(text: str) -> list[str]:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
 
 from ..provenance import describe as describe_environment
 from ..sweeps.cells import CELL_FILE, run_name
-from ..sweeps.cost import COST_COLUMNS, cost_columns
+from ..sweeps.integrity import read_cell
 from ..sweeps.metrics import benchmarks_for_task
 from ..sweeps.tasks import yaml_metrics
 
@@ -17,7 +16,6 @@ TIDY_COLUMNS = [
     "run", "model", "paper_model", "method", "method_label", "options", "budget", "budget_policy", "limit",
     "task", "benchmark", "metric", "value", "n", "tokens_min", "tokens_mean", "tokens_max", "cell_dir", "environment",
 ]  # fmt: skip
-TIDY_COLUMNS += COST_COLUMNS  # per-sample cost of the cell: median and p90 (scope_eval/sweeps/cost.py)
 
 
 def finished_cells(runs_dir: Path) -> list[Path]:
@@ -26,10 +24,15 @@ def finished_cells(runs_dir: Path) -> list[Path]:
     return sorted(p for p in runs_dir.rglob(CELL_FILE) if not any(part.startswith(".") for part in p.relative_to(runs_dir).parts))
 
 
-def tidy(runs_dir: Path) -> pd.DataFrame:
+def tidy(runs_dir: Path, damaged: list[tuple[Path, str]] | None = None) -> pd.DataFrame:
+    """Damaged cells (integrity.py) are left out, and listed in `damaged` as (cell.json, why) when given."""
     rows = []
     for record_path in finished_cells(runs_dir):
-        record = json.loads(record_path.read_text())
+        record, problem = read_cell(record_path)
+        if problem is not None:
+            if damaged is not None:
+                damaged.append((record_path, problem))
+            continue
         cell = record["cell"]
         tokens = record.get("visual_tokens") or {}
         for benchmark in benchmarks_for_task(cell["task"], yaml_metrics(cell["task"])):
@@ -52,7 +55,6 @@ def tidy(runs_dir: Path) -> pd.DataFrame:
                 "tokens_mean": tokens.get("mean"),
                 "tokens_max": tokens.get("max"),
                 "cell_dir": str(record_path.parent.relative_to(runs_dir)),
-                **cost_columns(record.get("cost")),
                 "environment": describe_environment(record),
             })  # fmt: skip
     return pd.DataFrame(rows, columns=TIDY_COLUMNS)

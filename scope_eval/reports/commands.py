@@ -10,10 +10,10 @@ import pandas as pd
 import typer
 
 from .collect import tidy
-from .plots import plot_accuracy_vs_cost, plot_run, plot_time_breakdown
+from .gaps import Gap, find_gaps
+from .plots import plot_run
 from .reference import reference_long
-from .stats import cell_statistics
-from .tables import MARKS_LEGEND, compare_with_paper, comparison_grid, interval_layout, markdown, paper_layout, select_rows
+from .tables import compare_with_paper, comparison_grid, markdown, paper_layout, select_rows
 
 
 @dataclass
@@ -24,23 +24,21 @@ class ReportFiles:
     plots: list[Path] = field(default_factory=list)
 
 
-def write_report(runs_dir: Path, out_dir: Path) -> tuple[ReportFiles, pd.DataFrame]:
-    cells = tidy(runs_dir)
+def write_report(runs_dir: Path, out_dir: Path, cells: pd.DataFrame | None = None, gaps: list[Gap] | None = None) -> tuple[ReportFiles, pd.DataFrame]:
+    """The report files; `cells` and `gaps` as read_runs gives them (read here when not given)."""
+    if cells is None:
+        cells, gaps = read_runs(runs_dir)
     if cells.empty:
         raise FileNotFoundError(f"no finished cells (cell.json) under {runs_dir}; run `scope-eval sweep CONFIG` first")
     out_dir.mkdir(parents=True, exist_ok=True)
     files = ReportFiles(tidy=out_dir / "cells.csv")
     cells.to_csv(files.tidy, index=False)
     reference = reference_long()
-    stats = cell_statistics(cells, runs_dir)  # intervals, paired tests, agreement (stats.py)
     for run in sorted(cells["run"].unique()):
         table = paper_layout(cells, run)
         written = {suffix: out_dir / f"table_{run}{suffix}" for suffix in (".md", ".csv", ".tex")}
         table.to_csv(written[".csv"], index=False)
-        written[".md"].write_text(_markdown_page(run, cells, interval_layout(stats, run)) + "\n")
-        stats_csv = out_dir / f"stats_{run}.csv"  # every number of the Markdown table, one column each
-        stats[stats["run"] == run].to_csv(stats_csv, index=False)
-        files.tables.append(stats_csv)
+        written[".md"].write_text(_markdown_page(run, cells, table) + _gaps_note(run, gaps or []) + "\n")
         written[".tex"].write_text(table.to_latex(index=False, float_format="%.1f", na_rep="--"))
         files.tables += list(written.values())
         comparison = compare_with_paper(cells, run, reference)
@@ -50,15 +48,14 @@ def write_report(runs_dir: Path, out_dir: Path) -> tuple[ReportFiles, pd.DataFra
             compared[".md"].write_text(markdown(comparison_grid(comparison)) + "\n")
             files.comparisons += list(compared.values())
         files.plots.append(plot_run(cells, run, reference, out_dir / f"plot_{run}.png"))
-        files.plots += [
-            path
-            for path in (
-                plot_accuracy_vs_cost(stats, run, out_dir / f"cost_{run}.png"),
-                plot_time_breakdown(stats, run, out_dir / f"time_{run}.png"),
-            )
-            if path is not None
-        ]
     return files, cells
+
+
+def read_runs(runs_dir: Path) -> tuple[pd.DataFrame, list[Gap]]:
+    """The tidy table of the intact finished cells, and every wanted cell it lacks with the reason."""
+    damaged: list[tuple[Path, str]] = []
+    cells = tidy(runs_dir, damaged)
+    return cells, find_gaps(runs_dir, cells, damaged)
 
 
 def report(
@@ -72,20 +69,59 @@ def report(
         typer.echo(f"error: {runs_dir} is not a folder; pass the --output of a sweep (default ./runs)", err=True)
         raise typer.Exit(2)
     out_dir = output or runs_dir / "report"
+    if out_dir.exists() and not out_dir.is_dir():
+        typer.echo(f"error: --output {out_dir} is a file; pass a folder (it is created if missing)", err=True)
+        raise typer.Exit(2)
+    cells, gaps = read_runs(runs_dir)
+    if cells.empty:
+        typer.echo(f"error: no finished cells (cell.json) under {runs_dir}; run `scope-eval sweep CONFIG` first"
+                   + _gaps_note(None, gaps), err=True)  # fmt: skip
+        raise typer.Exit(2)
+    _check_filters(cells, methods or [], budgets or [])
     try:
-        files, cells = write_report(runs_dir, out_dir)
-    except FileNotFoundError as error:
-        typer.echo(f"error: {error}", err=True)
+        files, cells = write_report(runs_dir, out_dir, cells, gaps)
+    except OSError as error:
+        typer.echo(f"error: cannot write the report to {out_dir}: {error.strerror or error}; pass a writable --output", err=True)
         raise typer.Exit(2) from None
     reference = reference_long()
     for run in sorted(cells["run"].unique()):
         typer.echo(f"\n## {run}: reproduced\n")
         typer.echo(markdown(select_rows(paper_layout(cells, run), methods or (), budgets or ())))
+        typer.echo(_gaps_note(run, gaps).lstrip("\n"))
         grid = comparison_grid(compare_with_paper(cells, run, reference))
         if not grid.empty:
             typer.echo(f"\n## {run}: reproduced / paper (difference)\n")
             typer.echo(markdown(select_rows(grid, methods or (), budgets or ())))
+    for run in sorted({gap.run for gap in gaps} - set(cells["run"])):
+        typer.echo(f"\n## {run}: no finished cells" + _gaps_note(run, gaps))
     typer.echo(f"\nwritten to {out_dir}: {files.tidy.name}, " + ", ".join(p.name for p in files.tables + files.comparisons + files.plots))
+    if gaps:
+        typer.echo(f"{len(gaps)} cell(s) missing, failed or damaged: listed under the tables", err=True)
+
+
+def _check_filters(cells: pd.DataFrame, methods: list[str], budgets: list[int]) -> None:
+    """An unknown --method or --budget is a mistake, not a request for an empty table."""
+    known_methods = sorted(set(cells["method_label"]) | set(cells["method"]))
+    unknown = [m for m in methods if m not in known_methods]
+    if unknown:
+        typer.echo(f"error: --method {', '.join(unknown)} is in none of the cells; known: {', '.join(known_methods)}", err=True)
+        raise typer.Exit(2)
+    known_budgets = sorted({int(b) for b in cells["budget"]})
+    unknown_budgets = [b for b in budgets if b not in known_budgets]
+    if unknown_budgets:
+        typer.echo(f"error: --budget {', '.join(map(str, unknown_budgets))} is in none of the cells; known: "
+                   f"{', '.join(map(str, known_budgets))}", err=True)  # fmt: skip
+        raise typer.Exit(2)
+
+
+def _gaps_note(run: str | None, gaps: list[Gap]) -> str:
+    """Lines naming the cells the table of `run` (None: every run) lacks; empty when it lacks none."""
+    mine = [gap for gap in gaps if run is None or gap.run == run]
+    if not mine:
+        return ""
+    lines = ["", "", f"**{len(mine)} cell(s) not in this table:**", ""]
+    lines += [f"- {gap.describe() if run is not None else gap.run + ' ' + gap.describe()}" for gap in mine]
+    return "\n".join(lines)
 
 
 def _markdown_page(run: str, cells: pd.DataFrame, table: pd.DataFrame) -> str:
@@ -101,7 +137,7 @@ def _markdown_page(run: str, cells: pd.DataFrame, table: pd.DataFrame) -> str:
     ]
     if len(limit):
         lines.append(f"**Limited run ({limit[0]} documents per task): not comparable with the paper's numbers.**")
-    lines += ["", markdown(table), "", MARKS_LEGEND, "", "Metrics (lmms-eval keys):", ""]
+    lines += ["", markdown(table), "", "Metrics (lmms-eval keys):", ""]
     lines += [f"- {benchmark}: {metric}" for benchmark, metric in metrics.items()]
     environments = sorted(data["environment"].dropna().unique())
     lines += ["", "Environment (package versions and lock, from the cells):" if len(environments) == 1

@@ -46,11 +46,11 @@ def sweep(
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from None
     evaluator_args = shlex.split(evaluator) if evaluator else None
-    if dry_run:
-        for line in describe_plan(config, evaluator_args):
-            typer.echo(line)
-        return
     try:
+        if dry_run:
+            for line in describe_plan(config, evaluator_args):
+                typer.echo(line)
+            return
         summary = run_sweep(config, evaluator_args, console)
     except SweepSetupError as error:
         console.print(f"[red]error:[/] {error}")

@@ -7,7 +7,9 @@ Layering: dataclass defaults < YAML < command-line overrides (`with_overrides`).
 from __future__ import annotations
 
 import dataclasses
+import json
 import numbers
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,10 +125,10 @@ def sweep_from_dict(data: Mapping[str, Any], where: str = "<config>") -> SweepCo
     model = _parse_model(data["model"], f"{where}: model")
     methods = _parse_methods(data["methods"], f"{where}: methods")
     fields = {key: value for key, value in data.items() if key not in ("model", "methods")}
-    fields["budgets"] = tuple(data.get("budgets") or ())
-    fields["tasks"] = tuple(data["tasks"]) if isinstance(data["tasks"], list) else data["tasks"]
+    fields["budgets"] = tuple(_as_list(data.get("budgets"), f"{where}: budgets", "budgets: [192, 128, 64]"))
+    fields["tasks"] = tuple(_as_list(data["tasks"], f"{where}: tasks", "tasks: [gqa, mme]"))
     for key in ("gen_kwargs",):
-        fields[key] = dict(data.get(key) or {})
+        fields[key] = _as_mapping(data.get(key), f"{where}: {key}", "gen_kwargs: {max_new_tokens: 16}")
     config = SweepConfig(model=model, methods=methods, source=where if where != "<config>" else None, **fields)
     validate(config, where)
     return config
@@ -136,7 +138,8 @@ def with_overrides(config: SweepConfig, **overrides: Any) -> SweepConfig:
     """Apply command-line overrides (None means 'not given') and validate again."""
     given = {key: value for key, value in overrides.items() if value is not None}
     if "pretrained" in given:
-        config = dataclasses.replace(config, model=dataclasses.replace(config.model, pretrained=given.pop("pretrained")))
+        checkpoint = normalise_checkpoint(given.pop("pretrained"))
+        config = dataclasses.replace(config, model=dataclasses.replace(config.model, pretrained=checkpoint))
     if "methods" in given:
         given["methods"] = select_methods(config, given["methods"])
     for key in ("budgets", "tasks"):
@@ -165,9 +168,15 @@ def validate(config: SweepConfig, where: str) -> None:
     duplicated = sorted({label for label in labels if labels.count(label) > 1})
     if duplicated:
         raise SweepConfigError(f"{where}: methods listed twice: {', '.join(duplicated)}; give variants a distinct 'label'")
+    _check_pretrained(model, where)
     _check_budgets(config.budgets, model, where)
     if any(not m.keeps_all for m in config.methods) and not config.budgets:
         raise SweepConfigError(f"{where}: budgets is empty but pruning methods are listed; add e.g. budgets: [192, 128, 64]")
+    for method in config.methods:
+        for budget in () if method.keeps_all else config.budgets:
+            problem = method_catalog.check_budget(method.name, method.options, budget)
+            if problem:
+                raise SweepConfigError(f"{where}: method {method.label} at budget {budget}: {problem}")
     _check_tasks(config.tasks, where)
     if config.budget_policy is not None:
         if config.budget_policy not in BUDGET_POLICIES:
@@ -220,12 +229,17 @@ def _parse_model(data: Any, where: str) -> ModelSpec:
         raise SweepConfigError(f"{where}: family '{data['family']}' is not one of {', '.join(FAMILY_TOKENS)}")
     if data.get("paper") is not None and data["paper"] not in PAPER_MODELS:
         raise SweepConfigError(f"{where}: paper '{data['paper']}' is not one of {', '.join(PAPER_MODELS)} (or leave it out)")
-    model_args = dict(data.get("model_args") or {})
+    model_args = _as_mapping(data.get("model_args"), f"{where}: model_args", "model_args: {device: cpu, dtype: float32}")
     for key, value in model_args.items():
         if key in RUNNER_MODEL_ARGS:
             raise SweepConfigError(f"{where}: model_args.{key} is set by the runner; use '{RUNNER_MODEL_ARGS[key]}' instead")
         _check_arg_value(f"{where}: model_args.{key}", value)
-    return ModelSpec(**{**data, "model_args": model_args})
+    if model_args.get("device_map") == "cpu" and "device" not in model_args:
+        raise SweepConfigError(
+            f"{where}: model_args.device_map is cpu but device is not set, so lmms-eval's wrapper still asks for a "
+            f"GPU; add device: cpu to model_args"
+        )
+    return ModelSpec(**{**data, "pretrained": normalise_checkpoint(data["pretrained"]), "model_args": model_args})
 
 
 def _parse_methods(data: Any, where: str) -> tuple[MethodSpec, ...]:
@@ -240,7 +254,8 @@ def _parse_method(entry: Any, where: str) -> MethodSpec:
     if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
         raise SweepConfigError(f"{where}: a method is a name or a mapping {{name, options, label}}, got {entry!r}")
     _reject_unknown(entry, _METHOD_KEYS, where)
-    name, options = entry["name"], dict(entry.get("options") or {})
+    name = entry["name"]
+    options = _as_mapping(entry.get("options"), f"{where}: options", "options: {alpha: 0.5}")
     problem = method_catalog.check(name, options)
     if problem:
         raise SweepConfigError(f"{where}: {problem}")
@@ -250,6 +265,68 @@ def _parse_method(entry: Any, where: str) -> MethodSpec:
     if not isinstance(label, str) or not _SAFE_NAME.match(label):
         raise SweepConfigError(f"{where}: label {label!r} must use only letters, digits, '.', '_' and '-' (it names folders)")
     return MethodSpec(name=name, options=options, label=label)
+
+
+def normalise_checkpoint(pretrained: str) -> str:
+    """A local checkpoint folder as its canonical absolute path (no trailing '/', symlinks resolved), so
+    that one folder written two ways is one model; a hub id is returned as given."""
+    if not isinstance(pretrained, str) or not pretrained:
+        return pretrained
+    folder = Path(pretrained).expanduser()
+    return str(folder.resolve()) if folder.is_dir() else pretrained
+
+
+def _looks_like_path(pretrained: str) -> bool:
+    """A hub id is 'org/name'; anything else with a separator, or starting like a path, is a folder."""
+    return pretrained.startswith(("/", "~", ".")) or pretrained.count("/") > 1 or os.sep != "/" and os.sep in pretrained
+
+
+def _check_pretrained(model: ModelSpec, where: str) -> None:
+    pretrained = model.pretrained
+    if "," in pretrained or "=" in pretrained:
+        raise SweepConfigError(
+            f"{where}: model.pretrained {pretrained!r} contains ',' or '=', which lmms-eval's k=v,... model_args cannot "
+            f"carry; rename or symlink the checkpoint folder to a path without them"
+        )
+    if _looks_like_path(pretrained) and not Path(pretrained).expanduser().is_dir():
+        raise SweepConfigError(
+            f"{where}: model.pretrained {pretrained} is not a folder; give an existing checkpoint folder or a hub id "
+            f"such as liuhaotian/llava-v1.5-7b"
+        )
+    tokens = _checkpoint_visual_tokens(Path(pretrained).expanduser() / "config.json", model.family)
+    if tokens is not None and tokens != model.visual_tokens:
+        raise SweepConfigError(
+            f"{where}: the checkpoint {pretrained} gives {tokens} visual tokens per image, but family {model.family} "
+            f"has {model.visual_tokens}; set model.family to the checkpoint's"
+        )
+
+
+def _checkpoint_visual_tokens(config_file: Path, family: str) -> int | None:
+    """Unpruned visual tokens of a local HF LLaVA checkpoint, from its config.json (None when unknowable)."""
+    try:
+        config = json.loads(config_file.read_text())
+        vision = config["vision_config"]
+        side = int(vision["image_size"]) // int(vision["patch_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    crops = {"llava": 1, "llava_next": 5}.get(config.get("model_type"))
+    return None if crops is None else side * side * crops
+
+
+def _as_list(value: Any, where: str, example: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise SweepConfigError(f"{where}: must be a list, got {value!r}; write e.g. {example}")
+    return value
+
+
+def _as_mapping(value: Any, where: str, example: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise SweepConfigError(f"{where}: must be a mapping of name: value, got {value!r}; write e.g. {example}")
+    return dict(value)
 
 
 def _check_budgets(budgets: tuple[Any, ...], model: ModelSpec, where: str) -> None:

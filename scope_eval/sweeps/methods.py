@@ -22,6 +22,23 @@ def check(name: str, options: Mapping[str, Any]) -> str | None:
     return None
 
 
+def check_budget(name: str, options: Mapping[str, Any], budget: int) -> str | None:
+    """None when the method with these options can run at this budget (e.g. VisionZip's contextual tokens
+    must fit in it); otherwise the reason. Known before any model is loaded."""
+    from ..pruning import registry
+    from ..pruning.base import PruningError
+
+    method = registry.build_method(name, **options)
+    split = getattr(method, "split", None)
+    if split is None:
+        return None
+    try:
+        split(budget)
+    except PruningError as error:
+        return str(error)
+    return None
+
+
 def keeps_all(name: str) -> bool:
     """True for the unpruned reference ('none'), which takes no budget."""
     from ..pruning import registry

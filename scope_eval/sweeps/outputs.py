@@ -24,6 +24,7 @@ class TaskOutcome:
     results: dict  # results[task] of the results json ({} when absent)
     n_samples: int | None
     samples_file: Path | None
+    results_file: Path | None = None  # the lmms-eval results json the metrics were read from
 
 
 def find_results_json(output_path: Path) -> Path | None:
@@ -36,7 +37,14 @@ def read_task_outcomes(output_path: Path, tasks: tuple[str, ...], exit_code: int
     if results_file is None:
         reason = f"lmms-eval wrote no results json (exit code {exit_code})"
         return [TaskOutcome(task, False, reason, {}, None, None) for task in tasks]
-    data = json.loads(results_file.read_text())
+    try:
+        data = json.loads(results_file.read_text())
+    except (OSError, ValueError) as error:  # e.g. cut off by a full disk
+        reason = f"results json {results_file} is unreadable or truncated (full disk?): {error}"
+        return [TaskOutcome(task, False, reason, {}, None, None, results_file) for task in tasks]
+    if not isinstance(data, dict):
+        reason = f"results json {results_file} is not a mapping"
+        return [TaskOutcome(task, False, reason, {}, None, None, results_file) for task in tasks]
     return [_task_outcome(data, results_file, task) for task in tasks]
 
 
@@ -45,14 +53,14 @@ def _task_outcome(data: dict, results_file: Path, task: str) -> TaskOutcome:
     samples = next(iter(sorted(results_file.parent.glob(f"*_samples_{task}.jsonl"))), None)
     n_samples = ((data.get("n-samples") or {}).get(task) or {}).get("effective")
     if not isinstance(task_results, dict):
-        return TaskOutcome(task, False, f"no results for '{task}' in {results_file.name}", {}, n_samples, samples)
+        return TaskOutcome(task, False, f"no results for '{task}' in {results_file.name}", {}, n_samples, samples, results_file)
     missing = [
         key for key in expected_metric_keys(task, yaml_metrics(task)) if not is_finite_number(task_results.get(key))
     ]
     if missing:
         reason = f"metric(s) {', '.join(missing)} missing or not finite in {results_file.name}"
-        return TaskOutcome(task, False, reason, task_results, n_samples, samples)
-    return TaskOutcome(task, True, "", task_results, n_samples, samples)
+        return TaskOutcome(task, False, reason, task_results, n_samples, samples, results_file)
+    return TaskOutcome(task, True, "", task_results, n_samples, samples, results_file)
 
 
 

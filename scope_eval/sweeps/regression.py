@@ -66,7 +66,12 @@ def load_regression(path: str | Path) -> RegressionConfig:
     path = Path(path)
     if not path.is_file():
         raise SweepConfigError(f"regression config '{path}' does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise SweepConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise SweepConfigError(f"{path}: a regression config is a mapping with keys {', '.join(sorted(_KEYS))}")
     unknown = sorted(set(data) - _KEYS)
     if unknown:
         raise SweepConfigError(f"{path}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_KEYS))}")
@@ -76,6 +81,9 @@ def load_regression(path: str | Path) -> RegressionConfig:
     tolerance = data["tolerance"]
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or tolerance < 0:
         raise SweepConfigError(f"{path}: tolerance must be a number of points >= 0, got {tolerance!r}")
+    for key in ("sweeps", "methods", "budgets", "tasks"):
+        if data.get(key) is not None and not isinstance(data[key], list):
+            raise SweepConfigError(f"{path}: {key} must be a list, got {data[key]!r}")
     here = path.parent
     return RegressionConfig(
         sweeps=tuple((here / s).resolve() for s in data["sweeps"]),
@@ -89,30 +97,46 @@ def load_regression(path: str | Path) -> RegressionConfig:
     )
 
 
+def subset_sweeps(config: RegressionConfig, runs_dir: Path) -> list:
+    """The sweeps cut down to the subset, all checked before anything runs: a task or budget of the
+    regression config that no sweep has is a typo, never a reason to run a whole sweep."""
+    sweeps = [load_sweep(sweep_path) for sweep_path in config.sweeps]
+    for name, wanted in (("tasks", config.tasks), ("budgets", config.budgets)):
+        known = {value for sweep in sweeps for value in getattr(sweep, name)}
+        unknown = [value for value in wanted if value not in known]
+        if unknown:
+            raise SweepConfigError(f"regression config: {name} {', '.join(map(str, unknown))} are in none of its sweeps; "
+                                   f"they have: {', '.join(map(str, sorted(known)))}")  # fmt: skip
+    subset = []
+    for sweep in sweeps:
+        tasks = [t for t in sweep.tasks if not config.tasks or t in config.tasks]
+        budgets = [b for b in sweep.budgets if not config.budgets or b in config.budgets]
+        if not tasks or (config.budgets and not budgets):
+            raise SweepConfigError(f"regression config: sweep {sweep.source} has none of its tasks {list(config.tasks)} or "
+                                   f"budgets {list(config.budgets)}; remove that sweep or add its own")  # fmt: skip
+        subset.append(with_overrides(
+            sweep, methods=list(config.methods) or None, budgets=budgets or None, tasks=tasks, limit=config.limit, output=str(runs_dir)
+        ))  # fmt: skip
+    return subset
+
+
 def run_subset(config: RegressionConfig, runs_dir: Path, console: Console) -> bool:
     """Run (or resume) the subset of every sweep into runs_dir; True if every cell finished."""
     ok = True
-    for sweep_path in config.sweeps:
-        sweep = load_sweep(sweep_path)
-        budgets = [b for b in sweep.budgets if not config.budgets or b in config.budgets] or None
-        sweep = with_overrides(
-            sweep,
-            methods=list(config.methods) or None,
-            budgets=budgets,
-            tasks=[t for t in sweep.tasks if not config.tasks or t in config.tasks] or None,
-            limit=config.limit,
-            output=str(runs_dir),
-        )
+    for sweep in subset_sweeps(config, runs_dir):
         summary = run_sweep(sweep, console=console)
         print_summary(summary, console)
         ok = ok and summary.ok
     return ok
 
 
-def measured(runs_dir: Path) -> pd.DataFrame:
+def measured(runs_dir: Path, limit: int | float | None = None) -> pd.DataFrame:
+    """The metrics of the finished cells at `limit` only: the same model at another --limit in the same
+    runs folder shares every key column and must not stand in for it."""
     from scope_eval.reports.collect import tidy
 
     table = tidy(runs_dir)
+    table = table[table["limit"].isna()] if limit is None else table[table["limit"] == limit]
     return table[KEY_COLUMNS + ["value"]].dropna(subset=["value"])
 
 
@@ -130,10 +154,21 @@ def compare(current: pd.DataFrame, baseline: pd.DataFrame, tolerance: float) -> 
     return verdict
 
 
-def read_baseline(path: Path) -> pd.DataFrame:
+def read_baseline(path: Path, limit: int | float | None = None) -> pd.DataFrame:
     if not path.is_file():
         raise SweepConfigError(f"baseline '{path}' does not exist; create it with `scope-eval regress CONFIG --update-baseline`")
-    return pd.DataFrame(json.loads(path.read_text())["metrics"])
+    fix = "re-create it with `scope-eval regress CONFIG --update-baseline` (or restore it from git)"
+    try:
+        record = json.loads(path.read_text())
+        table = pd.DataFrame(record["metrics"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SweepConfigError(f"baseline '{path}' is unreadable or damaged ({type(error).__name__}: {error}); {fix}") from None
+    missing = [column for column in KEY_COLUMNS + ["value"] if column not in table]
+    if table.empty or missing:
+        raise SweepConfigError(f"baseline '{path}' holds no metrics{' with ' + ', '.join(missing) if missing else ''}; {fix}")
+    if record.get("limit") != limit:
+        raise SweepConfigError(f"baseline '{path}' was made with limit {record.get('limit')}, the config asks for {limit}; {fix}")
+    return table
 
 
 def write_baseline(path: Path, current: pd.DataFrame, config: RegressionConfig) -> None:
@@ -160,10 +195,11 @@ def regress(
     console = Console()
     try:
         config = load_regression(config_path)
+        baseline = None if update_baseline else read_baseline(config.baseline, config.limit)  # before hours of runs
         with tempfile.TemporaryDirectory(prefix="scope-regress-") as scratch:
             runs_dir = runs or Path(scratch)
             finished = run_subset(config, runs_dir, console)
-            current = measured(runs_dir)
+            current = measured(runs_dir, config.limit)
             if update_baseline:
                 if not finished:
                     console.print("[red]not all cells finished; baseline left unchanged[/]")
@@ -171,7 +207,7 @@ def regress(
                 write_baseline(config.baseline, current, config)
                 console.print(f"baseline written: {config.baseline} ({len(current)} metrics)")
                 return
-            verdict = compare(current, read_baseline(config.baseline), config.tolerance)
+            verdict = compare(current, baseline, config.tolerance)
     except SweepConfigError as error:
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from None

@@ -10,12 +10,19 @@ the toy sweeps where start-up dominates; finished cells are still stored and res
 Atomicity. A launch writes into a scratch folder `.tmp-*` next to its cells, wiped before every start.
 A cell becomes finished in one step: its folder, complete with `cell.json`, is renamed into place
 (`os.replace` of a directory). So after a crash, a cell folder either holds everything or does not
-exist, and an interrupted launch is simply redone.
+exist, and an interrupted launch is simply redone. A cell folder that fails its checks anyway (damaged
+by hand or by the disk, see integrity.py, or left without `cell.json`) is moved aside to a hidden
+`.damaged-*` folder, kept for diagnosis, and its cell is run again.
+
+Children. The lmms-eval child runs in its own process group (so stopping it stops its workers too) and
+dies with the sweep, even on SIGKILL (Linux: PR_SET_PDEATHSIG). Its group id is written to the scratch
+folder, so a re-run also stops a child left over from a killed sweep before it redoes that launch.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import fcntl
 import json
@@ -24,6 +31,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,13 +44,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from .cells import CELL_FILE, Cell, Launch, cell_dir, expand, fingerprint, include_path, plan_launches
-from .config import SweepConfig
-from .cost import cost_summary
+from .config import SweepConfig, normalise_checkpoint
+from .integrity import read_cell, seal
 from .outputs import TaskOutcome, read_task_outcomes, visual_token_summary
 from ..provenance import provenance as environment_provenance
 
 LOG_FILE = "lmms_eval.log"
 FORMAT = "scope_eval.cell/1"
+FAILURE_FILE = "failure.json"  # in a failed launch's scratch folder: which cells failed and why (read by `report`)
+CHILD_FILE = "child.json"  # in a running launch's scratch folder: the lmms-eval child's process group
 
 
 @dataclass
@@ -50,6 +60,7 @@ class SweepSummary:
     finished: list[Cell] = field(default_factory=list)  # finished by this run
     skipped: list[Cell] = field(default_factory=list)  # finished before, left untouched
     failed: list[tuple[Cell, str]] = field(default_factory=list)
+    damaged: list[tuple[Cell, str]] = field(default_factory=list)  # finished before but damaged: run again
 
     @property
     def ok(self) -> bool:
@@ -60,36 +71,48 @@ class SweepSetupError(RuntimeError):
     """The sweep cannot start (output folder busy, local data incomplete); the message names the fix."""
 
 
-def classify(config: SweepConfig, cells: Sequence[Cell]) -> tuple[list[Cell], list[tuple[Cell, str]], list[Cell]]:
-    """Split cells into (finished, conflicting, to run). A finished cell made with other settings is a
-    conflict: reusing it would mix numbers, overwriting it would destroy them."""
-    done, conflicts, pending = [], [], []
+def classify(
+    config: SweepConfig, cells: Sequence[Cell]
+) -> tuple[list[Cell], list[tuple[Cell, str]], list[Cell], list[tuple[Cell, str]]]:
+    """Split cells into (finished, conflicting, to run, damaged). A finished cell made with other settings
+    is a conflict: reusing it would mix numbers, overwriting it would destroy them. A damaged finished
+    cell (integrity.py) is also to run: its folder is moved aside first."""
+    done, conflicts, pending, damaged = [], [], [], []
     for cell in cells:
         record = cell_dir(config, cell) / CELL_FILE
         if not record.is_file():
             pending.append(cell)
             continue
-        stored = json.loads(record.read_text()).get("fingerprint")
-        wanted = _json_roundtrip(fingerprint(config, cell))
+        content, problem = read_cell(record)
+        if problem is not None:
+            damaged.append((cell, problem))
+            pending.append(cell)
+            continue
+        stored = _normalised(content.get("fingerprint"))
+        wanted = _normalised(fingerprint(config, cell))
         if stored == wanted:
             done.append(cell)
         else:
             changed = sorted(key for key in wanted if (stored or {}).get(key) != wanted[key])
             conflicts.append((cell, f"{record.parent} was produced with different {', '.join(changed)}; finished "
                               f"cells are never overwritten: use another --output, or remove that folder"))  # fmt: skip
-    return done, conflicts, pending
+    return done, conflicts, pending, damaged
 
 
 def describe_plan(config: SweepConfig, evaluator: Sequence[str] | None = None) -> list[str]:
-    """The dry run: what would be launched, as copy-pasteable shell lines."""
+    """The dry run: what would be launched, as copy-pasteable shell lines. Raises SweepSetupError for
+    what would stop the real run before its first launch (output folder, evaluator program)."""
+    check_output(Path(config.output))
+    check_evaluator(evaluator)
     cells = expand(config)
-    done, conflicts, pending = classify(config, cells)
+    done, conflicts, pending, damaged = classify(config, cells)
     launches = plan_launches(config, pending, evaluator)
     lines = [
         f"# {len(cells)} cells: {len(done)} finished, {len(conflicts)} in conflict, "
         f"{len(pending)} to run in {len(launches)} lmms-eval launch(es); output {config.output}"
     ]
     lines += [f"# conflict: {reason}" for _, reason in conflicts]
+    lines += [f"# damaged, will be moved aside and run again: {reason}" for _, reason in damaged]
     for launch in launches:
         env = " ".join(f"{key}={value}" for key, value in launch.env.items())
         lines.append(f"# {', '.join(cell.name() for cell in launch.cells)}")
@@ -99,18 +122,25 @@ def describe_plan(config: SweepConfig, evaluator: Sequence[str] | None = None) -
 
 def run_sweep(config: SweepConfig, evaluator: Sequence[str] | None = None, console: Console | None = None) -> SweepSummary:
     console = console or Console()
+    check_evaluator(evaluator)
+    root = Path(config.output)
+    check_output(root)
     cells = expand(config)
-    done, conflicts, pending = classify(config, cells)
-    summary = SweepSummary(skipped=done, failed=list(conflicts))
+    done, conflicts, pending, damaged = classify(config, cells)
+    summary = SweepSummary(skipped=done, failed=list(conflicts), damaged=damaged)
     launches = plan_launches(config, pending, evaluator)
     console.print(
         f"{config.model.name}: {len(cells)} cells, {len(done)} already finished, "
         f"{len(pending)} to run in {len(launches)} launch(es) -> {config.output}"
     )
+    for _, reason in damaged:
+        console.print(f"[yellow]damaged[/] {reason}; moved aside and run again", markup=True, highlight=False)
     if not launches:
         return summary
-    root = Path(config.output)
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SweepSetupError(f"cannot create the output folder {root}: {error.strerror or error}; pass another --output") from None
     provenance = environment_provenance()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with _exclusive(root), _sigterm_as_interrupt(), Progress(*columns, console=console) as progress:
@@ -122,7 +152,12 @@ def run_sweep(config: SweepConfig, evaluator: Sequence[str] | None = None, conso
             progress.update(bar, description=f"running {launch.cells[0].method.label} {launch.cells[0].budget_folder} "
                             f"({', '.join(launch.tasks)})")  # fmt: skip
             started = time.monotonic()
-            results = run_launch(config, launch, provenance)
+            try:
+                _move_aside_unfinished(config, launch)
+                results = run_launch(config, launch, provenance)
+            except OSError as error:  # e.g. a full disk while writing the log: this launch fails, the next ones run
+                reason = f"could not run the launch: {error.strerror or error}" + (f" ({error.filename})" if error.filename else "")
+                results = [(cell, _failed_outcome(cell, reason)) for cell in launch.cells]
             seconds_per_cell.append((time.monotonic() - started) / len(launch.cells))
             for cell, outcome in results:
                 if outcome.ok:
@@ -141,18 +176,33 @@ def run_sweep(config: SweepConfig, evaluator: Sequence[str] | None = None, conso
 
 def run_launch(config: SweepConfig, launch: Launch, provenance: dict) -> list[tuple[Cell, TaskOutcome]]:
     work = launch.work_dir
+    stop_stale_child(work)  # a child of a killed sweep may still be writing here
     shutil.rmtree(work, ignore_errors=True)  # whatever an interrupted attempt left
     work.mkdir(parents=True)
     started = datetime.now(timezone.utc)
     with (work / LOG_FILE).open("w") as log:
         log.write("$ " + shlex.join(launch.command) + "\n")
         log.flush()
-        process = subprocess.Popen(launch.command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **launch.env})
+        try:
+            process = subprocess.Popen(
+                launch.command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **launch.env},
+                start_new_session=True,
+                preexec_fn=_die_with_parent(os.getpid()),
+            )
+        except OSError as error:
+            raise SweepSetupError(f"cannot start the evaluator {launch.command[0]}: {error.strerror or error}; "
+                                  f"pass --evaluator '/path/to/python -m lmms_eval'") from None  # fmt: skip
+        with contextlib.suppress(OSError):  # only a re-run after a SIGKILL needs it
+            write_json_atomic(work / CHILD_FILE, {"pgid": process.pid, "command": list(launch.command)})
         try:
             exit_code = process.wait()
         except BaseException:
             _stop(process)
             raise
+        (work / CHILD_FILE).unlink(missing_ok=True)
     finished = datetime.now(timezone.utc)
     timing = {
         "started": started.isoformat(),
@@ -172,7 +222,94 @@ def run_launch(config: SweepConfig, launch: Launch, provenance: dict) -> list[tu
         results.append((cell, outcome))
     if work.exists() and all(outcome.ok for _, outcome in results):
         shutil.rmtree(work)
+    elif work.exists():
+        _record_failures(work, results, config)
     return results
+
+
+def check_output(root: Path) -> None:
+    """The output folder must be (or become) a writable folder; checked before anything runs."""
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SweepSetupError(f"output {root}: {existing} is a file, not a folder; pass another --output")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SweepSetupError(f"output {root}: {existing} is not writable; pass a writable --output")
+
+
+def check_evaluator(evaluator: Sequence[str] | None) -> None:
+    """A missing --evaluator program fails before any cell, naming it (not as a raw OS error per cell)."""
+    if not evaluator:
+        return
+    program = evaluator[0]
+    if shutil.which(program) is None:
+        raise SweepSetupError(
+            f"evaluator program {program!r} not found or not executable; pass --evaluator as an interpreter and what it "
+            f"runs, e.g. '{sys.executable} -m lmms_eval'"
+        )
+
+
+def stop_stale_child(work: Path) -> None:
+    """Stop the lmms-eval process group a killed sweep left running in this scratch folder (if it is still
+    the same command: a process group id can be reused)."""
+    try:
+        child = json.loads((work / CHILD_FILE).read_text())
+        pgid, command = int(child["pgid"]), list(child["command"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    try:
+        leader = Path(f"/proc/{pgid}/cmdline").read_bytes().split(b"\0")[:-1]
+    except OSError:
+        leader = None
+    if leader is not None and [part.decode(errors="replace") for part in leader] != command:
+        return  # that id belongs to another program now
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and Path(f"/proc/{pgid}").exists():
+        time.sleep(0.05)
+
+
+def _die_with_parent(parent: int):
+    """preexec_fn: the child gets SIGKILL when the sweep dies, however it dies (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded here: the forked child should only call into it
+
+    def arm() -> None:
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the sweep died before the line above
+            os._exit(1)
+
+    return arm
+
+
+def _move_aside_unfinished(config: SweepConfig, launch: Launch) -> None:
+    """A cell folder that exists although its cell is to run (damaged, or without cell.json) would block
+    the finished folder's rename: keep it, hidden, beside the cell."""
+    for cell in launch.cells:
+        folder = cell_dir(config, cell)
+        if folder.exists():
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+            os.replace(folder, folder.with_name(f".damaged-{folder.name}-{stamp}"))
+
+
+def _failed_outcome(cell: Cell, reason: str) -> TaskOutcome:
+    return TaskOutcome(cell.task, False, reason, {}, None, None)
+
+
+def _record_failures(work: Path, results: list[tuple[Cell, TaskOutcome]], config: SweepConfig) -> None:
+    failures = [
+        {"cell": {"model": cell.model.name, "method_label": cell.method.label, "method": cell.method.name,
+                  "budget": cell.table_budget, "task": cell.task, "limit": config.limit}, "reason": outcome.reason}
+        for cell, outcome in results
+        if not outcome.ok
+    ]  # fmt: skip
+    with contextlib.suppress(OSError):  # a full disk must not turn a failed cell into a crashed sweep
+        write_json_atomic(work / FAILURE_FILE, {"failures": failures})
 
 
 def _write_local_tasks(config: SweepConfig, tasks: set[str]) -> None:
@@ -189,7 +326,7 @@ def _write_local_tasks(config: SweepConfig, tasks: set[str]) -> None:
 def _finish_cell(config: SweepConfig, launch: Launch, cell: Cell, outcome: TaskOutcome, timing: dict, provenance: dict) -> None:
     final = cell_dir(config, cell)
     tokens = visual_token_summary(outcome)  # before the samples file moves
-    cost = cost_summary(outcome.samples_file)
+    results_file = str(outcome.results_file.relative_to(launch.work_dir)) if outcome.results_file else None
     if len(launch.cells) == 1:
         staging = launch.work_dir  # the whole scratch folder becomes the cell
     else:
@@ -222,13 +359,13 @@ def _finish_cell(config: SweepConfig, launch: Launch, cell: Cell, outcome: TaskO
         "results": outcome.results,
         "n_samples": outcome.n_samples,
         "visual_tokens": tokens,
-        "cost": cost,  # per-sample times and FLOPs: median and p90 per field (scope_eval/sweeps/cost.py)
         "files": {
             "log": LOG_FILE,
             "samples": str(outcome.samples_file.relative_to(launch.work_dir)) if outcome.samples_file else None,
+            "results": results_file,
         },
     }
-    write_json_atomic(staging / CELL_FILE, record)
+    write_json_atomic(staging / CELL_FILE, seal(record, staging, results_file))
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staging, final)  # fails, rather than overwrite, if a non-empty folder is already there
 
@@ -259,6 +396,8 @@ def print_summary(summary: SweepSummary, console: Console) -> None:
         table.add_column(column, justify="right")
     table.add_row(str(len(summary.finished)), str(len(summary.skipped)), str(len(summary.failed)))
     console.print(table)
+    for cell, reason in summary.damaged:
+        console.print(f"[yellow]damaged, run again[/] {cell.name()}: {reason}", highlight=False)
     for cell, reason in summary.failed:
         console.print(f"[red]failed[/] {cell.name()}: {reason}")
 
@@ -294,12 +433,15 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def _stop(process: subprocess.Popen) -> None:
+    """Stop the child and everything it started (its own process group)."""
     if process.poll() is None:
-        process.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait()
 
 
@@ -313,3 +455,12 @@ def _log_tail(log: Path, lines: int = 8) -> str:
 
 def _json_roundtrip(value: object) -> object:
     return json.loads(json.dumps(value, default=str))
+
+
+def _normalised(fingerprint_value: object) -> object:
+    """A fingerprint as JSON, its checkpoint path canonical: `ckpt/`, `ckpt` and a symlink to it are one model."""
+    value = _json_roundtrip(fingerprint_value)
+    args = value.get("model_args") if isinstance(value, dict) else None
+    if isinstance(args, dict) and isinstance(args.get("pretrained"), str):
+        args["pretrained"] = normalise_checkpoint(args["pretrained"])
+    return value
