@@ -39,7 +39,6 @@ class PruningHandle:
         self._patches = InstancePatches()
         self._hooks: list[RemovableHandle] = []
         self._counts: list[int] = []
-        self._layer_counts: list = []  # in-LLM methods: one adapters.llm_stage.LayerCounts per image
         self.active = True
 
     # -- realised visual tokens -------------------------------------------------------------------
@@ -50,17 +49,6 @@ class PruningHandle:
         """Visual tokens that reached the language model, per image, since the last call."""
         counts, self._counts = self._counts, []
         return counts
-
-    def record_layers(self, records: list) -> None:
-        """In-LLM methods: per image, the visual tokens at every decoder layer (LayerCounts). take_counts()
-        then reports their layer average, the default budget unit; take_layer_counts() gives both numbers."""
-        self._layer_counts.extend(records)
-        self.record([r.layer_average for r in records])
-
-    def take_layer_counts(self) -> list:
-        """In-LLM methods: LayerCounts per image since the last call (.per_layer, .layer_average, .after_layer)."""
-        records, self._layer_counts = self._layer_counts, []
-        return records
 
     # -- lifecycle -------------------------------------------------------------------------------
     def remove(self) -> None:

@@ -8,6 +8,7 @@ import pandas as pd
 
 from ..provenance import describe as describe_environment
 from ..sweeps.cells import CELL_FILE, run_name
+from ..sweeps.cost import COST_COLUMNS, cost_columns
 from ..sweeps.integrity import read_cell
 from ..sweeps.metrics import benchmarks_for_task
 from ..sweeps.tasks import yaml_metrics
@@ -16,6 +17,7 @@ TIDY_COLUMNS = [
     "run", "model", "paper_model", "method", "method_label", "options", "budget", "budget_policy", "limit",
     "task", "benchmark", "metric", "value", "n", "tokens_min", "tokens_mean", "tokens_max", "cell_dir", "environment",
 ]  # fmt: skip
+TIDY_COLUMNS += COST_COLUMNS  # per-sample cost of the cell: median and p90 (scope_eval/sweeps/cost.py)
 
 
 def finished_cells(runs_dir: Path) -> list[Path]:
@@ -56,5 +58,6 @@ def tidy(runs_dir: Path, damaged: list[tuple[Path, str]] | None = None) -> pd.Da
                 "tokens_max": tokens.get("max"),
                 "cell_dir": str(record_path.parent.relative_to(runs_dir)),
                 "environment": describe_environment(record),
+                **cost_columns(record.get("cost")),
             })  # fmt: skip
     return pd.DataFrame(rows, columns=TIDY_COLUMNS)

@@ -11,9 +11,10 @@ import typer
 
 from .collect import tidy
 from .gaps import Gap, find_gaps
-from .plots import plot_run
+from .plots import plot_accuracy_vs_cost, plot_run, plot_time_breakdown
 from .reference import reference_long
-from .tables import compare_with_paper, comparison_grid, markdown, paper_layout, select_rows
+from .stats import cell_statistics
+from .tables import MARKS_LEGEND, compare_with_paper, comparison_grid, interval_layout, markdown, paper_layout, select_rows
 
 
 @dataclass
@@ -34,11 +35,15 @@ def write_report(runs_dir: Path, out_dir: Path, cells: pd.DataFrame | None = Non
     files = ReportFiles(tidy=out_dir / "cells.csv")
     cells.to_csv(files.tidy, index=False)
     reference = reference_long()
+    stats = cell_statistics(cells, runs_dir)  # intervals, paired tests, agreement (stats.py)
     for run in sorted(cells["run"].unique()):
         table = paper_layout(cells, run)
         written = {suffix: out_dir / f"table_{run}{suffix}" for suffix in (".md", ".csv", ".tex")}
         table.to_csv(written[".csv"], index=False)
-        written[".md"].write_text(_markdown_page(run, cells, table) + _gaps_note(run, gaps or []) + "\n")
+        written[".md"].write_text(_markdown_page(run, cells, interval_layout(stats, run)) + _gaps_note(run, gaps or []) + "\n")
+        stats_csv = out_dir / f"stats_{run}.csv"  # every number of the Markdown table, one column each
+        stats[stats["run"] == run].to_csv(stats_csv, index=False)
+        files.tables.append(stats_csv)
         written[".tex"].write_text(table.to_latex(index=False, float_format="%.1f", na_rep="--"))
         files.tables += list(written.values())
         comparison = compare_with_paper(cells, run, reference)
@@ -48,6 +53,14 @@ def write_report(runs_dir: Path, out_dir: Path, cells: pd.DataFrame | None = Non
             compared[".md"].write_text(markdown(comparison_grid(comparison)) + "\n")
             files.comparisons += list(compared.values())
         files.plots.append(plot_run(cells, run, reference, out_dir / f"plot_{run}.png"))
+        files.plots += [
+            path
+            for path in (
+                plot_accuracy_vs_cost(stats, run, out_dir / f"cost_{run}.png"),
+                plot_time_breakdown(stats, run, out_dir / f"time_{run}.png"),
+            )
+            if path is not None
+        ]
     return files, cells
 
 
@@ -137,7 +150,7 @@ def _markdown_page(run: str, cells: pd.DataFrame, table: pd.DataFrame) -> str:
     ]
     if len(limit):
         lines.append(f"**Limited run ({limit[0]} documents per task): not comparable with the paper's numbers.**")
-    lines += ["", markdown(table), "", "Metrics (lmms-eval keys):", ""]
+    lines += ["", markdown(table), "", MARKS_LEGEND, "", "Metrics (lmms-eval keys):", ""]
     lines += [f"- {benchmark}: {metric}" for benchmark, metric in metrics.items()]
     environments = sorted(data["environment"].dropna().unique())
     lines += ["", "Environment (package versions and lock, from the cells):" if len(environments) == 1

@@ -45,6 +45,7 @@ from rich.table import Table
 
 from .cells import CELL_FILE, Cell, Launch, cell_dir, expand, fingerprint, include_path, plan_launches
 from .config import SweepConfig, normalise_checkpoint
+from .cost import cost_summary
 from .integrity import read_cell, seal
 from .outputs import TaskOutcome, read_task_outcomes, visual_token_summary
 from ..provenance import provenance as environment_provenance
@@ -326,6 +327,7 @@ def _write_local_tasks(config: SweepConfig, tasks: set[str]) -> None:
 def _finish_cell(config: SweepConfig, launch: Launch, cell: Cell, outcome: TaskOutcome, timing: dict, provenance: dict) -> None:
     final = cell_dir(config, cell)
     tokens = visual_token_summary(outcome)  # before the samples file moves
+    cost = cost_summary(outcome.samples_file)
     results_file = str(outcome.results_file.relative_to(launch.work_dir)) if outcome.results_file else None
     if len(launch.cells) == 1:
         staging = launch.work_dir  # the whole scratch folder becomes the cell
@@ -359,6 +361,7 @@ def _finish_cell(config: SweepConfig, launch: Launch, cell: Cell, outcome: TaskO
         "results": outcome.results,
         "n_samples": outcome.n_samples,
         "visual_tokens": tokens,
+        "cost": cost,  # per-sample times and FLOPs: median and p90 per field (scope_eval/sweeps/cost.py)
         "files": {
             "log": LOG_FILE,
             "samples": str(outcome.samples_file.relative_to(launch.work_dir)) if outcome.samples_file else None,
