@@ -5,6 +5,8 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
+import torch
+
 from scope_eval.pruning import PruningError, check_budget
 
 from .base import PruningHandle
@@ -29,15 +31,15 @@ def prune(
     n * floor(budget / n) tokens reach the model; with 'global', exactly budget.
     Returns a handle: use it as a context manager or call ``remove()`` to restore the model exactly.
     """
+    handle_class = _handle_class_for(model)
     if model in _ACTIVE:
         raise PruningError("this model is already pruned; call restore(model) or handle.remove() first")
-    plan = PruningPlan.build(method, budget, budget_policy, **options)
-    handle_class = _handle_class_for(model)
+    plan = PruningPlan.build(method, budget, budget_policy, **options)  # plan.budget: the budget as an int
     if not plan.keeps_all:
         from .hf_llava import HF_LLAVA_CLASSES, max_visual_tokens
 
         available = max_visual_tokens(model) if isinstance(model, HF_LLAVA_CLASSES) else _original_max_tokens(model)
-        check_budget(budget, available)
+        check_budget(plan.budget, available)
     handle = handle_class(model, plan, processor) if processor is not None else handle_class(model, plan)
     _ACTIVE[model] = handle
     return handle
@@ -60,14 +62,21 @@ def scope(
 
 
 def handle_of(model: Any) -> PruningHandle | None:
-    return _ACTIVE.get(model)
+    return _ACTIVE.get(_as_model(model, "handle_of"))
 
 
 def restore(model: Any) -> Any:
     """Undo pruning on ``model`` (no-op if it is not pruned); returns the model."""
-    handle = _ACTIVE.get(model)
+    handle = _ACTIVE.get(_as_model(model, "restore"))
     if handle is not None:
         handle.remove()
+    return model
+
+
+def _as_model(model: Any, caller: str) -> Any:
+    """``model`` if it can be a pruned model (a torch module), else a PruningError naming what to pass."""
+    if not isinstance(model, torch.nn.Module):
+        raise PruningError(f"{caller}() takes the model that prune() or scope() was given, got {type(model).__name__}")
     return model
 
 

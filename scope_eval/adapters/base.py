@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from torch.utils.hooks import RemovableHandle
+
+from scope_eval.pruning import PruningError
 
 from .core import PruningPlan
 
@@ -39,16 +42,35 @@ class PruningHandle:
         self._patches = InstancePatches()
         self._hooks: list[RemovableHandle] = []
         self._counts: list[int] = []
+        self._degenerate = 0
+        self._warned_degenerate = False
         self.active = True
 
     # -- realised visual tokens -------------------------------------------------------------------
-    def record(self, counts: list[int]) -> None:
+    def record(self, counts: list[int], degenerate: int = 0) -> None:
+        """Note the visual tokens of each image, and how many of these images had a degenerate selection."""
         self._counts.extend(counts)
+        self._degenerate += degenerate
+        if degenerate and not self._warned_degenerate:
+            self._warned_degenerate = True
+            warnings.warn(
+                f"{self.plan.method.name}: {degenerate} of {len(counts)} image(s) had a degenerate selection: "
+                "the saliency/features gave no preference among the tokens (all zero, or saliency**alpha "
+                "underflowing), so the lowest indices were kept. Check the vision features and alpha; "
+                "handle.take_degenerate() counts the affected images (warned once per handle)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
     def take_counts(self) -> list[int]:
         """Visual tokens that reached the language model, per image, since the last call."""
         counts, self._counts = self._counts, []
         return counts
+
+    def take_degenerate(self) -> int:
+        """Images whose selection was degenerate (see KeptTokens.degenerate) since the last call."""
+        degenerate, self._degenerate = self._degenerate, 0
+        return degenerate
 
     # -- lifecycle -------------------------------------------------------------------------------
     def remove(self) -> None:
@@ -66,6 +88,20 @@ class PruningHandle:
 
     def _release(self) -> None:
         """Adapter-specific clean-up (probes etc.)."""
+
+    # -- copies ----------------------------------------------------------------------------------
+    def __deepcopy__(self, memo: dict) -> "PruningHandle":
+        # A deep copy of a pruned model reaches its handle through the instance patches (bound methods
+        # of this handle): refuse, since the copy would stay pruned with patches nobody removes.
+        raise PruningError(
+            "a pruned model cannot be copied (its copy would stay pruned, and restore() would not reach it); "
+            "copy the model before pruning it, or restore(model) first and prune the copy separately"
+        )
+
+    def __reduce_ex__(self, protocol: object) -> Any:
+        raise PruningError(
+            "a pruned model cannot be pickled or saved whole; restore(model) first, or save its state_dict"
+        )
 
     def __enter__(self) -> "PruningHandle":
         return self

@@ -10,12 +10,13 @@ any prefix tokens a method keeps (VisionZip's CLS, one per crop), the base crop'
 from __future__ import annotations
 
 import hashlib
+import sys
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
 import torch
 
-from scope_eval.pruning import KeptTokens, PruningError, PruningMethod, VisualTokens, build_method
+from scope_eval.pruning import KeptTokens, PruningError, PruningMethod, VisualTokens, build_method, check_budget
 
 BudgetPolicy = Literal["per_crop", "global"]
 BUDGET_POLICIES = ("per_crop", "global")
@@ -54,6 +55,9 @@ class PruningPlan:
             raise PruningError(f"method '{method}' keeps every token and takes no budget; drop the budget")
         if not built.keeps_all and budget is None:
             raise PruningError(f"method '{method}' needs a budget: visual tokens kept per image, e.g. budget=64")
+        if budget is not None:  # the type and lower bound here, as an int; the upper bound needs the model
+            budget = check_budget(budget, available=sys.maxsize)
+            built.check_fits(budget)
         return cls(built, budget, budget_policy)  # type: ignore[arg-type]
 
     @property
@@ -84,6 +88,7 @@ class PruningPlan:
 class PackedImage:
     tokens: torch.Tensor  # [T, D_text] projected tokens for the language model
     kept_indices: torch.Tensor  # [k] positions kept, in the image's packing order (see packing_rank)
+    degenerate: bool = False  # the method's selection was degenerate for some crop (KeptTokens.degenerate)
     count: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -145,7 +150,8 @@ def prune_images(
             features = torch.cat([features, merged.to(features.dtype)], dim=0)
         if prefix is not None:  # VisionZip's CLS token(s) go first, as its official code packs them (1.5)
             features = torch.cat([prefix.to(features.dtype), features], dim=0)
-        packed.append(PackedImage(project(features.to(_input_dtype(project, features.dtype))), flat_indices))
+        degenerate = kept.degenerate is not None and bool(kept.degenerate.any())
+        packed.append(PackedImage(project(features.to(_input_dtype(project, features.dtype))), flat_indices, degenerate))
     return packed
 
 

@@ -39,9 +39,27 @@ def max_visual_tokens(model: Any) -> int:
     return most_crops * per_crop
 
 
+def check_processor_free(processor: Any) -> None:
+    """Refuse a processor that already emits another pruned model's placeholder count.
+
+    One processor emits one count per image; and two handles patching it in turn could not both restore
+    it exactly (removed out of order, the second would put back the first one's patch).
+    """
+    current = getattr(processor, "__dict__", {}).get("replace_image_token")
+    owner = getattr(current, "pruning_handle", None)
+    if owner is not None and owner.active:
+        raise PruningError(
+            f"this processor already serves another pruned model ({owner!r}); give each pruned model its own "
+            "processor (load it again, or copy.deepcopy it before pruning), pass no processor= for this one, "
+            "or restore the other model first"
+        )
+
+
 class HfLlavaHandle(PruningHandle):
     def __init__(self, model: Any, plan: PruningPlan, processor: Any = None):
         super().__init__(model, plan)
+        if processor is not None and not plan.keeps_all:
+            check_processor_free(processor)
         config = model.config
         self.is_next = isinstance(model, LlavaNextForConditionalGeneration)
         self.max_tokens_per_image = max_visual_tokens(model)
@@ -103,7 +121,7 @@ class HfLlavaHandle(PruningHandle):
             )
         ]
         packed = prune_images(self.plan, images, base.multi_modal_projector)
-        self.record([p.count for p in packed])
+        self.record([p.count for p in packed], degenerate=sum(p.degenerate for p in packed))
         return BaseModelOutputWithPooling(last_hidden_state=features, pooler_output=[p.tokens for p in packed])
 
     def _crops_and_grids(self, pixel_values: torch.Tensor, image_sizes) -> tuple[list[torch.Tensor], list]:
@@ -176,6 +194,7 @@ class HfLlavaHandle(PruningHandle):
                 size = size.tolist() if hasattr(size, "tolist") else list(size)
             return processor.image_token * self.plan.tokens_for(self._num_crops(size), self.tokens_per_crop)
 
+        replace_image_token.pruning_handle = self  # lets check_processor_free find the processor's user
         return replace_image_token
 
     def _release(self) -> None:

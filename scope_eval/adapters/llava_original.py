@@ -90,7 +90,7 @@ class LlavaOriginalHandle(PruningHandle):
             )
         ]
         packed = prune_images(self.plan, images_in, self.model.get_model().mm_projector)
-        self.record([p.count for p in packed])
+        self.record([p.count for p in packed], degenerate=sum(p.degenerate for p in packed))
         self._packed = [p.tokens for p in packed]
         one_row_per_image = torch.zeros(len(packed), 1, device=features.device)
         try:

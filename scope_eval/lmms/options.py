@@ -64,10 +64,28 @@ def split_model_args(model_id: str, kwargs: dict[str, Any], wrapper_args: set[st
     options = {key: kwargs[key] for key in _all_method_option_names() if key in kwargs}
     budget = kwargs.get("budget")
     if budget is not None:  # the type and lower bound now; the upper bound once the model is loaded
-        budget = check_budget(budget, available=sys.maxsize)
+        budget = parse_budget(budget)
     spec = PruningSpec(method, budget, kwargs.get("budget_policy", "per_crop"), options)
-    PruningPlan.build(spec.method, spec.budget, spec.budget_policy, **spec.options)  # validates before any loading
+    # validates before any loading, the method's own limits included (e.g. visionzip contextual <= budget)
+    PruningPlan.build(spec.method, spec.budget, spec.budget_policy, **spec.options)
     return spec, upstream
+
+
+def parse_budget(value: Any) -> int:
+    """A model_args budget as an int: 64, 64.0 or the text "64" / "64.0"; True, "true", 2.5 fail clearly.
+
+    lmms-eval parses ``budget=64.0`` to the float 64.0 and ``budget=True`` to the bool True; a caller
+    building the arguments itself may pass the text.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        for convert in (int, float):
+            try:
+                value = convert(text)
+                break
+            except ValueError:
+                continue
+    return check_budget(value, available=sys.maxsize)
 
 
 def _method_names() -> list[str]:

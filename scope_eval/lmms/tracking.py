@@ -44,6 +44,7 @@ class RequestTracker:
         self.doc_fn_index = doc_fn_index
         self.counts: dict[int, list[int]] = {}
         self.costs: dict[int, dict[str, Any]] = {}
+        self.degenerate: dict[int, int] = {}  # request -> images with a degenerate selection
         self._docs: dict[int, Any] = {}
         self._pending: int | None = None
 
@@ -103,6 +104,7 @@ class RequestTracker:
             upstream_counts = output.token_counts if isinstance(output, GenerationResult) else None
             counts = CostedTokenCounts(**(dataclasses.asdict(upstream_counts) if upstream_counts else {}))
             counts.visual_tokens = self.counts[index]
+            counts.degenerate_selections = self.degenerate.get(index, 0)
             counts.cost = self.costs.get(index, {})
             attached.append(GenerationResult(text=text, token_counts=counts))
         return attached
@@ -117,6 +119,7 @@ def guarded_generate(owner: Any, stock_generate: Callable) -> Callable:
             return stock_generate(*args, **kwargs)
         index = tracker.start_generate()
         owner.pruning.take_counts()  # nothing recorded outside a request belongs to this one
+        owner.pruning.take_degenerate()
         meter = getattr(owner, "cost_meter", None)
         try:
             if meter is None:
@@ -129,6 +132,7 @@ def guarded_generate(owner: Any, stock_generate: Callable) -> Callable:
                 f"({owner.pruning_spec.describe()}): {type(error).__name__}: {error}"
             ) from error
         counts = owner.pruning.take_counts()
+        tracker.degenerate[index] = owner.pruning.take_degenerate()
         tracker.finish_generate(index, counts, cost_of(counts) if cost_of else None)
         return output
 

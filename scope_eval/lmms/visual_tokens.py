@@ -33,10 +33,15 @@ class VisualTokenCounts(TokenCounts):
     """lmms-eval's per-request token counters plus the visual tokens that reached the language model."""
 
     visual_tokens: list[int] = field(default_factory=list)  # one entry per image of the request
+    # images of the request whose selection was degenerate (the lowest indices kept for want of any
+    # preference: all-zero saliency or features, underflowing weights); see KeptTokens.degenerate
+    degenerate_selections: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         counts = super().to_dict()
         counts["visual_tokens"] = list(self.visual_tokens)
+        if self.degenerate_selections:  # absent means none, which keeps ordinary records as they were
+            counts["degenerate_selections"] = self.degenerate_selections
         return counts
 
 

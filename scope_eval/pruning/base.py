@@ -9,7 +9,7 @@ language model.
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, ClassVar
 
 import torch
@@ -69,11 +69,15 @@ class KeptTokens:
              kept ones, or None.
     prefix:  [B, p, D] tokens placed before the kept ones (VisionZip's CLS token, from VisualTokens.cls),
              or None. The number of visual tokens reaching the LM is p + k + m.
+    degenerate: [B] bool, True where the input gave the method no preference among too many tokens, so
+             the lowest-index tie rule chose (some of) the kept tokens: all-zero saliency or features, or
+             weights that underflow. None when the method does not check (see PruningMethod.select).
     """
 
     indices: torch.Tensor
     merged: torch.Tensor | None = None
     prefix: torch.Tensor | None = None
+    degenerate: torch.Tensor | None = None
 
     @property
     def count(self) -> int:
@@ -82,15 +86,24 @@ class KeptTokens:
 
 
 def check_budget(budget: object, available: int, *, what: str = "budget") -> int:
-    """Validate a visual-token budget against the tokens available; return it as int."""
-    if isinstance(budget, bool) or not isinstance(budget, numbers.Integral):
-        if isinstance(budget, numbers.Real) and float(budget).is_integer():
-            budget = int(budget)
-        else:
-            raise PruningError(
-                f"{what} must be a whole number of visual tokens kept per image, got {budget!r}; "
-                f"pass an integer such as 64 (not a fraction of the tokens)"
-            )
+    """Validate a visual-token budget against the tokens available; return it as an int.
+
+    A whole-number float (64.0; lmms-eval parses ``budget=64.0`` so) means that integer, and the int is
+    what every caller passes on. True/False are refused: bool is an int subclass, so True would silently
+    mean a budget of 1 token.
+    """
+    if isinstance(budget, bool):
+        raise PruningError(
+            f"{what} must be a whole number of visual tokens kept per image, got {budget!r}; "
+            "pass an integer such as 64 (True/False are not budgets)"
+        )
+    if not isinstance(budget, numbers.Integral) and not (
+        isinstance(budget, numbers.Real) and float(budget).is_integer()
+    ):
+        raise PruningError(
+            f"{what} must be a whole number of visual tokens kept per image, got {budget!r}; "
+            f"pass an integer such as 64 (not a fraction of the tokens)"
+        )
     budget = int(budget)
     if budget < 1:
         raise PruningError(f"{what} must be at least 1 visual token, got {budget}; use method 'none' to keep all")
@@ -147,12 +160,27 @@ class PruningMethod:
         if budget is None:
             raise PruningError(f"method '{self.name}' needs a budget (visual tokens kept per image)")
         budget = check_budget(budget, tokens.num_tokens)
+        self.check_fits(budget)
         if self.needs_saliency and tokens.saliency is None:
             raise PruningError(f"method '{self.name}' needs the CLS saliency, but the host provided none")
-        kept = self._select(tokens, budget)
+        if tokens.batch == 0:  # no images: the empty selection, for every method alike
+            return KeptTokens(indices=torch.empty(0, budget, dtype=torch.long, device=tokens.features.device))
+        # Selection never needs gradients. A host running with autograd on (a plain model(**inputs))
+        # hands over features that require grad, which numpy conversions and out= kernels refuse.
+        with torch.no_grad():
+            kept = self._select(_detached(tokens), budget)
         if kept.count != budget:
             raise AssertionError(f"{self.name} returned {kept.count} tokens for budget {budget}")
+        if budget == tokens.num_tokens:  # every token kept: no tie could change the selection
+            kept.degenerate = None
         return kept
+
+    def check_fits(self, budget: int) -> None:
+        """Raise PruningError (naming the fix) if this method's options cannot work with ``budget``.
+
+        Called with a validated budget by ``select`` and by PruningPlan.build, so a bad combination fails
+        before a model is loaded. Default: every budget fits.
+        """
 
     def for_crops(self, budget: int, num_crops: int) -> tuple["PruningMethod", int]:
         """(method, budget per crop) for a budget split over an image's crops (LLaVA-NeXT, per_crop policy).
@@ -164,3 +192,13 @@ class PruningMethod:
 
     def _select(self, tokens: VisualTokens, budget: int) -> KeptTokens:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def _detached(tokens: VisualTokens) -> VisualTokens:
+    """``tokens`` with its tensors cut from the autograd graph (other fields carried over as they are)."""
+    return replace(
+        tokens,
+        features=tokens.features.detach(),
+        saliency=None if tokens.saliency is None else tokens.saliency.detach(),
+        keys=None if tokens.keys is None else tokens.keys.detach(),
+    )

@@ -28,7 +28,7 @@ import torch
 
 from .base import PruningError, VisualTokens, all_finite, check_budget, check_features
 from .greedy_kernels import inplace_order, lazy_order, quantise_similarity
-from .similarity import cosine_similarity
+from .similarity import cosine_similarity, unit_rows
 
 COMBINES = ("multi", "add")
 VARIANTS = ("auto", "inplace", "lazy")
@@ -64,6 +64,11 @@ def scope_order(
     variant: str = "auto",
 ) -> torch.Tensor:
     """Like ``scope_select`` but in the order the greedy picks the tokens (first pick first)."""
+    with torch.no_grad():  # selection never needs gradients; features that require them stay usable
+        return _scope_order(features, saliency, k, alpha, combine, variant)
+
+
+def _scope_order(features, saliency, k, alpha, combine, variant) -> torch.Tensor:
     weights = scope_weights(features, saliency, alpha, combine)
     k = check_budget(k, features.shape[1], what="k")
     if variant not in VARIANTS:
@@ -96,6 +101,23 @@ def scope_weights(
     if not all_finite(weights):
         raise PruningError(f"saliency**alpha overflows float64 at alpha={alpha}; use a smaller alpha")
     return weights
+
+
+def decided_by_ties(features: torch.Tensor, weights: torch.Tensor, k: int, combine: str) -> torch.Tensor:
+    """[B] bool: images where fewer than k tokens score above the others' floor, so that the lowest-index
+    tie rule picks the rest of the k: the selection says nothing about the image there.
+
+    A non-zero feature row has a first coverage gain >= 1 (its own similarity); a zero row has none.
+    "multi": only tokens with a gain and a weight > 0 score above 0 (all-zero saliency, all-zero features
+    and a**alpha underflowing to 0 at a huge alpha all leave none). "add": a token stands out by its gain
+    or by a weight above the smallest one.
+    """
+    has_gain = unit_rows(features)[1]
+    if combine == "multi":
+        standing_out = has_gain & (weights > 0)
+    else:
+        standing_out = has_gain | (weights > weights.amin(dim=-1, keepdim=True))
+    return standing_out.sum(dim=-1) < k
 
 
 def check_alpha(alpha: object) -> float:

@@ -64,6 +64,13 @@ class PrunedWrapper:
             ) from error
         finally:
             self.tracker = None
+        degenerate = sum(1 for count in tracker.degenerate.values() if count)
+        if degenerate:  # once per run; each sample's token_counts say which (degenerate_selections)
+            logger.warning(
+                f"{self.model_id}: {degenerate} of {len(requests)} samples had a degenerate selection "
+                f"({self.pruning_spec.describe()}): no preference among the visual tokens (all-zero saliency or "
+                "features, or saliency**alpha underflowing), so the lowest indices were kept; check alpha and the vision tower"
+            )
         return tracker.with_counts(outputs)
 
     def clean(self) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from ..base import KeptTokens, PruningMethod, VisualTokens
-from ..greedy import scope_select
+from ..greedy import decided_by_ties, scope_select
 from ..registry import register
 
 
@@ -21,4 +23,8 @@ class CoverageMethod(PruningMethod):
     name = "coverage"
 
     def _select(self, tokens: VisualTokens, budget: int) -> KeptTokens:
-        return KeptTokens(indices=scope_select(tokens.features, None, budget, alpha=0.0))
+        every_weight_one = torch.ones(tokens.features.shape[:2], dtype=torch.float64, device=tokens.features.device)
+        return KeptTokens(
+            indices=scope_select(tokens.features, None, budget, alpha=0.0),
+            degenerate=decided_by_ties(tokens.features, every_weight_one, budget, "multi"),
+        )

@@ -12,6 +12,9 @@ from ..model_dtype import check_selection_dtype, cosine_in_dtype
 from ..similarity import cosine_similarity
 
 SPACES = ("projected", "features")
+# Largest spread of an image's pairwise cosine distances that still counts as "all equal" (float32
+# rounding of identical rows): then every max-min pick is a tie and the lowest index wins.
+TIED_DISTANCE_SPREAD = 1e-5
 
 
 @register
@@ -43,7 +46,18 @@ class DivPruneMethod(PruningMethod):
         if not all_finite(space):
             raise PruningError("divprune: the projected visual tokens contain NaN or inf; check the projector")
         similarity = cosine_in_dtype(space) if self.selection_dtype == "model" else cosine_similarity(space)
-        return KeptTokens(indices=max_min_diverse(1.0 - similarity, budget).sort(dim=-1).values)
+        distance = 1.0 - similarity
+        return KeptTokens(
+            indices=max_min_diverse(distance, budget).sort(dim=-1).values, degenerate=all_distances_tied(distance)
+        )
+
+
+def all_distances_tied(distance: torch.Tensor) -> torch.Tensor:
+    """[B] bool: every off-diagonal distance equal (identical or all-zero tokens): index order decides."""
+    diagonal = torch.eye(distance.shape[-1], dtype=torch.bool, device=distance.device)
+    largest = distance.masked_fill(diagonal, float("-inf")).amax(dim=(1, 2))
+    smallest = distance.masked_fill(diagonal, float("inf")).amin(dim=(1, 2))
+    return (largest - smallest).float() <= TIED_DISTANCE_SPREAD
 
 
 def max_min_diverse(distance: torch.Tensor, k: int) -> torch.Tensor:

@@ -22,4 +22,6 @@ class SaliencyMethod(PruningMethod):
 
     def _select(self, tokens: VisualTokens, budget: int) -> KeptTokens:
         indices = top_k_lowest_index(tokens.saliency, budget)
-        return KeptTokens(indices=indices.sort(dim=-1).values)
+        # Fewer than `budget` tokens above the smallest saliency (e.g. all zero): the rest go by index.
+        above_floor = (tokens.saliency > tokens.saliency.amin(dim=-1, keepdim=True)).sum(dim=-1)
+        return KeptTokens(indices=indices.sort(dim=-1).values, degenerate=above_floor < budget)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..base import KeptTokens, PruningError, PruningMethod, VisualTokens
-from ..greedy import COMBINES, check_alpha, scope_select
+from ..greedy import COMBINES, check_alpha, decided_by_ties, scope_select, scope_weights
 from ..model_dtype import check_selection_dtype, scope_order_in_dtype
 from ..registry import register
 
@@ -38,5 +38,8 @@ class ScopeMethod(PruningMethod):
     def _select(self, tokens: VisualTokens, budget: int) -> KeptTokens:
         if self.selection_dtype == "model":
             order = scope_order_in_dtype(tokens.features, tokens.saliency, budget, self.alpha, self.combine)
-            return KeptTokens(indices=order.sort(dim=-1).values)
-        return KeptTokens(indices=scope_select(tokens.features, tokens.saliency, budget, self.alpha, self.combine))
+            indices = order.sort(dim=-1).values
+        else:
+            indices = scope_select(tokens.features, tokens.saliency, budget, self.alpha, self.combine)
+        weights = scope_weights(tokens.features, tokens.saliency, self.alpha, self.combine)
+        return KeptTokens(indices=indices, degenerate=decided_by_ties(tokens.features, weights, budget, self.combine))
