@@ -9,7 +9,8 @@ from conftest import random_image
 from scope_eval import PruningError, prune, restore, scope
 from scope_eval.pruning import METHODS, build_method  # noqa: F401  (fills the registry)
 
-PRUNING_METHODS = ["random", "saliency", "coverage", "scope", "divprune", "visionzip"]
+PRUNING_METHODS = ["random", "saliency", "coverage", "scope", "divprune", "visionzip", "vispruner"]
+# cdpruner needs text_encoder= and processor=: its counts, generate and restore are in test_vispruner_cdpruner.py
 TEXTS = ["<image>\nwhat is in the image ?", "how many red circle ? is there a blue square ? <image>\nyes"]
 
 

@@ -12,7 +12,8 @@ from llava.mm_utils import process_images, tokenizer_image_token  # noqa: E402
 from scope_eval import PruningError, prune  # noqa: E402
 
 IMAGE_TOKEN_INDEX = -200
-METHODS = ["random", "saliency", "coverage", "scope", "divprune", "visionzip"]
+METHODS = ["random", "saliency", "coverage", "scope", "divprune", "visionzip", "vispruner"]
+# cdpruner is refused on this backend (no tokenizer to read the prompt): test_vispruner_cdpruner.py checks the refusal
 
 
 @pytest.fixture(scope="module")

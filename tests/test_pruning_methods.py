@@ -16,7 +16,7 @@ from scope_eval.pruning import (
 from scope_eval.pruning.methods.divprune import max_min_diverse
 from scope_eval.pruning.methods.visionzip import VisionZipMethod
 
-N, D, DK, D_TEXT = 576, 32, 24, 48
+N, D, DK, D_TEXT, D_CLIP = 576, 32, 24, 48, 16
 
 
 def make_tokens(batch: int = 2, tokens: int = N, seed: int = 0, with_keys: bool = True) -> VisualTokens:
@@ -30,6 +30,9 @@ def make_tokens(batch: int = 2, tokens: int = N, seed: int = 0, with_keys: bool 
         saliency=16 * torch.softmax(torch.randn(batch, tokens, generator=generator), dim=-1),
         keys=torch.randn(batch, tokens, DK, generator=generator) if with_keys else None,
         project=lambda x: projector(x).detach(),
+        # cdpruner's inputs: a one-segment instruction embedding and a fixed map into its space
+        instruction=torch.randn(batch, 1, D_CLIP, generator=generator),
+        text_space=lambda x, w=torch.randn(D, D_CLIP, generator=generator): x.float() @ w,
     )
 
 
@@ -37,7 +40,10 @@ PRUNING = sorted(name for name, cls in METHODS.items() if not cls.keeps_all)
 
 
 def test_the_paper_methods_are_registered():
-    assert set(METHODS) == {"none", "random", "saliency", "coverage", "scope", "divprune", "visionzip"}
+    # a subset: the in-LLM methods (fastv, pdrop, dart) register from their own files
+    assert {
+        "none", "random", "saliency", "coverage", "scope", "divprune", "visionzip", "vispruner", "cdpruner"
+    } <= set(METHODS)
 
 
 @pytest.mark.parametrize("budget", [1, 7, 64, 192, N])
@@ -265,7 +271,7 @@ def test_half_precision_tokens(name, dtype):
     tokens = make_tokens()
     half = VisualTokens(
         features=tokens.features.to(dtype), saliency=tokens.saliency.to(dtype), keys=tokens.keys.to(dtype),
-        project=lambda x: x.float() @ torch.ones(D, 4),
+        project=lambda x: x.float() @ torch.ones(D, 4), instruction=tokens.instruction, text_space=tokens.text_space,
     )
     kept = build_method(name).select(half, 64)
     assert kept.count == 64

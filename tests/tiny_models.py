@@ -133,3 +133,30 @@ def tiny_llava_original(directory: Path, anyres: bool = False, seed: int = 0):
         with torch.no_grad():
             model.get_model().image_newline.normal_()
     return model, tokenizer, model.get_model().vision_tower.image_processor
+
+
+def tiny_clip(directory: Path, seed: int = 0) -> Path:
+    """A tiny random CLIP checkpoint (model + tokenizer) saved to ``directory``, for ``text_encoder=``.
+
+    Its vision width is the tiny LLaVA towers' (32), so its post-LayerNorm and visual projection accept
+    their features; the word-level tokenizer adds <s> ... </s> as CLIP's does, and the text config's
+    eos_token_id points at </s>, where CLIP pools.
+    """
+    from tokenizers.processors import TemplateProcessing
+    from transformers import CLIPConfig, CLIPModel, CLIPTextConfig
+
+    torch.manual_seed(seed)
+    tokenizer = tiny_tokenizer()
+    tokenizer.backend_tokenizer.post_processor = TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", tokenizer.bos_token_id), ("</s>", tokenizer.eos_token_id)]
+    )
+    vision = _configs(tokenizer)["vision_config"]
+    text = CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    config = CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=16)
+    CLIPModel(config).eval().save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return Path(directory)

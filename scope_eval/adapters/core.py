@@ -32,6 +32,7 @@ class ImageCrops:
     grid: tuple[int, int] | None = None  # (rows, cols) of the high-resolution crops (LLaVA-NeXT)
     pixels: torch.Tensor | None = None  # [n, 3, H, W] the crops' pixel values: the input that image_keys hash
     cls: torch.Tensor | None = None  # [n, D] the CLS token's hidden state in the same layer (VisionZip keeps it)
+    instruction: torch.Tensor | None = None  # [M, C] CLIP text embeddings of the image's instruction (cdpruner)
 
     @property
     def num_crops(self) -> int:
@@ -58,6 +59,12 @@ class PruningPlan:
         if budget is not None:  # the type and lower bound here, as an int; the upper bound needs the model
             budget = check_budget(budget, available=sys.maxsize)
             built.check_fits(budget)
+        if built.needs_instruction and getattr(built, "text_encoder", None) is None:
+            raise PruningError(
+                f"method '{method}' weighs tokens by their relevance to the instruction, embedded by a CLIP text tower "
+                "the LLaVA checkpoints do not ship: pass text_encoder=<path or hub id of a CLIP model>, e.g. "
+                "text_encoder=openai/clip-vit-large-patch14-336 (the official code's choice for LLaVA-1.5/NeXT)"
+            )
         return cls(built, budget, budget_policy)  # type: ignore[arg-type]
 
     @property
@@ -121,8 +128,9 @@ def prune_images(
     plan: PruningPlan,
     images: list[ImageCrops],
     project: Callable[[torch.Tensor], torch.Tensor],
+    text_space: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> list[PackedImage]:
-    """Select, pack and project the visual tokens of each image."""
+    """Select, pack and project the visual tokens of each image (text_space: see VisualTokens, cdpruner)."""
     packed = []
     for image in images:
         n, tokens_per_crop, _ = image.features.shape
@@ -132,14 +140,14 @@ def prune_images(
         if plan.keeps_all or per_crop_budget is not None or n == 1:
             # one method call over the crops as a batch: every crop keeps the same number of tokens
             method = plan.method if per_crop_budget is None else plan.method.for_crops(plan.budget, n)[0]
-            kept = method.select(_visual_tokens(plan, image, project), per_crop_budget or plan.budget)
+            kept = method.select(_visual_tokens(plan, image, project, text_space), per_crop_budget or plan.budget)
             offsets = (torch.arange(n, device=rank.device) * tokens_per_crop).view(n, 1)
             flat_indices = (kept.indices + offsets).reshape(-1)
             merged = None if kept.merged is None else kept.merged.reshape(-1, kept.merged.shape[-1])
             prefix = None if kept.prefix is None else kept.prefix.reshape(-1, kept.prefix.shape[-1])
         else:
             # global: one selection over all n*N tokens, crops side by side
-            kept = plan.method.select(_visual_tokens(plan, image, project, flatten=True), plan.budget)
+            kept = plan.method.select(_visual_tokens(plan, image, project, text_space, flatten=True), plan.budget)
             flat_indices = kept.indices[0]
             merged = None if kept.merged is None else kept.merged[0]
             prefix = None if kept.prefix is None else kept.prefix[0]
@@ -162,7 +170,7 @@ def _input_dtype(project: Callable, default: torch.dtype) -> torch.dtype:
     return parameter.dtype if parameter is not None else default
 
 
-def _visual_tokens(plan: PruningPlan, image: ImageCrops, project: Callable, flatten: bool = False) -> VisualTokens:
+def _visual_tokens(plan: PruningPlan, image: ImageCrops, project: Callable, text_space: Callable | None = None, flatten: bool = False) -> VisualTokens:
     features, saliency, keys, cls = image.features, image.saliency, image.keys, image.cls
     image_keys = None
     if plan.method.needs_image_keys:  # hashing the pixels costs a copy to the CPU: only for methods that use it
@@ -173,7 +181,12 @@ def _visual_tokens(plan: PruningPlan, image: ImageCrops, project: Callable, flat
         features, saliency, keys = features.reshape(1, -1, features.shape[-1]), saliency.reshape(1, -1), keys.reshape(1, -1, keys.shape[-1])
         image_keys = None if image_keys is None else [_combined_key(image_keys)]
         cls = None if cls is None else cls[:1]  # one selection over all crops: the base (whole-image) crop's CLS
-    return VisualTokens(features=features, saliency=saliency, keys=keys, project=project, image_keys=image_keys, cls=cls)
+    # every row of one call (each crop, or the flattened image) gets the image's instruction
+    instruction = None if image.instruction is None else image.instruction.unsqueeze(0).expand(features.shape[0], -1, -1)
+    return VisualTokens(
+        features=features, saliency=saliency, keys=keys, project=project, image_keys=image_keys, cls=cls,
+        instruction=instruction, text_space=text_space,
+    )
 
 
 def pixel_keys(pixels: torch.Tensor) -> list[int]:

@@ -23,6 +23,7 @@ from scope_eval.pruning import PruningError
 
 from .base import PruningHandle
 from .core import ImageCrops, PruningPlan, prune_images
+from .instruction import InstructionEncoder, host_tokenizer, instruction_texts
 from .placeholders import shrink_placeholders
 from .vision_probe import VisionLayerProbe
 
@@ -81,6 +82,11 @@ class HfLlavaHandle(PruningHandle):
         if plan.keeps_all:
             self._patches.set(base, "get_image_features", self._record_stock_features)
             return
+        self.instruction_encoder, self._instructions = None, None
+        if plan.method.needs_instruction:  # before any patch: a failure here leaves the model untouched
+            self.tokenizer = host_tokenizer(processor, plan.method.name)
+            width, device = config.vision_config.hidden_size, next(model.parameters()).device
+            self.instruction_encoder = InstructionEncoder(plan.method.text_encoder, width, device)
         self.probe = VisionLayerProbe(base.vision_tower, self.feature_layer)
         self._patches.set(base, "get_image_features", self._get_pruned_image_features)
         self._stock_generate = model.generate
@@ -115,12 +121,14 @@ class HfLlavaHandle(PruningHandle):
         features, saliency, keys, cls = self.probe.take_with_cls()
         splits = [c.shape[0] for c in crops]
         images = [
-            ImageCrops(f, s, k, g, pixels=c, cls=t)
-            for f, s, k, g, c, t in zip(
-                features.split(splits), saliency.split(splits), keys.split(splits), grids, crops, cls.split(splits)
+            ImageCrops(f, s, k, g, pixels=c, cls=t, instruction=i)
+            for f, s, k, g, c, t, i in zip(
+                features.split(splits), saliency.split(splits), keys.split(splits), grids, crops, cls.split(splits),
+                self._take_instructions(len(crops)),
             )
         ]
-        packed = prune_images(self.plan, images, base.multi_modal_projector)
+        text_space = None if self.instruction_encoder is None else self.instruction_encoder.text_space
+        packed = prune_images(self.plan, images, base.multi_modal_projector, text_space)
         self.record([p.count for p in packed], degenerate=sum(p.degenerate for p in packed))
         return BaseModelOutputWithPooling(last_hidden_state=features, pooler_output=[p.tokens for p in packed])
 
@@ -138,6 +146,18 @@ class HfLlavaHandle(PruningHandle):
         grids = [tuple(get_anyres_image_grid_shape(size, pinpoints, self.crop_size)) for size in image_sizes]
         return crops, grids
 
+    def _take_instructions(self, num_images: int) -> list:
+        """Per image: its instruction's CLIP embeddings [M, C] (None for methods that need none)."""
+        if self.instruction_encoder is None:
+            return [None] * num_images
+        texts, self._instructions = self._instructions, None
+        if texts is None or len(texts) != num_images:
+            raise PruningError(
+                f"method '{self.plan.method.name}' needs each image's prompt: call the model (or generate) with input_ids "
+                f"holding one image placeholder run per image; got {0 if texts is None else len(texts)} for {num_images} images"
+            )
+        return [self.instruction_encoder.encode(text) for text in texts]
+
     # -- language-model input ----------------------------------------------------------------------
     def _num_crops(self, image_size) -> int:
         """Crops the vision tower sees for an image of this (height, width): 1 for LLaVA-1.5."""
@@ -153,6 +173,8 @@ class HfLlavaHandle(PruningHandle):
         input_ids, pixel_values = kwargs.get("input_ids"), kwargs.get("pixel_values")
         if input_ids is None or pixel_values is None or not (input_ids == self.image_token_id).any():
             return kwargs  # text only, a decoding step, or placeholders already resolved by generate()
+        if self.instruction_encoder is not None:  # the prompt's text, for the image encoding that follows
+            self._instructions = instruction_texts(input_ids, kwargs.get("attention_mask"), self.image_token_id, self.tokenizer)
         targets = self._targets(pixel_values, kwargs.get("image_sizes"))
         ids, mask, labels = shrink_placeholders(
             input_ids, kwargs.get("attention_mask"), self.image_token_id, targets, self.pad_token_id, kwargs.get("labels")

@@ -33,6 +33,11 @@ class VisualTokens:
     image_keys: one integer per image/crop (row of features) identifying its INPUT, e.g. a hash of its pixels,
                or None. Passed only to methods with needs_image_keys (random seeds from it): unlike the
                features, the input's bits do not change with the host's kernels or thread count.
+    instruction: [B, M, C] CLIP text-tower embeddings of the prompt's instruction, its M 77-token segments,
+               one instruction per row (crops of one image repeat it), or None. Passed only to methods with
+               needs_instruction (cdpruner), together with
+    text_space: maps features [B, N, D] into that CLIP joint space [B, N, C] (post-LayerNorm + visual
+               projection of the same CLIP checkpoint), or None.
     """
 
     features: torch.Tensor
@@ -41,6 +46,8 @@ class VisualTokens:
     project: Callable[[torch.Tensor], torch.Tensor] | None = None
     cls: torch.Tensor | None = None
     image_keys: list[int] | None = None
+    instruction: torch.Tensor | None = None
+    text_space: Callable[[torch.Tensor], torch.Tensor] | None = None
     _projected: torch.Tensor | None = field(default=None, repr=False)
 
     @property
@@ -149,6 +156,7 @@ class PruningMethod:
     name: ClassVar[str] = ""
     needs_saliency: ClassVar[bool] = False
     needs_image_keys: ClassVar[bool] = False  # True: the host passes VisualTokens.image_keys
+    needs_instruction: ClassVar[bool] = False  # True: the host passes VisualTokens.instruction and text_space
     keeps_all: ClassVar[bool] = False  # True only for 'none'
 
     def select(self, tokens: VisualTokens, budget: int | None) -> KeptTokens:
@@ -161,6 +169,11 @@ class PruningMethod:
             raise PruningError(f"method '{self.name}' needs a budget (visual tokens kept per image)")
         budget = check_budget(budget, tokens.num_tokens)
         self.check_fits(budget)
+        if self.needs_instruction and (tokens.instruction is None or tokens.text_space is None):
+            raise PruningError(
+                f"method '{self.name}' needs the instruction's CLIP text embedding and the CLIP joint-space map; "
+                "the host provided none (the HF adapters do, given text_encoder= and processor=)"
+            )
         if self.needs_saliency and tokens.saliency is None:
             raise PruningError(f"method '{self.name}' needs the CLS saliency, but the host provided none")
         if tokens.batch == 0:  # no images: the empty selection, for every method alike

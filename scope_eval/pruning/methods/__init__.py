@@ -1,5 +1,6 @@
 """One file per pruning method; importing this package registers them all."""
 
+from .cdpruner import CDPrunerMethod
 from .coverage import CoverageMethod
 from .divprune import DivPruneMethod
 from .none import KeepAllMethod
@@ -7,8 +8,10 @@ from .random import RandomMethod
 from .saliency import SaliencyMethod
 from .scope import ScopeMethod
 from .visionzip import VisionZipMethod
+from .vispruner import VisPrunerMethod
 
 __all__ = [
+    "CDPrunerMethod",
     "CoverageMethod",
     "DivPruneMethod",
     "KeepAllMethod",
@@ -16,4 +19,5 @@ __all__ = [
     "SaliencyMethod",
     "ScopeMethod",
     "VisionZipMethod",
+    "VisPrunerMethod",
 ]

@@ -1,0 +1,84 @@
+"""``vispruner``: VisPruner's important (CLS attention) plus diverse (duplicates removed) tokens."""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import torch
+
+from ..base import KeptTokens, PruningError, PruningMethod, VisualTokens
+from ..model_dtype import check_selection_dtype, cosine_in_dtype
+from ..registry import register
+from ..similarity import cosine_similarity
+
+# Tokens dropped per matching round at most (VisPruner/llava/model/llava_arch.py:162, r = min(8, ...)).
+DROPS_PER_ROUND = 8
+
+
+@register
+@dataclass
+class VisPrunerMethod(PruningMethod):
+    """VisPruner (Zhang et al., ICCV 2025; github.com/Theia-4869/VisPruner), as its official code computes.
+
+    Of the budget T, ``int(T * important_ratio)`` *important* tokens are the most attended by the CLS
+    query; the other tokens, in descending-attention order, form the residual list. Duplicates are then
+    removed from it in rounds until T - T_imp *diverse* tokens remain: split the list alternately
+    (positions 0, 2, 4, ... = A; 1, 3, 5, ... = B), drop the min(8, surplus) A-tokens most similar
+    (max cosine) to some B-token, and continue with [surviving A in descending-similarity order] + B.
+    The similarity is on the pre-projector vision features (``VisualTokens.features``), as officially.
+    Budget: visual tokens kept per image/crop, returned in spatial order.
+
+    Ties in the attention ranking go to the lower index (the official ``argsort`` is unstable), and an
+    odd residual length, where the official code raises an IndexError, is handled (A gets the extra
+    token). ``selection_dtype="model"`` computes the similarities in the features' dtype, as officially.
+    """
+
+    name = "vispruner"
+    needs_saliency = True
+
+    important_ratio: float = 0.5  # the official loader's default (VisPruner README: 0.5; MME example 0.75)
+    selection_dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        self.selection_dtype = check_selection_dtype(self.name, self.selection_dtype)
+        ratio = self.important_ratio
+        if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0.0 <= float(ratio) <= 1.0:
+            raise PruningError(f"vispruner: important_ratio must be a number in [0, 1], got {ratio!r}")
+
+    def _select(self, tokens: VisualTokens, budget: int) -> KeptTokens:
+        important_count = int(budget * self.important_ratio)
+        diverse_count = budget - important_count
+        # descending attention, equal values lowest index first
+        order = torch.sort(tokens.saliency, dim=-1, descending=True, stable=True).indices
+        important, residual = order[:, :important_count], order[:, important_count:]
+        if self.selection_dtype == "model":
+            similarity = cosine_in_dtype(tokens.features)
+        else:
+            similarity = cosine_similarity(tokens.features)
+        diverse = remove_duplicates(similarity, residual, diverse_count)
+        indices = torch.cat([important, diverse], dim=1).sort(dim=-1).values
+        return KeptTokens(indices=indices)
+
+
+def remove_duplicates(similarity: torch.Tensor, residual: torch.Tensor, keep: int) -> torch.Tensor:
+    """[B, keep] tokens left of ``residual`` [B, R] (an ordered list of token indices) by VisPruner's rounds.
+
+    ``similarity`` [B, N, N] is the tokens' cosine similarity. Each round drops
+    r = min(8, R - keep, |A|) tokens of A = residual[0::2], those with the largest max similarity to
+    B = residual[1::2]; the survivors keep descending-similarity order and go before B.
+    """
+    if keep == 0:  # important_ratio = 1: no diverse tokens
+        return residual[:, :0]
+    batch = residual.shape[0]
+    rows = torch.arange(batch, device=residual.device).view(batch, 1, 1)
+    while True:
+        length = residual.shape[1]
+        a, b = residual[:, 0::2], residual[:, 1::2]
+        drop = min(DROPS_PER_ROUND, length - keep, a.shape[1])
+        if drop <= 0 or b.shape[1] == 0:
+            return residual
+        scores = similarity[rows, a.unsqueeze(-1), b.unsqueeze(-2)].amax(dim=-1)  # [B, |A|]
+        # descending similarity, equal scores lowest position first (the official argsort is unstable)
+        ranked = torch.sort(scores, dim=-1, descending=True, stable=True).indices[:, drop:]
+        residual = torch.cat([a.gather(1, ranked), b], dim=1)
