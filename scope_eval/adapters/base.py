@@ -42,6 +42,7 @@ class PruningHandle:
         self._patches = InstancePatches()
         self._hooks: list[RemovableHandle] = []
         self._counts: list[int] = []
+        self._layer_counts: list = []  # in-LLM methods: one adapters.llm_stage.LayerCounts per image
         self._degenerate = 0
         self._warned_degenerate = False
         self.active = True
@@ -71,6 +72,17 @@ class PruningHandle:
         """Images whose selection was degenerate (see KeptTokens.degenerate) since the last call."""
         degenerate, self._degenerate = self._degenerate, 0
         return degenerate
+
+    def record_layers(self, records: list) -> None:
+        """In-LLM methods: per image, the visual tokens at every decoder layer (LayerCounts). take_counts()
+        then reports their layer average, the default budget unit; take_layer_counts() gives both numbers."""
+        self._layer_counts.extend(records)
+        self.record([r.layer_average for r in records])
+
+    def take_layer_counts(self) -> list:
+        """In-LLM methods: LayerCounts per image since the last call (.per_layer, .layer_average, .after_layer)."""
+        records, self._layer_counts = self._layer_counts, []
+        return records
 
     # -- lifecycle -------------------------------------------------------------------------------
     def remove(self) -> None:

@@ -79,6 +79,9 @@ class HfLlavaHandle(PruningHandle):
         )
         base = model.model
         self._stock_get_image_features = base.get_image_features
+        if plan.method.stage == "llm":  # every visual token enters the LM; the method drops them inside it
+            self._install_llm_stage()
+            return
         if plan.keeps_all:
             self._patches.set(base, "get_image_features", self._record_stock_features)
             return
@@ -94,6 +97,28 @@ class HfLlavaHandle(PruningHandle):
         self._hooks.append(model.register_forward_pre_hook(self._shrink_forward_inputs, with_kwargs=True))
         if processor is not None:
             self._patches.set(processor, "replace_image_token", self._replacement_for(processor))
+
+    # -- in-LLM methods (scope_eval.adapters.llm_stage) ----------------------------------------------
+    def _install_llm_stage(self) -> None:
+        from .llm_stage import LlmStage
+
+        self.llm_stage = LlmStage(self, self.model.model.language_model, self.max_tokens_per_image)
+        self._hooks.append(self.model.register_forward_pre_hook(self._announce_visual_tokens, with_kwargs=True))
+
+    def _announce_visual_tokens(self, module, args: tuple, kwargs: dict) -> None:
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        if input_ids is None or input_ids.shape[1] < 2:
+            return
+        visual = input_ids == self.image_token_id
+        if not bool(visual.any()):
+            return
+        if kwargs.get("labels") is not None:
+            raise PruningError(
+                f"{self.plan.method.name} drops positions inside the language model, so its logits do not line up "
+                "with labels; compute losses without in-LLM pruning"
+            )
+        attention_mask = kwargs.get("attention_mask", args[2] if len(args) > 2 else None)
+        self.llm_stage.expect_prefill(visual, attention_mask)
 
     # -- image encoding ----------------------------------------------------------------------------
     def _record_stock_features(
@@ -223,3 +248,6 @@ class HfLlavaHandle(PruningHandle):
         probe = getattr(self, "probe", None)
         if probe is not None:
             probe.remove()
+        stage = getattr(self, "llm_stage", None)
+        if stage is not None:
+            stage.remove()

@@ -74,6 +74,12 @@ class LlavaOriginalHandle(PruningHandle):
         compatible_forward = _forward_accepting_cache(model.forward)
         if compatible_forward is not None:
             self._patches.set(model, "forward", compatible_forward)
+        if plan.method.stage == "llm":  # every visual token enters the LM; the method drops them inside it
+            from .llm_stage import LlmStage
+
+            self.llm_stage = LlmStage(self, model.get_model(), max_visual_tokens(model))
+            self._patches.set(model, "prepare_inputs_labels_for_multimodal", self._prepare_announcing_visual)
+            return
         if plan.keeps_all:
             self._patches.set(model, "prepare_inputs_labels_for_multimodal", self._prepare_recording_stock)
             return
@@ -135,10 +141,18 @@ class LlavaOriginalHandle(PruningHandle):
             self.record(_spliced_image_tokens(input_ids, attention_mask, result[2], result[4]))
         return result
 
+    def _prepare_announcing_visual(self, input_ids, position_ids, attention_mask, past_key_values, labels, images, image_sizes=None):
+        result = self._stock_prepare(input_ids, position_ids, attention_mask, past_key_values, labels, images, image_sizes)
+        if images is None or input_ids.shape[1] == 1:
+            return result
+
     def _release(self) -> None:
         probe = getattr(self, "probe", None)
         if probe is not None:
             probe.remove()
+        stage = getattr(self, "llm_stage", None)
+        if stage is not None:
+            stage.remove()
 
 
 def _forward_accepting_cache(forward: Callable) -> Callable | None:

@@ -10,7 +10,10 @@ Conventions (also in scope_eval/bench/README.md):
 - vision tower, per crop: patch embedding 2*N*(3*p^2)*D plus, for every layer (all of them run, even
   past the selected one), 2*(N+1)*(4*D^2 + 2*D*D_ff) + 4*(N+1)^2*D;
 - projector (2-layer MLP): 2*M*(D*d + d*d) for the M visual tokens it projects;
-- selection: a per-method estimate, see ``selection_flops``.
+- selection: a per-method estimate, see ``selection_flops``;
+- in-LLM methods (fastv, pdrop, dart): layer l of the language model costs its formula at its own length
+  T_l = text tokens + the visual tokens it processes (``visual_per_layer``), and the KV cache holds T_l
+  positions in layer l; their scoring inside the LM is estimated by ``llm_selection_flops``.
 """
 
 from __future__ import annotations
@@ -68,12 +71,39 @@ class VisionDims:
         )
 
 
-def language_model_prefill_flops(dims: DecoderDims, tokens: int) -> int:
-    """Prefill of ``tokens`` positions, with logits for the last one."""
-    d, t = dims.hidden, tokens
-    projections = 2 * t * (2 * d * d + 2 * d * dims.kv_width + 3 * d * dims.mlp)
-    attention = 4 * t * t * d
-    return dims.layers * (projections + attention) + 2 * d * dims.vocab
+def language_model_prefill_flops(dims: DecoderDims, tokens: int, layer_tokens: list[int] | None = None) -> int:
+    """Prefill of ``tokens`` positions (or ``layer_tokens[l]`` in layer l), with logits for the last one."""
+    lengths = layer_tokens if layer_tokens is not None else [tokens] * dims.layers
+    if len(lengths) != dims.layers:
+        raise ValueError(f"{len(lengths)} per-layer lengths for a {dims.layers}-layer language model")
+    d = dims.hidden
+    total = 0
+    for t in lengths:
+        projections = 2 * t * (2 * d * d + 2 * d * dims.kv_width + 3 * d * dims.mlp)
+        attention = 4 * t * t * d
+        total += projections + attention
+    return total + 2 * d * dims.vocab
+
+
+def llm_selection_flops(method: str, dims: DecoderDims, layer_tokens: list[int], visual_per_layer: list[int]) -> int | None:
+    """Estimated scoring cost of an in-LLM method, at each layer where the visual count changes.
+
+    fastv / pdrop: one query projection (2*d^2), the keys of the T tokens entering (2*T*d*d_kv) and the
+      scores of one query over them (2*T*d); the norm and RoPE are not counted.
+    dart: the keys of the T tokens (2*T*d*d_kv) and, per kept token, its cosine to the N candidates
+      (2*N*R*d, an upper bound on the pivot loop).
+    """
+    drops = [l for l in range(1, len(visual_per_layer)) if visual_per_layer[l] != visual_per_layer[l - 1]]
+    d, total = dims.hidden, 0
+    for layer in drops:
+        t, visual, kept = layer_tokens[layer - 1], visual_per_layer[layer - 1], visual_per_layer[layer]
+        if method in ("fastv", "pdrop"):
+            total += 2 * d * d + 2 * t * d * dims.kv_width + 2 * t * d
+        elif method == "dart":
+            total += 2 * t * d * dims.kv_width + 2 * visual * kept * d
+        else:
+            return None
+    return total
 
 
 def vision_tower_flops(dims: VisionDims, crops: int) -> int:
@@ -160,9 +190,20 @@ def prefill_flops(
     crops: int,
     projected_tokens: int,
     prefill_tokens: int,
+    visual_per_layer: list[int] | None = None,
 ) -> PrefillFlops:
+    """``visual_per_layer``: for in-LLM methods, the visual tokens of every decoder layer; ``prefill_tokens``
+    is then the length entering layer 0 (every visual token)."""
     vision = VisionDims.of(config.vision_config)
     text = DecoderDims.of(config.get_text_config())
+    if visual_per_layer is not None:
+        layer_tokens = [prefill_tokens - visual_per_layer[0] + n for n in visual_per_layer]
+        return PrefillFlops(
+            vision=vision_tower_flops(vision, crops),
+            selection=llm_selection_flops(method, text, layer_tokens, visual_per_layer),
+            projector=projector_flops(vision.hidden, text.hidden, projected_tokens),
+            language_model=language_model_prefill_flops(text, prefill_tokens, layer_tokens),
+        )
     group = selection_groups(budget, crops, vision.tokens_per_crop, policy)
     return PrefillFlops(
         vision=vision_tower_flops(vision, crops),

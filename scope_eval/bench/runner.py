@@ -63,6 +63,8 @@ class CaseResult:
     memory: list[MemoryReading] = field(default_factory=list, repr=False)
     flops: PrefillFlops | None = None
     kv_cache_bytes: int = 0
+    # in-LLM methods: visual tokens at every decoder layer (visual_tokens is then their layer average)
+    visual_per_layer: list[int] | None = None
 
     def median_ms(self, value: Callable[[PassTiming], float]) -> float:
         return 1000 * statistics.median(value(t) for t in self.timings)
@@ -116,11 +118,13 @@ def run_bench(bench_model: BenchModel, settings: BenchSettings, progress: Callab
             finally:
                 timer.close()
             counts = handle.take_counts()
+            layer_counts = handle.take_layer_counts()
         if len(counts) != 1:
             raise RuntimeError(f"expected the visual-token count of 1 image, got {counts}")
         result = results[(method, budget)]
         if result is None:
             result = results[(method, budget)] = CaseResult(method, budget, counts[0], timing.prefill_tokens, crops)
+            result.visual_per_layer = layer_counts[0].per_layer if layer_counts else None
         elif (counts[0], timing.prefill_tokens) != (result.visual_tokens, result.prefill_tokens):
             raise RuntimeError(f"{method}@{budget}: token counts changed between passes")
         if measured:
@@ -145,6 +149,8 @@ def run_bench(bench_model: BenchModel, settings: BenchSettings, progress: Callab
     tokens_per_crop = (model.config.vision_config.image_size // model.config.vision_config.patch_size) ** 2
     for result in finished:
         projected = crops * tokens_per_crop if result.method == "none" else result.visual_tokens
+        if result.visual_per_layer is not None:  # in-LLM: every visual token is projected and enters the LM
+            projected = result.visual_per_layer[0]
         result.flops = prefill_flops(
             model.config,
             method=result.method,
@@ -153,6 +159,7 @@ def run_bench(bench_model: BenchModel, settings: BenchSettings, progress: Callab
             crops=crops,
             projected_tokens=projected,
             prefill_tokens=result.prefill_tokens,
+            visual_per_layer=result.visual_per_layer,
         )
         result.kv_cache_bytes = kv_cache_bytes(dims, result.prefill_tokens, element_bytes)
     load = {"start": load_at_start, "end": _load_average()}

@@ -154,6 +154,7 @@ class PruningMethod:
     """
 
     name: ClassVar[str] = ""
+    stage: ClassVar[str] = "vision"  # "llm": prunes inside the language model (scope_eval.pruning.llm_stage)
     needs_saliency: ClassVar[bool] = False
     needs_image_keys: ClassVar[bool] = False  # True: the host passes VisualTokens.image_keys
     needs_instruction: ClassVar[bool] = False  # True: the host passes VisualTokens.instruction and text_space

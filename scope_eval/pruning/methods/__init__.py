@@ -2,8 +2,11 @@
 
 from .cdpruner import CDPrunerMethod
 from .coverage import CoverageMethod
+from .dart import DartMethod
 from .divprune import DivPruneMethod
+from .fastv import FastVMethod
 from .none import KeepAllMethod
+from .pdrop import PyramidDropMethod
 from .random import RandomMethod
 from .saliency import SaliencyMethod
 from .scope import ScopeMethod
@@ -13,8 +16,11 @@ from .vispruner import VisPrunerMethod
 __all__ = [
     "CDPrunerMethod",
     "CoverageMethod",
+    "DartMethod",
     "DivPruneMethod",
+    "FastVMethod",
     "KeepAllMethod",
+    "PyramidDropMethod",
     "RandomMethod",
     "SaliencyMethod",
     "ScopeMethod",

@@ -1,0 +1,85 @@
+"""``pdrop``: PyramidDrop (Xing et al., CVPR 2025), multi-stage drops inside the language model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..base import PruningError
+from ..llm_stage import LlmStageMethod, LlmTokens, top_k_ascending
+from ..registry import register
+
+
+@register
+@dataclass
+class PyramidDropMethod(LlmStageMethod):
+    """Before each layer of ``layers`` (0-based) the visual tokens shrink to int(N * ratio**j), j = 1, 2, ...
+
+    ``ratio`` is solved from the budget (the authors' recipe, Cooperx521/PyramidDrop issue #29: keep the
+    lambda, lambda^2, lambda^3 structure and solve the average for the target): the largest ratio whose
+    counts meet the budget unit. Score at a drop before layer l: layer l's own input norm and q/k
+    projections applied to the hidden states entering it (the "next layer" of the official code), RoPE at
+    the original positions; the attention of the LAST token, mean over heads; top counts stay.
+    Default layers (2, 8, 16) are the authors' low-budget recipe; their shipped default is (8, 16, 24),
+    whose layer-averaged minimum on a 32-layer model is 144. See docs/official_differences_llm.md.
+    """
+
+    name = "pdrop"
+    layers_option = "layers"
+    layers: tuple[int, ...] = (2, 8, 16)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.layers, str):  # model_args cannot carry a comma list: layers=2-8-16
+            try:
+                self.layers = tuple(int(part) for part in self.layers.replace(";", "-").split("-") if part.strip())
+            except ValueError:
+                raise PruningError(f"pdrop: layers must be decoder-layer indices such as 2-8-16, got {self.layers!r}") from None
+        if isinstance(self.layers, list):  # YAML gives lists
+            self.layers = tuple(self.layers)
+        if isinstance(self.layers, int):
+            self.layers = (self.layers,)
+        super().__post_init__()
+
+    def drop_layers(self) -> tuple[int, ...]:
+        return self.layers
+
+    def counts(self, ratio: float, num_visual: int) -> tuple[int, ...]:
+        return tuple(int(num_visual * ratio ** (j + 1)) for j in range(len(self.layers)))
+
+    def budget_measure(self, counts: tuple[int, ...], num_visual: int, num_layers: int) -> float:
+        """The budget unit's value of a schedule with these counts."""
+        per_layer, current = [], num_visual
+        for layer in range(num_layers):
+            if layer in self.layers:
+                current = counts[self.layers.index(layer)]
+            per_layer.append(current)
+        if self.budget_unit == "after_layer":
+            per_layer = per_layer[self.layers[0]:]
+        return sum(per_layer) / len(per_layer)
+
+    def keep_counts(self, budget: int, num_visual: int, num_layers: int) -> tuple[int, ...]:
+        low, high = 0.0, 1.0
+        if self.budget_measure(self.counts(high, num_visual), num_visual, num_layers) <= budget:
+            return self.counts(high, num_visual)
+        for _ in range(60):  # the measure is non-decreasing in the ratio: bisect for the largest that fits
+            middle = (low + high) / 2
+            if self.budget_measure(self.counts(middle, num_visual), num_visual, num_layers) <= budget:
+                low = middle
+            else:
+                high = middle
+        counts = self.counts(low, num_visual)
+        if counts[-1] < 1:
+            ones = self.budget_measure((1,) * len(self.layers), num_visual, num_layers)
+            raise PruningError(
+                f"pdrop: budget {budget} (budget_unit={self.budget_unit}) cannot be reached with layers "
+                f"{list(self.layers)} on {num_layers} layers and {num_visual} visual tokens (keeping 1 token per "
+                f"stage already averages {ones:.1f}); raise the budget, use earlier or fewer layers, or "
+                "budget_unit=after_layer"
+            )
+        return counts
+
+    def choose(self, tokens: LlmTokens, keep: int, stage: int) -> torch.Tensor:
+        attention = tokens.attention("at", tokens.last_query)  # [B, H, 1, L]
+        received = attention.mean(dim=1)[:, 0].gather(1, tokens.visual)
+        return top_k_ascending(received, keep)
