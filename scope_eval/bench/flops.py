@@ -147,6 +147,9 @@ def selection_flops(method: str, group: SelectionGroup | None, vision_width: int
       space, then K updates of the N minimum distances (2*K*N).
     visionzip (its default split, C = K*10//64 merged tokens): cosine similarity of the R = N-(K-C) tokens
       left after the dominant ones to the C merge targets, on the attention keys (width D): 2*R*C*D.
+    vispruner: cosine similarity of the N pre-projector features, 2*N^2*D (ours builds the full matrix).
+    cdpruner: projection of all N tokens, similarity 2*N^2*d in the projected space, then K greedy DPP
+      steps whose Cholesky updates sum to about K^2*N (the CLIP text tower and joint-space map not counted).
     saliency / random / none: a top-k or a draw, counted as 0.
     """
     if method in ("none", "random", "saliency") or group is None:
@@ -156,6 +159,10 @@ def selection_flops(method: str, group: SelectionGroup | None, vision_width: int
         per_group = 2 * n * n * vision_width + 3 * k * n * n
     elif method == "divprune":
         per_group = projector_flops(vision_width, text_width, n) + 2 * n * n * text_width + 2 * k * n
+    elif method == "vispruner":
+        per_group = 2 * n * n * vision_width
+    elif method == "cdpruner":
+        per_group = projector_flops(vision_width, text_width, n) + 2 * n * n * text_width + k * k * n
     elif method == "visionzip":
         contextual = k * 10 // 64
         per_group = 2 * (n - (k - contextual)) * contextual * vision_width

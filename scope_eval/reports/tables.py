@@ -13,7 +13,7 @@ from .reference import AVG
 
 UNPRUNED = "none"
 # Row order inside one budget: the reference first, SCOPE and its ablations, then the baselines.
-METHOD_ORDER = ("none", "scope", "coverage", "saliency", "visionzip", "divprune", "random", "fastv", "sparsevlm", "pdrop")
+METHOD_ORDER = ("none", "scope", "coverage", "saliency", "visionzip", "divprune", "vispruner", "cdpruner", "random", "fastv", "sparsevlm", "pdrop")
 
 
 def relative_avg(scores: Mapping[str, float], unpruned: Mapping[str, float], benchmarks: Iterable[str]) -> float:
