@@ -17,13 +17,15 @@ from ..registry import register
 class RandomMethod(PruningMethod):
     """Keeps ``budget`` tokens drawn uniformly without replacement (the random baseline).
 
-    Each image/crop gets its own generator, seeded from ``seed``, its token count and the host's
-    ``image_keys`` entry for it: a hash of that crop's pixel values (scope_eval.adapters.core.pixel_keys).
-    The pixels are the model's input, so the draw does not depend on the vision tower's arithmetic (CPU
-    matmul kernels, thread count, GPU), on the model's float dtype (the hash rounds pixels to bfloat16),
-    on the call order, on the other images of its batch, or on how a run is split across processes.
-    Before, the seed came from the bits of the computed features; a second machine with the same lock
-    drew other tokens and Toy-POPE F1 of random@64 moved from 53.66 to 33.33.
+    Deterministic on any machine: each image/crop gets its own generator, seeded from ``seed``, its token
+    count and the host's ``image_keys`` entry for it, a hash of that crop's pixel values
+    (scope_eval.adapters.core.pixel_keys). The pixels are the model's input, so the draw does not depend on
+    the vision tower's arithmetic (CPU matmul kernels, thread count, GPU), on the model's float dtype (the
+    hash rounds pixels to bfloat16), on the call order, on the other images of its batch, or on how a run
+    is split across processes. Before, the seed came from the bits of the computed features, and a second
+    machine with the same lock drew other tokens (issue 11: Toy-POPE F1 of random@64 read 33.33 there
+    against a baseline of 53.66). tests/test_determinism.py moves every feature by one ulp and requires
+    the same draw; the old feature-seeded draw changes under that noise.
 
     A caller that passes no ``image_keys`` (a direct call on a feature tensor, no model) has only the
     features as input: they are hashed instead, which is reproducible only for bit-identical features.
