@@ -36,7 +36,7 @@ def test_pruning_args_are_split_from_upstream_args():
     "args, message",
     [
         ({"pretrained": "x"}, "needs method=<name>"),
-        ({"method": "fastv", "budget": 64}, "unknown pruning method 'fastv'"),
+        ({"method": "fastvv", "budget": 64}, "unknown pruning method 'fastvv'"),
         ({"method": "scope", "budget": 64, "temprature": 0}, "unknown model_args temprature"),
         ({"method": "scope", "budget": 64, "seed": 3}, "method 'scope' has no option(s) seed; its options are: alpha=1.0"),
         ({"method": "none", "budget": 64}, "takes no budget"),

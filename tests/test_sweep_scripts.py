@@ -31,11 +31,13 @@ def test_missing_budget_prints_usage():
 
 
 def test_dry_run_prints_scope_and_unpruned_commands(tmp_path):
-    result = run_script("run_scope_llava_7b.sh", "64", "--dry-run", "--output", str(tmp_path / "runs"), "--pretrained", "/ckpt/llava")
+    checkpoint = tmp_path / "llava-v1.5-7b"  # a local copy must exist; --dry-run checks what it can
+    checkpoint.mkdir()
+    result = run_script("run_scope_llava_7b.sh", "64", "--dry-run", "--output", str(tmp_path / "runs"), "--pretrained", str(checkpoint))
     assert result.returncode == 0, result.stderr
     commands = [line for line in result.stdout.splitlines() if not line.startswith("#")]
     assert len(commands) == 2 * 8  # unpruned + SCOPE@64 on the 8 tasks of Table 1
-    assert all("pretrained=/ckpt/llava," in line and "--model llava_scope" in line for line in commands)
+    assert all(f"pretrained={checkpoint}," in line and "--model llava_scope" in line for line in commands)
     assert sum("method=scope,budget=64," in line for line in commands) == 8
     assert not (tmp_path / "runs").exists()
 

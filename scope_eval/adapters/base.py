@@ -68,11 +68,6 @@ class PruningHandle:
         counts, self._counts = self._counts, []
         return counts
 
-    def take_degenerate(self) -> int:
-        """Images whose selection was degenerate (see KeptTokens.degenerate) since the last call."""
-        degenerate, self._degenerate = self._degenerate, 0
-        return degenerate
-
     def record_layers(self, records: list) -> None:
         """In-LLM methods: per image, the visual tokens at every decoder layer (LayerCounts). take_counts()
         then reports their layer average, the default budget unit; take_layer_counts() gives both numbers."""
@@ -83,6 +78,11 @@ class PruningHandle:
         """In-LLM methods: LayerCounts per image since the last call (.per_layer, .layer_average, .after_layer)."""
         records, self._layer_counts = self._layer_counts, []
         return records
+
+    def take_degenerate(self) -> int:
+        """Images whose selection was degenerate (see KeptTokens.degenerate) since the last call."""
+        degenerate, self._degenerate = self._degenerate, 0
+        return degenerate
 
     # -- lifecycle -------------------------------------------------------------------------------
     def remove(self) -> None:

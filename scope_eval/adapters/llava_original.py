@@ -145,6 +145,34 @@ class LlavaOriginalHandle(PruningHandle):
         result = self._stock_prepare(input_ids, position_ids, attention_mask, past_key_values, labels, images, image_sizes)
         if images is None or input_ids.shape[1] == 1:
             return result
+        if labels is not None:
+            raise PruningError(
+                f"{self.plan.method.name} drops positions inside the language model, so its logits do not line up "
+                "with labels; compute losses without in-LLM pruning"
+            )
+        from .llm_stage import refuse_padding
+
+        refuse_padding(attention_mask)
+        embeds = result[4]
+        counts = _spliced_image_tokens(input_ids, attention_mask, result[2], embeds)
+        visual = torch.zeros(embeds.shape[:2], dtype=torch.bool, device=embeds.device)
+        images_seen = 0
+        for row, ids in enumerate(input_ids):
+            position = 0
+            for token in ids.tolist():
+                if token == IMAGE_TOKEN_INDEX:
+                    visual[row, position : position + counts[images_seen]] = True
+                    position += counts[images_seen]
+                    images_seen += 1
+                else:
+                    position += 1
+            if position != embeds.shape[1]:
+                raise PruningError(
+                    "the spliced sequence is not the prompt with each <image> replaced by its features (truncated "
+                    "to tokenizer_model_max_length?); shorten the prompt for in-LLM pruning"
+                )
+        self.llm_stage.expect_prefill(visual, result[2])
+        return result
 
     def _release(self) -> None:
         probe = getattr(self, "probe", None)
