@@ -9,7 +9,11 @@ from conftest import random_image
 from scope_eval import PruningError, prune, restore, scope
 from scope_eval.pruning import METHODS, build_method  # noqa: F401  (fills the registry)
 
-PRUNING_METHODS = ["random", "saliency", "coverage", "scope", "divprune", "visionzip", "vispruner"]
+# Every registered pre-LLM method (a new method file joins this matrix by itself); methods that need an
+# input the tiny models lack (cdpruner: a CLIP text tower) and the in-LLM ones have their own tests.
+PRUNING_METHODS = sorted(
+    name for name, cls in METHODS.items() if cls.stage == "vision" and not cls.keeps_all and not cls.needs_instruction
+)
 # cdpruner needs text_encoder= and processor=: its counts, generate and restore are in test_vispruner_cdpruner.py
 TEXTS = ["<image>\nwhat is in the image ?", "how many red circle ? is there a blue square ? <image>\nyes"]
 

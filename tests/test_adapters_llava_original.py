@@ -10,9 +10,14 @@ pytest.importorskip("llava.model")
 from llava.mm_utils import process_images, tokenizer_image_token  # noqa: E402
 
 from scope_eval import PruningError, prune  # noqa: E402
+from scope_eval.pruning import METHODS as REGISTRY  # noqa: E402
 
 IMAGE_TOKEN_INDEX = -200
-METHODS = ["random", "saliency", "coverage", "scope", "divprune", "visionzip", "vispruner"]
+# Every registered pre-LLM method (a new method file joins this matrix by itself); cdpruner is refused on
+# this backend (tests/test_vispruner_cdpruner.py) and the in-LLM methods have tests/test_llm_stage.py.
+METHODS = sorted(
+    name for name, cls in REGISTRY.items() if cls.stage == "vision" and not cls.keeps_all and not cls.needs_instruction
+)
 # cdpruner is refused on this backend (no tokenizer to read the prompt): test_vispruner_cdpruner.py checks the refusal
 
 
