@@ -43,6 +43,7 @@ def test_pruning_args_are_split_from_upstream_args():
         ({"method": "random"}, "needs a budget"),
         ({"method": "scope", "budget": 0.25}, "whole number"),
         ({"method": "scope", "budget": 64, "budget_policy": "each"}, "budget_policy must be one of per_crop, global"),
+        ({"method": "none", "pretrained": "/no/such/checkpoint"}, "pretrained=/no/such/checkpoint is not a folder; give the folder"),
     ],
 )
 def test_bad_model_args_fail_with_the_valid_choices(args, message):

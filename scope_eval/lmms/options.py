@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from scope_eval.adapters.core import BUDGET_POLICIES, PruningPlan
@@ -61,6 +62,7 @@ def split_model_args(model_id: str, kwargs: dict[str, Any], wrapper_args: set[st
             f"({'|'.join(BUDGET_POLICIES)}) and the method's options ({_describe_options(method)}); "
             f"model arguments: {', '.join(sorted(wrapper_args))}"
         )
+    check_checkpoint(model_id, upstream)
     options = {key: kwargs[key] for key in _all_method_option_names() if key in kwargs}
     budget = kwargs.get("budget")
     if budget is not None:  # the type and lower bound now; the upper bound once the model is loaded
@@ -69,6 +71,18 @@ def split_model_args(model_id: str, kwargs: dict[str, Any], wrapper_args: set[st
     # validates before any loading, the method's own limits included (e.g. visionzip contextual <= budget)
     PruningPlan.build(spec.method, spec.budget, spec.budget_policy, **spec.options)
     return spec, upstream
+
+
+def check_checkpoint(model_id: str, upstream: dict[str, Any]) -> None:
+    """A local checkpoint path that is not a folder, caught before anything loads: transformers would answer
+    "Repo id must be in the form 'repo_name'..." (it falls back to reading the path as a hub id)."""
+    pretrained = upstream.get("pretrained")
+    if isinstance(pretrained, str) and pretrained.startswith(("/", "./", "../", "~")):
+        if not Path(pretrained).expanduser().is_dir():
+            raise PruningError(
+                f"{model_id}: pretrained={pretrained} is not a folder; give the folder of a local checkpoint, "
+                "or a hub id such as liuhaotian/llava-v1.5-7b (no ',' or '=' in either: lmms-eval splits model_args on them)"
+            )
 
 
 def parse_budget(value: Any) -> int:
