@@ -28,11 +28,13 @@ $(STAMP): $(LOCK) $(LLAVA_LOCK) pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-## The main job on the embedded default: every method x budget on the toy LLaVA-1.5 and LLaVA-NeXT,
-## through lmms-eval, offline; writes tables and plots under results/toy/.
+## The main job on the embedded default: every method x budget on the toy LLaVA-1.5 and LLaVA-NeXT
+## (pre-LLM methods on both, the in-LLM FastV / PDrop / DART on LLaVA-1.5), through lmms-eval, offline;
+## writes tables with intervals, significance and agreement, and the accuracy-vs-cost plots under results/toy/.
 demo: $(STAMP)
 	$(BIN)/scope-eval sweep configs/toy_llava15.yaml --output runs/toy
 	$(BIN)/scope-eval sweep configs/toy_llava_next.yaml --output runs/toy
+	$(BIN)/scope-eval sweep configs/toy_llava15_llm.yaml --output runs/toy
 	$(BIN)/scope-eval report runs/toy --output results/toy
 
 ## Accuracy regression check against the stored baseline (both backends).
