@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -50,10 +51,16 @@ def test_every_shipped_config_loads_and_expands(path, tmp_path):
 def test_toy_configs_run_every_method_at_the_paper_budgets():
     toy15 = yaml.safe_load((CONFIGS / "toy_llava15.yaml").read_text())
     toy_next = yaml.safe_load((CONFIGS / "toy_llava_next.yaml").read_text())
-    methods = {"none", "scope", "saliency", "coverage", "random", "visionzip", "divprune"}
-    assert set(toy15["methods"]) == set(toy_next["methods"]) == methods
+    from scope_eval.pruning import METHODS
+
+    # every registered pre-LLM method but cdpruner, which needs a CLIP text tower the toy does not have
+    pre_llm = {name for name, cls in METHODS.items() if cls.stage == "vision" and not cls.needs_instruction}
+    assert set(toy15["methods"]) == set(toy_next["methods"]) == pre_llm
     assert toy15["budgets"] == [192, 128, 64] and toy_next["budgets"] == [640, 320, 160]
     assert toy15["offline"] and toy_next["offline"]
+    in_llm = {name for name, cls in METHODS.items() if cls.stage == "llm"}
+    toy_llm = yaml.safe_load((CONFIGS / "toy_llava15_llm.yaml").read_text())
+    assert {m["name"] for m in toy_llm["methods"]} == in_llm and toy_llm["budgets"] == [192, 128, 64]
 
 
 def test_table1_matrix_is_the_papers():
@@ -227,3 +234,22 @@ def test_grouped_launches_hold_all_tasks_of_a_method_and_budget(tmp_path):
     assert all(launch.tasks == ("gqa", "mme") for launch in launches)
     single = plan_launches(config_with(output=str(tmp_path)), expand(config))
     assert len(single) == len(expand(config))
+
+
+def test_cpu_threads_reach_the_child_environment_only(tmp_path):
+    from scope_eval.sweeps.cells import child_env
+
+    config = config_with(output=str(tmp_path))
+    assert "OMP_NUM_THREADS" not in child_env(config)
+    threaded = dataclasses.replace(config, cpu_threads=1)
+    assert child_env(threaded)["OMP_NUM_THREADS"] == "1" and child_env(threaded)["MKL_NUM_THREADS"] == "1"
+    assert load_sweep(CONFIGS / "toy_llava15.yaml").cpu_threads == 1
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True, "two"])
+def test_cpu_threads_must_be_a_positive_whole_number(tmp_path, value):
+    path = tmp_path / "sweep.yaml"
+    text = (CONFIGS / "smoke_toy.yaml").read_text().replace("cpu_threads: 1", f"cpu_threads: {value!r}")
+    path.write_text(text.replace("../scope_eval", str(CONFIGS.parent / "scope_eval")))
+    with pytest.raises(SweepConfigError, match="cpu_threads must be a whole number >= 1"):
+        load_sweep(path)

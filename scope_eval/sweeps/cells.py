@@ -150,7 +150,10 @@ def lmms_eval_command(
 
 
 def child_env(config: SweepConfig) -> dict[str, str]:
-    return dict(OFFLINE_ENV) if config.offline else {}
+    env = dict(OFFLINE_ENV) if config.offline else {}
+    if config.cpu_threads is not None:  # read by torch when the child starts
+        env.update(OMP_NUM_THREADS=str(config.cpu_threads), MKL_NUM_THREADS=str(config.cpu_threads))
+    return env
 
 
 def fingerprint(config: SweepConfig, cell: Cell) -> dict[str, object]:
