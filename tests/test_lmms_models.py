@@ -162,7 +162,7 @@ def test_guarded_generate_turns_errors_into_run_aborted_naming_the_request():
     def failing_generate(**kwargs):
         raise RuntimeError("mat1 and mat2 must have the same dtype")
 
-    owner = SimpleNamespace(tracker=None, pruning=SimpleNamespace(take_counts=list, take_degenerate=int), pruning_spec=PruningSpec("scope", 64))
+    owner = SimpleNamespace(tracker=None, pruning=SimpleNamespace(take_counts=list, take_degenerate=int, take_layer_counts=list), pruning_spec=PruningSpec("scope", 64))
     generate = guarded_generate(owner, failing_generate)
     with pytest.raises(RuntimeError):  # outside generate_until: untouched
         generate()

@@ -184,6 +184,35 @@ def test_cost_meter_records_every_field_changes_no_output_and_removes_itself():
     handle.remove()
 
 
+def test_cost_meter_prices_in_llm_methods_layer_by_layer():
+    """FastV's layers after the drop run on fewer tokens: its LLM prefill FLOPs are those of the per-layer
+    counts the stage recorded, below the same prompt priced as if every layer saw every visual token."""
+    import torch
+    from tiny_models import tiny_llava
+
+    from scope_eval import prune
+    from scope_eval.bench.flops import DecoderDims, language_model_prefill_flops
+    from scope_eval.lmms.models.cost import CostMeter
+
+    model, processor = tiny_llava()
+    handle = prune(model, "fastv", 64, processor=processor, layer=1, budget_unit="after_layer")
+    inputs = processor(images=torch.rand(3, 336, 336), text="USER: <image>\n what is it ? ASSISTANT:", return_tensors="pt", do_rescale=False)
+    meter = CostMeter(model, handle.plan.method, method_name="fastv", budget=64, budget_policy="per_crop", keeps_all=False)
+    with torch.no_grad():
+        _, cost_of = meter.measure(lambda: model.generate(**inputs, max_new_tokens=2, do_sample=False))
+    counts, layers = handle.take_counts(), handle.take_layer_counts()
+    per_layer = layers[0].per_layer
+    assert per_layer[0] == 576 and per_layer[-1] == 64
+    priced, flat = cost_of(counts, layers), cost_of(counts)
+    text = DecoderDims.of(model.config.get_text_config())
+    prompt = inputs["input_ids"].shape[1]
+    layer_tokens = [prompt - per_layer[0] + n for n in per_layer]
+    assert priced["llm_prefill_flops"] == language_model_prefill_flops(text, prompt, layer_tokens)
+    assert priced["llm_prefill_flops"] < flat["llm_prefill_flops"]
+    meter.close()
+    handle.remove()
+
+
 # -- a real smoke sweep ------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_report_of_a_real_smoke_sweep_has_intervals_agreement_and_per_sample_cost(tmp_path):

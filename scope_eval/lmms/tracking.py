@@ -120,6 +120,7 @@ def guarded_generate(owner: Any, stock_generate: Callable) -> Callable:
         index = tracker.start_generate()
         owner.pruning.take_counts()  # nothing recorded outside a request belongs to this one
         owner.pruning.take_degenerate()
+        owner.pruning.take_layer_counts()
         meter = getattr(owner, "cost_meter", None)
         try:
             if meter is None:
@@ -133,7 +134,8 @@ def guarded_generate(owner: Any, stock_generate: Callable) -> Callable:
             ) from error
         counts = owner.pruning.take_counts()
         tracker.degenerate[index] = owner.pruning.take_degenerate()
-        tracker.finish_generate(index, counts, cost_of(counts) if cost_of else None)
+        layers = owner.pruning.take_layer_counts()  # in-LLM methods: visual tokens at every decoder layer
+        tracker.finish_generate(index, counts, cost_of(counts, layers) if cost_of else None)
         return output
 
     return generate

@@ -123,15 +123,20 @@ class CostMeter(PassTimer):
             "generate_s": ended - started,
         }
         crops, prefill_tokens = self._crops, self._prefill_tokens
-        return output, lambda counts: {**times, **self._flops(counts, crops, prefill_tokens)}
+        return output, lambda counts, layers=(): {**times, **self._flops(counts, crops, prefill_tokens, layers)}
 
-    def _flops(self, counts: list[int], crops: int, prefill_tokens: int) -> dict:
+    def _flops(self, counts: list[int], crops: int, prefill_tokens: int, layers=()) -> dict:
+        """``layers``: the in-LLM stage's LayerCounts of this sample (empty for pre-LLM methods); their
+        per-layer visual tokens price every decoder layer at its own length."""
         images = len(counts)
         if images == 0 or crops == 0 or prefill_tokens == 0:  # a text-only request
             return {"prefill_tokens": prefill_tokens, "prefill_flops": None, "llm_prefill_flops": None}
         crops_per_image = max(1, crops // images)
         # The projector sees every crop's tokens when nothing is pruned, else only the kept ones.
         projected = crops * self.tokens_per_crop if self.keeps_all else sum(counts)
+        visual_per_layer = list(layers[0].per_layer) if layers else None  # batch size 1: one sequence
+        if visual_per_layer is not None:  # in-LLM: every visual token is projected and enters layer 0
+            projected = visual_per_layer[0]
         flops = prefill_flops(
             self.flops_config,
             method=self.method_name,
@@ -140,6 +145,7 @@ class CostMeter(PassTimer):
             crops=crops_per_image,
             projected_tokens=projected // images,
             prefill_tokens=prefill_tokens,
+            visual_per_layer=visual_per_layer,
         )
         per_image = flops.vision + (flops.selection or 0) + flops.projector
         return {
