@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,22 @@ def test_guarded_generate_turns_errors_into_run_aborted_naming_the_request():
     owner.tracker.tagged_requests()[0].args[2]({})
     with pytest.raises(RunAborted, match=r"generation failed on task task_a, doc 7 \(method=scope, budget=64.*RuntimeError: mat1"):
         generate()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ({"method": "fastv", "budget": 64, "layer": 5}, "layer 5 is beyond this language model's 2 decoder layers"),
+        ({"method": "fastv", "budget": 64, "layer": 1}, "budget 64 (budget_unit=layer_average) is below what layers 0..0 already use"),
+        ({"method": "pdrop", "budget": 64, "layers": "1-3"}, "layers 3 is beyond this language model's 2 decoder layers"),
+    ],
+)
+def test_in_llm_schedules_are_checked_from_the_config_before_loading(hf_dir, args, message):
+    """The tiny checkpoint has 2 decoder layers and 576 visual tokens per crop; only config.json is read."""
+    with pytest.raises(PruningError, match=re.escape(message)) as error:
+        split_model_args("llava_hf_scope", {"pretrained": str(hf_dir), **args}, HF_ARGS)
+    assert "2 decoder layers" in str(error.value)
+    spec, _ = split_model_args(
+        "llava_hf_scope", {"pretrained": str(hf_dir), "method": "fastv", "budget": 64, "layer": 1, "budget_unit": "after_layer"}, HF_ARGS
+    )
+    assert spec.budget == 64

@@ -7,6 +7,7 @@ unknown ones) and validated up front, so a typo fails before the model is loaded
 from __future__ import annotations
 
 import inspect
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,8 +70,40 @@ def split_model_args(model_id: str, kwargs: dict[str, Any], wrapper_args: set[st
         budget = parse_budget(budget)
     spec = PruningSpec(method, budget, kwargs.get("budget_policy", "per_crop"), options)
     # validates before any loading, the method's own limits included (e.g. visionzip contextual <= budget)
-    PruningPlan.build(spec.method, spec.budget, spec.budget_policy, **spec.options)
+    plan = PruningPlan.build(spec.method, spec.budget, spec.budget_policy, **spec.options)
+    check_llm_schedule(model_id, plan.method, spec.budget, upstream.get("pretrained"))
     return spec, upstream
+
+
+def check_llm_schedule(model_id: str, method: Any, budget: int | None, pretrained: Any) -> None:
+    """In-LLM methods: a drop layer beyond the model's depth, or a budget the layers before the drop already
+    exceed, fails here, before the weights load, from the checkpoint's config.json alone.
+
+    Checked with one crop's visual tokens (the fewest an image brings): a LLaVA-NeXT image with more crops
+    can still fail at run time under budget_unit=layer_average, with the same message. Skipped when the
+    config cannot be read without loading (a hub id not in the local cache).
+    """
+    if getattr(method, "stage", "vision") != "llm" or budget is None or not isinstance(pretrained, str):
+        return
+    from transformers.utils import cached_file
+
+    try:
+        path = cached_file(pretrained, "config.json", _raise_exceptions_for_missing_entries=False)
+    except (OSError, ValueError):
+        return
+    if path is None:
+        return
+    config = json.loads(Path(path).read_text())
+    text = config.get("text_config") or config  # llava-hf nests the LM; the original codebase does not
+    vision = config.get("vision_config") or {}
+    num_layers = text.get("num_hidden_layers")
+    if not isinstance(num_layers, int):
+        return
+    per_crop = (vision.get("image_size", 336) // vision.get("patch_size", 14)) ** 2
+    try:
+        method.schedule(budget, per_crop, num_layers)
+    except PruningError as error:
+        raise PruningError(f"{model_id} ({pretrained}, {num_layers} decoder layers): {error}") from None
 
 
 def check_checkpoint(model_id: str, upstream: dict[str, Any]) -> None:
