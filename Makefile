@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-LOCK := requirements/lock.txt
+LOCK := requirements/requirements.lock.txt
 LLAVA_LOCK := requirements/llava.txt
 
 .PHONY: setup test demo regress lock test-latest clean-venv
@@ -42,7 +42,7 @@ regress: $(STAMP)
 	$(BIN)/scope-eval toy-export runs/toy_original
 	$(BIN)/scope-eval regress configs/regression/toy.yaml
 
-## Re-resolve requirements/lock.txt and requirements/llava.txt (run `make test-latest` first).
+## Re-resolve requirements/requirements.lock.txt and requirements/llava.txt (run `make test-latest` first).
 lock:
 	PYTHON=$(PYTHON) bash scripts/lock.sh
 

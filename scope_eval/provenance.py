@@ -19,7 +19,7 @@ PACKAGES: tuple[str, ...] = (
 
 _REPO = Path(__file__).resolve().parents[1]
 # The lock (`make lock`): the whole environment, then the original LLaVA codebase installed --no-deps.
-LOCK_FILES: tuple[str, ...] = ("requirements/lock.txt", "requirements/llava.txt")
+LOCK_FILES: tuple[str, ...] = ("requirements/requirements.lock.txt", "requirements/llava.txt")
 
 
 def package_versions() -> dict[str, str | None]:

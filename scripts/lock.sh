@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Re-resolve the locked environment (`make lock`): requirements/lock.txt, every package at an exact version
+# Re-resolve the locked environment (`make lock`): requirements/requirements.lock.txt, every package at an exact version
 # with hashes (pip-tools), and requirements/llava.txt, the original LLaVA codebase pinned with its hash
 # for its separate --no-deps install. Run `make test-latest` first to see what the newest releases break.
 set -euo pipefail
@@ -13,7 +13,7 @@ trap 'rm -rf "$tools"' EXIT
 
 "$tools/venv/bin/pip-compile" --quiet --upgrade --generate-hashes --allow-unsafe --strip-extras --extra dev \
     --no-emit-index-url --no-emit-find-links \
-    --output-file requirements/lock.txt pyproject.toml requirements/lock.in
+    --output-file requirements/requirements.lock.txt pyproject.toml requirements/lock.in
 
 # llava-torch's own pins (torch 2.0, transformers 4.36) cannot be resolved with the lock, so it is
 # pinned alone: the version named in llava.in and the hash of the file pip downloads for it.
@@ -27,4 +27,4 @@ trap 'rm -rf "$tools"' EXIT
         echo "llava-torch==$version --hash=$hash"
     done
 } > requirements/llava.txt
-echo "locked: $(grep -c '^[A-Za-z0-9]' requirements/lock.txt) packages in requirements/lock.txt, $(grep -c '^llava' requirements/llava.txt) in requirements/llava.txt"
+echo "locked: $(grep -c '^[A-Za-z0-9]' requirements/requirements.lock.txt) packages in requirements/requirements.lock.txt, $(grep -c '^llava' requirements/llava.txt) in requirements/llava.txt"

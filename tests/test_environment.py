@@ -33,9 +33,9 @@ def locked_pins(path: Path) -> dict[str, str]:
 
 
 def test_lock_pins_the_whole_environment_with_hashes():
-    pins = locked_pins(ROOT / "requirements" / "lock.txt")
+    pins = locked_pins(ROOT / "requirements" / "requirements.lock.txt")
     for name in ("torch", "torchvision", "transformers", "lmms-eval", "accelerate", "filelock", "datasets", "pandas", "setuptools"):
-        assert name in pins, f"{name} is missing from requirements/lock.txt"
+        assert name in pins, f"{name} is missing from requirements/requirements.lock.txt"
     assert pins["transformers"] == "5.23.0"
     assert not pins["filelock"].startswith("4.3")
     llava = locked_pins(ROOT / "requirements" / "llava.txt")
@@ -52,7 +52,7 @@ def test_pyproject_excludes_the_known_broken_filelock():
 @pytest.mark.lock
 def test_installed_environment_is_the_lock():
     """`make setup` installs exactly the lock (deselected by `make test-latest`, which does not)."""
-    pins = locked_pins(ROOT / "requirements" / "lock.txt") | locked_pins(ROOT / "requirements" / "llava.txt")
+    pins = locked_pins(ROOT / "requirements" / "requirements.lock.txt") | locked_pins(ROOT / "requirements" / "llava.txt")
     differing = {}
     for name, version in pins.items():
         try:
@@ -73,7 +73,7 @@ def test_provenance_records_versions_and_the_lock_digest():
         assert name in record["versions"]
     assert record["versions"]["torch"] == importlib.metadata.version("torch")
     expected = hashlib.sha256()
-    for name in ("lock.txt", "llava.txt"):
+    for name in ("requirements.lock.txt", "llava.txt"):
         expected.update((ROOT / "requirements" / name).read_bytes())
     assert record["lock_sha256"] == expected.hexdigest() == lock_digest()
     line = describe(record)
