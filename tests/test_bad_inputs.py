@@ -196,7 +196,7 @@ def test_degenerate_count_reaches_the_logged_sample():
     from scope_eval.lmms.tracking import RequestTracker, guarded_generate
 
     recorded = SimpleNamespace(counts=[], degenerate=0)
-    handle = SimpleNamespace(take_counts=lambda: recorded.counts, take_degenerate=lambda: recorded.degenerate)
+    handle = SimpleNamespace(take_counts=lambda: recorded.counts, take_degenerate=lambda: recorded.degenerate, take_layer_counts=list)
 
     def generate():
         recorded.counts, recorded.degenerate = [64], 1
