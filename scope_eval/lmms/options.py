@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from scope_eval.adapters.core import BUDGET_POLICIES, PruningPlan
+from scope_eval.checkpoints import looks_like_local_path
 from scope_eval.pruning import METHODS, PruningError, check_budget, method_options
 
 # lmms-eval adds these itself (create_from_arg_string); they are not model_args a user types.
@@ -110,7 +111,7 @@ def check_checkpoint(model_id: str, upstream: dict[str, Any]) -> None:
     """A local checkpoint path that is not a folder, caught before anything loads: transformers would answer
     "Repo id must be in the form 'repo_name'..." (it falls back to reading the path as a hub id)."""
     pretrained = upstream.get("pretrained")
-    if isinstance(pretrained, str) and pretrained.startswith(("/", "./", "../", "~")):
+    if isinstance(pretrained, str) and looks_like_local_path(pretrained):
         if not Path(pretrained).expanduser().is_dir():
             raise PruningError(
                 f"{model_id}: pretrained={pretrained} is not a folder; give the folder of a local checkpoint, "

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import numbers
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Mapping
 
 import yaml
 
+from ..checkpoints import looks_like_local_path
 from . import methods as method_catalog
 from .metrics import benchmarks_for_task
 from .tasks import INCLUDE_DIR, known_tasks
@@ -284,11 +284,6 @@ def normalise_checkpoint(pretrained: str) -> str:
     return str(folder.resolve()) if folder.is_dir() else pretrained
 
 
-def _looks_like_path(pretrained: str) -> bool:
-    """A hub id is 'org/name'; anything else with a separator, or starting like a path, is a folder."""
-    return pretrained.startswith(("/", "~", ".")) or pretrained.count("/") > 1 or os.sep != "/" and os.sep in pretrained
-
-
 def _check_pretrained(model: ModelSpec, where: str) -> None:
     pretrained = model.pretrained
     if "," in pretrained or "=" in pretrained:
@@ -296,7 +291,7 @@ def _check_pretrained(model: ModelSpec, where: str) -> None:
             f"{where}: model.pretrained {pretrained!r} contains ',' or '=', which lmms-eval's k=v,... model_args cannot "
             f"carry; rename or symlink the checkpoint folder to a path without them"
         )
-    if _looks_like_path(pretrained) and not Path(pretrained).expanduser().is_dir():
+    if looks_like_local_path(pretrained) and not Path(pretrained).expanduser().is_dir():
         raise SweepConfigError(
             f"{where}: model.pretrained {pretrained} is not a folder; give an existing checkpoint folder or a hub id "
             f"such as liuhaotian/llava-v1.5-7b"
