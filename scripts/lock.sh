@@ -11,7 +11,7 @@ trap 'rm -rf "$tools"' EXIT
 "$python" -m venv "$tools/venv"
 "$tools/venv/bin/pip" install --quiet "pip==25.3" "pip-tools==7.6.2"
 
-"$tools/venv/bin/pip-compile" --quiet --upgrade --generate-hashes --allow-unsafe --strip-extras --extra dev \
+"$tools/venv/bin/pip-compile" --quiet --upgrade --generate-hashes --allow-unsafe --strip-extras --all-extras \
     --no-emit-index-url --no-emit-find-links \
     --output-file requirements/requirements.lock.txt pyproject.toml requirements/lock.in
 

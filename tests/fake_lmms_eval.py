@@ -2,8 +2,8 @@
 
 Options before the lmms-eval arguments control it: --sleep SECONDS (per launch, after writing a partial
 file, so an interrupted launch leaves debris), --broken TASK (that task gets no metrics, like a crash the
-lmms-eval CLI swallows), --no-results (exit 0 without writing anything), --token-metrics (report the
-plugin's visual_tokens_* metrics too). Samples carry token_counts as the plugin logs them.
+lmms-eval CLI swallows), --no-results (exit 0 without writing anything). Samples carry token_counts as
+the plugin logs them.
 Scores are a deterministic function of method and budget so that reports have something to order.
 """
 
@@ -25,7 +25,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--sleep", type=float, default=0.0)
     parser.add_argument("--broken", action="append", default=[])
     parser.add_argument("--no-results", action="store_true")
-    parser.add_argument("--token-metrics", action="store_true", help="also report visual_tokens_* metrics")
     parser.add_argument("--model")
     parser.add_argument("--model_args", default="")
     parser.add_argument("--tasks")
@@ -57,8 +56,6 @@ def main(argv: list[str]) -> int:
         results[task] = {"alias": task}
         for key in expected_metric_keys(task):
             results[task][key] = 100 * fraction if key.startswith(("gpt_eval", "mme_")) else fraction
-        if args.token_metrics:
-            results[task].update({"visual_tokens_min,none": 1, "visual_tokens_mean,none": 2, "visual_tokens_max,none": 3})
         with (out / f"20250101_000000_samples_{task}.jsonl").open("w") as samples:
             for doc_id in range(n):
                 counts = [{"visual_tokens": [budget - doc_id % 2], "output_tokens": 1}]  # as the plugin logs them

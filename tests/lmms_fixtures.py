@@ -163,7 +163,6 @@ dataset_kwargs:
   data_files: {test: shapes.parquet}
 test_split: test
 output_type: generate_until
-process_docs: !function scope_eval.lmms.visual_tokens.keyed_docs
 doc_to_visual: !function shapes_utils.doc_to_visual
 doc_to_text: !function shapes_utils.doc_to_text
 doc_to_target: answer
@@ -171,17 +170,11 @@ generation_kwargs: {max_new_tokens: 4, temperature: 0, do_sample: false}
 process_results: !function shapes_utils.process_results
 metric_list:
   - {metric: exact_match, aggregation: mean, higher_is_better: true}
-  - {metric: visual_tokens_min, aggregation: !function scope_eval.lmms.visual_tokens.minimum, higher_is_better: false}
-  - {metric: visual_tokens_mean, aggregation: !function scope_eval.lmms.visual_tokens.mean, higher_is_better: false}
-  - {metric: visual_tokens_max, aggregation: !function scope_eval.lmms.visual_tokens.maximum, higher_is_better: false}
 lmms_eval_specific_kwargs:
   default: {pre_prompt: "", post_prompt: " ?"}
 """
 
 TINY_UTILS = """\
-from scope_eval.lmms.visual_tokens import with_visual_tokens
-
-
 def doc_to_visual(doc):
     return [doc["image"].convert("RGB")]
 
@@ -190,11 +183,8 @@ def doc_to_text(doc, kwargs):
     return kwargs["pre_prompt"] + doc["question"] + kwargs["post_prompt"]
 
 
-def _score(doc, results):
+def process_results(doc, results):
     return {"exact_match": float(results[0].strip() == doc["answer"])}
-
-
-process_results = with_visual_tokens(_score)
 """
 
 

@@ -53,8 +53,8 @@ def test_bad_model_args_fail_before_loading(args, message):
 
 @pytest.mark.parametrize("budget", [64, 64.0, "64", "64.0", " 64 "])
 def test_whole_number_model_arg_budget_becomes_that_int(budget):
-    spec, _ = split_model_args("llava_hf_scope", {"method": "scope", "budget": budget}, MODEL_ARGS)
-    assert spec.budget == 64 and type(spec.budget) is int
+    plan, _ = split_model_args("llava_hf_scope", {"method": "scope", "budget": budget}, MODEL_ARGS)
+    assert plan.budget == 64 and type(plan.budget) is int
 
 
 # -- budgets and options: the Python API -------------------------------------------------------------
@@ -192,23 +192,23 @@ def test_degenerate_images_are_counted_by_the_handle_and_warned_once(hf_llava):
 def test_degenerate_count_reaches_the_logged_sample():
     from lmms_eval.api.instance import Instance
 
-    from scope_eval.lmms.options import PruningSpec
-    from scope_eval.lmms.tracking import RequestTracker, guarded_generate
+    from scope_eval.lmms.tracking import generate_one_by_one, guarded_generate
+    from scope_eval.pruning.plan import PruningPlan
 
     recorded = SimpleNamespace(counts=[], degenerate=0)
     handle = SimpleNamespace(take_counts=lambda: recorded.counts, take_degenerate=lambda: recorded.degenerate, take_layer_counts=list)
 
     def generate():
         recorded.counts, recorded.degenerate = [64], 1
+        return "yes"
 
-    owner = SimpleNamespace(tracker=None, pruning=handle, pruning_spec=PruningSpec("scope", 64))
+    owner = SimpleNamespace(model_id="llava_scope", sample=None, pruning=handle, pruning_plan=PruningPlan.build("scope", 64))
     metadata = {"task": "task_a", "doc_id": 5, "repeats": 1}
     request = Instance("generate_until", ("ctx", {}, lambda doc: [], 5, "task_a", "test"), idx=0, metadata=metadata)
-    owner.tracker = RequestTracker("llava_scope", [request], doc_fn_index=2)
-    owner.tracker.tagged_requests()[0].args[2]({})
-    guarded_generate(owner, generate)()
-    logged = owner.tracker.with_counts(["yes"])[0].token_counts.to_dict()
-    assert logged["visual_tokens"] == [64] and logged["degenerate_selections"] == 1
+    guarded = guarded_generate(owner, generate)
+    (answer,) = generate_one_by_one(owner, [request], lambda requests: [guarded()])
+    logged = answer.token_counts.to_dict()
+    assert answer.text == "yes" and logged["visual_tokens"] == [64] and logged["degenerate_selections"] == 1
 
 
 # -- autograd on: selection works and the language model still gets gradients -------------------------

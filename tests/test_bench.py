@@ -12,18 +12,19 @@ import torch
 from typer.testing import CliRunner
 
 from scope_eval.adapters.vision_probe import encoder_layers
-from scope_eval.bench.flops import (
+from scope_eval.bench.shapes import SHAPES
+from scope_eval.cli import app
+from scope_eval.cost.flops import (
     DecoderDims,
-    SelectionGroup,
     VisionDims,
     kv_cache_bytes,
     language_model_prefill_flops,
     selection_flops,
-    selection_groups,
     vision_tower_flops,
 )
-from scope_eval.bench.shapes import SHAPES
-from scope_eval.cli import app
+from scope_eval.pruning import METHODS
+from scope_eval.pruning.cost import SelectionWork
+from scope_eval.pruning.plan import PruningPlan
 
 ROW_FIELDS = set(
     "method budget visual_tokens prefill_tokens crops vision_ms selection_ms lm_prefill_ms ttft_ms decode_tokens_per_s "
@@ -179,15 +180,39 @@ def test_flops_match_the_linear_layers_of_the_real_7b_shapes():
     assert 7.0e9 < sum(p.numel() for p in model.parameters()) < 7.1e9  # llava-next-7b: 7.06 B
 
 
-def test_selection_groups_and_estimates():
-    assert selection_groups(None, 5, 576, "per_crop") is None
-    assert selection_groups(64, 1, 576, "per_crop") == SelectionGroup(1, 576, 64)
-    assert selection_groups(160, 5, 576, "per_crop") == SelectionGroup(5, 576, 32)
-    assert selection_groups(160, 5, 576, "global") == SelectionGroup(1, 2880, 160)
-    group = SelectionGroup(2, 10, 3)
-    assert selection_flops("scope", group, vision_width=4, text_width=8) == 2 * (2 * 100 * 4 + 3 * 3 * 100)
-    assert selection_flops("saliency", group, 4, 8) == 0
-    assert selection_flops("some-new-method", group, 4, 8) is None
+def _split(budget, crops, policy="per_crop", method="scope", **options):
+    selection = PruningPlan.build(method, budget, policy, **options).crop_selection(crops, 576)
+    return selection.groups, selection.tokens, selection.budget
+
+
+def test_the_plan_splits_the_budget_for_the_bench_as_for_the_adapters():
+    assert _split(64, 1) == (1, 576, 64)
+    assert _split(160, 5) == (5, 576, 32)
+    assert _split(160, 5, "global") == (1, 2880, 160)
+    # VisionZip's official split is the method's own (for_crops): 5 crops x (31 patches + CLS + 1 contextual)
+    assert _split(160, 5, method="visionzip", crop_split="official") == (5, 576, 33)
+
+
+def test_selection_estimates_are_the_method_classes_own():
+    work = SelectionWork(groups=2, tokens=10, keep=3, vision_width=4, text_width=8)
+    assert METHODS["scope"]().selection_flops(work) == 2 * (2 * 100 * 4 + 3 * 3 * 100)
+    assert METHODS["saliency"]().selection_flops(work) == 0
+    # VisionZip prices its own split, the contextual option included: R = N - dominant, C contextual
+    assert METHODS["visionzip"](contextual=2).selection_flops(work) == 2 * 2 * (10 - 1) * 2 * 4
+    vision = VisionDims(hidden=4, layers=1, mlp=8, patch=14, image=14 * 10 ** 0)
+    assert selection_flops(PruningPlan.build("none"), 1, vision, 8) == 0
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_registered_method_is_costed_by_the_bench(name):
+    """A method file dropped into pruning/methods is costed: a number (0 for a draw or top-k), never n/a."""
+    method = METHODS[name]()  if name != "cdpruner" else METHODS[name](text_encoder="clip")
+    if method.stage == "llm":
+        from scope_eval.pruning.cost import DropWork
+
+        assert method.scoring_flops(DropWork(tokens=600, visual=576, kept=64, hidden=32, kv_width=32)) > 0
+    else:
+        assert method.selection_flops(SelectionWork(1, 576, 64, 1024, 4096)) >= 0
 
 
 def test_kv_cache_by_hand():
@@ -198,7 +223,7 @@ def test_kv_cache_by_hand():
 def test_timer_hooks_and_select_shadow_are_removed():
     from scope_eval import prune
     from scope_eval.bench.loading import build_inputs, load_bench_model
-    from scope_eval.bench.timing import Clock, PassTimer
+    from scope_eval.cost.timing import Clock, PassTimer
 
     bench_model = load_bench_model("tiny-llava-1.5", torch.device("cpu"), torch.float32)
     model = bench_model.model
@@ -208,21 +233,20 @@ def test_timer_hooks_and_select_shadow_are_removed():
         timer = PassTimer(model, method, Clock(torch.device("cpu")))
         timing = timer.run(lambda: model.generate(**inputs, max_new_tokens=2, min_new_tokens=2, do_sample=False))
         timer.close()
-        assert "select" not in vars(method)
+        assert "run" not in vars(method)
     assert timing.prefill_tokens == 1 + 64 + 4 and timing.selection > 0 and timing.first_token <= timing.total
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
 
 
 def test_readme_flop_figures_are_the_formula_outputs():
     """scope_eval/bench/README.md quotes these totals (32 prompt tokens + BOS)."""
-    from scope_eval.bench.flops import prefill_flops
+    from scope_eval.cost.flops import prefill_flops
 
     def total(name, crops, visual, method, budget):
         config = SHAPES[name].config()
         projected = crops * 576 if budget is None else visual
         return prefill_flops(
-            config, method=method, budget=budget, policy="per_crop", crops=crops, projected_tokens=projected,
-            prefill_tokens=1 + visual + 32,
+            config, PruningPlan.build(method, budget), crops=crops, projected_tokens=projected, prefill_tokens=1 + visual + 32,
         ).total / 1e12
 
     assert round(total("llava-1.5-7b", 1, 576, "none", None), 2) == 8.49

@@ -19,7 +19,7 @@ from scope_eval import prune
 from scope_eval.adapters.core import ImageCrops, PruningPlan, pixel_keys, prune_images
 from scope_eval.adapters.vision_probe import encoder_layers, layer_for_hidden_state
 from scope_eval.pruning import VisualTokens, build_method
-from scope_eval.sweeps.regression import KEY_COLUMNS, Rule, compare, item_score
+from scope_eval.reports.regression import KEY_COLUMNS, Rule, compare, item_score
 
 REPO = Path(__file__).resolve().parents[1]
 TOY = REPO / "scope_eval" / "toy" / "weights" / "llava15"
@@ -109,20 +109,21 @@ def draws(model, inputs, noise: bool = False) -> tuple[list[torch.Tensor], list[
 
 @contextmanager
 def recorded_random(model, budget: int, noise: bool):
-    """`random` applied to model, its draws and the features it saw recorded (shadowing select on the instance)."""
+    """`random` applied to model, its draws and the features it saw recorded (shadowing run, what the adapters
+    call, on the instance)."""
     kept: list[torch.Tensor] = []
     seen: list[torch.Tensor] = []
     with last_bit_noise(model) if noise else _nothing(), prune(model, "random", budget, seed=3) as handle:
         method = handle.plan.method
-        stock = method.select
+        stock = method.run
 
-        def recording_select(tokens, budget):
+        def recording_run(tokens, budget):
             seen.append(tokens.features.clone())
             result = stock(tokens, budget)
             kept.append(result.indices.clone())
             return result
 
-        method.select = recording_select
+        method.run = recording_run
         yield kept, seen
 
 
@@ -167,8 +168,8 @@ def test_toy_random_draw_and_regression_verdict_do_not_depend_on_threads_or_last
     check of each run against the first passes."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from scope_eval.toy.measure import TASK_SCORING, load_items, prompt_text
-    from scope_eval.toy.scenes import render
+    from toy_training.measure import TASK_SCORING, load_items, prompt_text
+    from scope_eval.lmms.tasks.toy.scenes import render
 
     model = AutoModelForImageTextToText.from_pretrained(TOY, dtype=torch.float32, device_map="cpu").eval()
     processor = AutoProcessor.from_pretrained(TOY)

@@ -22,7 +22,7 @@ from scope_eval.cli import app
 from scope_eval.sweeps import runner
 from scope_eval.sweeps.cells import CELL_FILE, cell_dir, expand
 from scope_eval.sweeps.config import SweepConfigError, load_sweep, sweep_from_dict
-from scope_eval.sweeps.regression import measured
+from scope_eval.reports.regression import measured
 from scope_eval.sweeps.runner import SweepSetupError, describe_plan, run_sweep, stop_stale_child
 from test_sweep_runner import FAKE, fake, quiet, snapshot, sweep_data
 

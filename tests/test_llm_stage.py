@@ -248,12 +248,14 @@ def test_bad_layer_and_unreachable_budget_refused(hf_llava, method):
 
 
 def test_flops_cost_every_layer_at_its_own_length(hf_llava):
-    from scope_eval.bench.flops import DecoderDims, language_model_prefill_flops, prefill_flops
+    from scope_eval.cost.flops import DecoderDims, language_model_prefill_flops, prefill_flops
 
     config = hf_llava[0].config
     dims = DecoderDims.of(config.get_text_config())
     text, visual = 20, [576, 100]  # the tiny model's 2 layers: all visual tokens, then 100 after a drop at 1
-    pruned = prefill_flops(config, method="fastv", budget=338, policy="per_crop", crops=1, projected_tokens=576,
+    from scope_eval.pruning.plan import PruningPlan
+
+    pruned = prefill_flops(config, PruningPlan.build("fastv", 338, layer=1), crops=1, projected_tokens=576,
                            prefill_tokens=text + 576, visual_per_layer=visual)
     one_layer = [language_model_prefill_flops(DecoderDims(**{**vars(dims), "layers": 1}), text + n) - 2 * dims.hidden * dims.vocab for n in visual]
     assert pruned.language_model == sum(one_layer) + 2 * dims.hidden * dims.vocab

@@ -10,9 +10,9 @@ from lmms_eval.api.instance import GenerationResult, Instance
 
 from scope_eval.lmms.errors import RunAborted, abort_on_error
 from scope_eval.lmms.options import split_model_args, wrapper_parameters
-from scope_eval.lmms.tracking import RequestTracker
-from scope_eval.lmms.visual_tokens import METRICS, RECORDED, VisualTokenCounts, keyed_docs, maximum, mean, minimum, with_visual_tokens
+from scope_eval.lmms.tracking import VisualTokenCounts, generate_one_by_one, guarded_generate
 from scope_eval.pruning import PruningError
+from scope_eval.pruning.plan import PruningPlan
 
 HF_ARGS = {"pretrained", "device_map", "dtype", "revision", "device", "batch_size"}
 
@@ -26,10 +26,11 @@ def hf_dir(tmp_path_factory) -> Path:
 
 # -- model_args ------------------------------------------------------------------------------------
 def test_pruning_args_are_split_from_upstream_args():
-    spec, upstream = split_model_args(
+    plan, upstream = split_model_args(
         "llava_hf_scope", {"pretrained": "x", "method": "scope", "budget": 64, "alpha": 0.5, "batch_size": "1"}, HF_ARGS
     )
-    assert (spec.method, spec.budget, spec.budget_policy, spec.options) == ("scope", 64, "per_crop", {"alpha": 0.5})
+    assert (plan.method.name, plan.budget, plan.budget_policy, plan.options()) == ("scope", 64, "per_crop", {"alpha": 0.5})
+    assert plan.describe() == "method=scope, budget=64, budget_policy=per_crop, alpha=0.5"
     assert upstream == {"pretrained": "x", "batch_size": "1"}
 
 
@@ -105,72 +106,72 @@ def test_model_survives_clean_and_unprune_restores_it(hf_dir):
 
 
 # -- request tracking ------------------------------------------------------------------------------
-def _request(doc_id: int, doc_fn) -> Instance:
-    args = ("ctx", {}, doc_fn, doc_id, "task_a", "test")
+def _request(doc_id: int) -> Instance:
+    args = ("ctx", {}, lambda doc: [], doc_id, "task_a", "test")
     return Instance("generate_until", args, idx=0, metadata={"task": "task_a", "doc_id": doc_id, "repeats": 1})
 
 
-def test_tracker_attributes_counts_to_requests_in_any_generation_order():
-    requests = [_request(i, lambda doc: [doc]) for i in range(3)]
-    tracker = RequestTracker("m", requests, doc_fn_index=2)
-    tagged = tracker.tagged_requests()
-    for index in (2, 0, 1):  # upstream may generate in its own order
-        tagged[index].args[2]({"scope_doc_key": f"k{index}"})
-        assert tracker.start_generate() == index
-        tracker.finish_generate(index, [10 + index])
-    results = tracker.with_counts(["a", GenerationResult("b", VisualTokenCounts(output_tokens=3)), "c"])
-    assert [r.token_counts.visual_tokens for r in results] == [[10], [11], [12]]
-    assert results[1].token_counts.to_dict() == {"output_tokens": 3, "visual_tokens": [11]}
-    assert RECORDED["k2"] == [12]
+class _Owner:
+    """The attributes of a PrunedWrapper that tracking reads, with a handle reporting what ``realised`` holds."""
+
+    model_id = "m"
+    sample = None
+
+    def __init__(self):
+        self.pruning_plan = PruningPlan.build("scope", 64)
+        self.realised: list[int] = []
+        self.pruning = type("Handle", (), {
+            "take_counts": lambda _: [self.realised.pop()] if self.realised else [],
+            "take_degenerate": lambda _: 0,
+            "take_layer_counts": lambda _: [],
+        })()
 
 
-def test_tracker_refuses_two_requests_in_one_generate_call():
-    tracker = RequestTracker("m", [_request(i, lambda doc: []) for i in range(2)], doc_fn_index=2)
-    tagged = tracker.tagged_requests()
-    tagged[0].args[2]({})
-    with pytest.raises(RunAborted, match="batch_size=1"):
-        tagged[1].args[2]({})
+def test_each_request_gets_what_its_own_generate_realised():
+    owner = _Owner()
+    served = []
+
+    def stock_generate(doc_id):
+        owner.realised.append(10 + doc_id)
+        return f"answer {doc_id}"
+
+    generate = guarded_generate(owner, stock_generate)
+
+    def upstream_generate_until(requests):  # upstream sees one request per call, whatever its own order
+        served.append([r.doc_id for r in requests])
+        return [GenerationResult(generate(r.doc_id), VisualTokenCounts(output_tokens=3)) for r in requests]
+
+    answers = generate_one_by_one(owner, [_request(i) for i in (2, 0, 1)], upstream_generate_until)
+    assert served == [[2], [0], [1]]
+    assert [a.text for a in answers] == ["answer 2", "answer 0", "answer 1"]
+    assert [a.token_counts.visual_tokens for a in answers] == [[12], [10], [11]]
+    assert answers[0].token_counts.to_dict() == {"output_tokens": 3, "visual_tokens": [12]}
+    assert owner.sample is None  # nothing left pointing at a finished request
 
 
-def test_tracker_refuses_answers_without_generate():
-    tracker = RequestTracker("m", [_request(0, lambda doc: [])], doc_fn_index=2)
-    with pytest.raises(RunAborted, match="generate\\(\\) was called for no known request"):
-        tracker.start_generate()
-    with pytest.raises(RunAborted, match="answered without a generate"):
-        tracker.with_counts(["x"])
+def test_tracking_refuses_two_generate_calls_for_one_request():
+    owner = _Owner()
+    generate = guarded_generate(owner, lambda: "x")
+    with pytest.raises(RunAborted, match="a second generate\\(\\) call for task task_a, doc 4"):
+        generate_one_by_one(owner, [_request(4)], lambda requests: [generate(), generate()])
 
 
-# -- per-task summary ------------------------------------------------------------------------------
-def test_keyed_docs_and_visual_token_metrics():
-    from datasets import Dataset
-
-    docs = keyed_docs(Dataset.from_dict({"q": ["a", "b"]}))
-    again = keyed_docs(Dataset.from_dict({"q": ["a", "b"]}))
-    assert docs[0]["scope_doc_key"] != again[0]["scope_doc_key"]  # two loads never share keys
-    RECORDED[docs[0]["scope_doc_key"]] = [64, 60]
-    process = with_visual_tokens(lambda doc, results: {"exact_match": 1.0})
-    assert process(docs[0], ["x"]) == {"exact_match": 1.0, **{name: 124 for name in METRICS}}
-    assert process(docs[1], ["x"]) == {"exact_match": 1.0}  # nothing recorded: no visual-token metrics
-    assert (minimum([3, 1, 2]), mean([3, 1, 2]), maximum([3, 1, 2])) == (1, 2.0, 3)
+def test_tracking_refuses_answers_without_generate():
+    owner = _Owner()
+    with pytest.raises(RunAborted, match="task task_a, doc 0 was answered without a generate"):
+        generate_one_by_one(owner, [_request(0)], lambda requests: ["x"])
 
 
 def test_guarded_generate_turns_errors_into_run_aborted_naming_the_request():
-    from types import SimpleNamespace
-
-    from scope_eval.lmms.options import PruningSpec
-    from scope_eval.lmms.tracking import guarded_generate
-
     def failing_generate(**kwargs):
         raise RuntimeError("mat1 and mat2 must have the same dtype")
 
-    owner = SimpleNamespace(tracker=None, pruning=SimpleNamespace(take_counts=list, take_degenerate=int, take_layer_counts=list), pruning_spec=PruningSpec("scope", 64))
+    owner = _Owner()
     generate = guarded_generate(owner, failing_generate)
     with pytest.raises(RuntimeError):  # outside generate_until: untouched
         generate()
-    owner.tracker = RequestTracker("llava_scope", [_request(7, lambda doc: [])], doc_fn_index=2)
-    owner.tracker.tagged_requests()[0].args[2]({})
     with pytest.raises(RunAborted, match=r"generation failed on task task_a, doc 7 \(method=scope, budget=64.*RuntimeError: mat1"):
-        generate()
+        generate_one_by_one(owner, [_request(7)], lambda requests: [generate()])
 
 
 @pytest.mark.parametrize(
@@ -186,7 +187,7 @@ def test_in_llm_schedules_are_checked_from_the_config_before_loading(hf_dir, arg
     with pytest.raises(PruningError, match=re.escape(message)) as error:
         split_model_args("llava_hf_scope", {"pretrained": str(hf_dir), **args}, HF_ARGS)
     assert "2 decoder layers" in str(error.value)
-    spec, _ = split_model_args(
+    plan, _ = split_model_args(
         "llava_hf_scope", {"pretrained": str(hf_dir), "method": "fastv", "budget": 64, "layer": 1, "budget_unit": "after_layer"}, HF_ARGS
     )
-    assert spec.budget == 64
+    assert plan.budget == 64

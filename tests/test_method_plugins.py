@@ -73,3 +73,30 @@ def test_a_broken_plugin_names_its_package(tmp_path):
     assert result.returncode != 0
     assert "pruning method plugin 'keep_first'" in result.stderr
     assert "from keep-first-plugin failed to import" in result.stderr and "fix or uninstall that package" in result.stderr
+
+
+def test_the_plugin_is_costed_by_the_bench_and_placed_by_the_reports(tmp_path):
+    """Nothing outside the method's file knows about it, yet the FLOP model prices it, the report orders it
+    and the lmms-eval model args accept its option."""
+    install_plugin(tmp_path)
+    result = run_python(
+        """
+        import json
+        from scope_eval.bench.shapes import SHAPES
+        from scope_eval.cost.flops import prefill_flops
+        from scope_eval.lmms.options import split_model_args
+        from scope_eval.pruning.plan import PruningPlan
+        from scope_eval.reports.tables import display_name, method_rank
+
+        flops = prefill_flops(SHAPES["llava-1.5-7b"].config(), PruningPlan.build("keep_first", 64), crops=1,
+                              projected_tokens=64, prefill_tokens=100)
+        plan, _ = split_model_args("llava_hf_scope", {"method": "keep_first", "budget": 64, "offset": 8}, {"pretrained"})
+        print(json.dumps({"selection": flops.selection, "rank": method_rank("keep_first"), "after_random": method_rank("random"),
+                          "name": display_name("keep_first", "keep_first"), "plan": plan.describe()}))
+        """,
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome["selection"] == 0 and outcome["rank"] == 85 > outcome["after_random"] and outcome["name"] == "Keep first"
+    assert outcome["plan"] == "method=keep_first, budget=64, budget_policy=per_crop, offset=8"

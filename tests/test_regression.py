@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from scope_eval.sweeps.regression import KEY_COLUMNS, Rule, compare, item_score, sign_test
+from scope_eval.reports.regression import KEY_COLUMNS, Rule, compare, item_score, sign_test
 
 REPO = Path(__file__).resolve().parents[1]
 TOY = REPO / "scope_eval" / "toy" / "weights" / "llava15"

@@ -167,7 +167,7 @@ def test_cost_meter_records_every_field_changes_no_output_and_removes_itself():
     with torch.no_grad():
         plain = generate()
         handle.take_counts()
-        meter = CostMeter(model, handle.plan.method, method_name="scope", budget=16, budget_policy="per_crop", keeps_all=False)
+        meter = CostMeter(model, handle.plan)
         timed, cost_of = meter.measure(generate)
     cost = cost_of(handle.take_counts())
     assert torch.equal(plain, timed)
@@ -179,7 +179,7 @@ def test_cost_meter_records_every_field_changes_no_output_and_removes_itself():
     assert cost["prefill_tokens"] == inputs["input_ids"].shape[1]
     assert cost["prefill_flops"] > cost["llm_prefill_flops"] > 0
     meter.close()
-    assert "select" not in vars(handle.plan.method)
+    assert "run" not in vars(handle.plan.method)
     assert not model._forward_hooks and not model.model.vision_tower._forward_pre_hooks
     handle.remove()
 
@@ -191,13 +191,13 @@ def test_cost_meter_prices_in_llm_methods_layer_by_layer():
     from tiny_models import tiny_llava
 
     from scope_eval import prune
-    from scope_eval.bench.flops import DecoderDims, language_model_prefill_flops
+    from scope_eval.cost.flops import DecoderDims, language_model_prefill_flops
     from scope_eval.lmms.models.cost import CostMeter
 
     model, processor = tiny_llava()
     handle = prune(model, "fastv", 64, processor=processor, layer=1, budget_unit="after_layer")
     inputs = processor(images=torch.rand(3, 336, 336), text="USER: <image>\n what is it ? ASSISTANT:", return_tensors="pt", do_rescale=False)
-    meter = CostMeter(model, handle.plan.method, method_name="fastv", budget=64, budget_policy="per_crop", keeps_all=False)
+    meter = CostMeter(model, handle.plan)
     with torch.no_grad():
         _, cost_of = meter.measure(lambda: model.generate(**inputs, max_new_tokens=2, do_sample=False))
     counts, layers = handle.take_counts(), handle.take_layer_counts()

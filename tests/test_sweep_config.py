@@ -37,7 +37,7 @@ def test_every_shipped_config_loads_and_expands(path, tmp_path):
     data = yaml.safe_load(path.read_text())
     checkpoint = data["model"]["pretrained"]
     if checkpoint.startswith(("./", "../")) and not (path.parent / checkpoint).is_dir():
-        # the toy weights are trained by scope_eval.toy.train; everything else in the config is checked
+        # the toy weights are trained by toy_training.train; everything else in the config is checked
         data["model"]["pretrained"] = str(tmp_path)
         config = sweep_from_dict(data)
     else:
@@ -116,12 +116,12 @@ def test_limit_goes_into_the_folder_name(tmp_path):
         ({"tasks": ["gqa", "not_a_task"]}, "unknown task(s) not_a_task"),
         ({"tasks": ["gqa", "gqa"]}, "contain duplicates"),
         ({"methods": [{"name": "scope", "options": {"alpha": [1, 2]}}]}, "alpha must be a finite number"),
-        ({"budgets": [0]}, "not a whole number >= 1"),
-        ({"budgets": [-64]}, "not a whole number >= 1"),
-        ({"budgets": [1.5]}, "not a whole number >= 1"),
-        ({"budgets": ["64"]}, "not a whole number >= 1"),
-        ({"budgets": [True]}, "not a whole number >= 1"),
-        ({"budgets": [600]}, "exceeds the 576 visual tokens"),
+        ({"budgets": [0]}, "at budget 0: budget must be at least 1 visual token"),
+        ({"budgets": [-64]}, "at budget -64: budget must be at least 1 visual token"),
+        ({"budgets": [1.5]}, "at budget 1.5: budget must be a whole number"),
+        ({"budgets": ["64"]}, "at budget '64': budget must be a whole number"),
+        ({"budgets": [True]}, "True/False are not budgets"),
+        ({"budgets": [600]}, "larger than the 576 visual tokens available"),
         ({"budgets": [64, 64]}, "contain duplicates"),
         ({"budgets": []}, "budgets is empty"),
         ({"batch_size": 2}, "batch_size must be 1"),
@@ -194,7 +194,7 @@ def test_command_line_overrides_select_and_replace():
     assert chosen.model.pretrained == "local/ckpt"
     cells = expand(chosen)
     assert [(c.method.label, c.budget, c.task) for c in cells] == [("none", None, "mme"), ("random_seed3", 32, "mme")]
-    with pytest.raises(SweepConfigError, match="exceeds"):
+    with pytest.raises(SweepConfigError, match="larger than the 576 visual tokens available"):
         with_overrides(config, budgets=[1000])
 
 

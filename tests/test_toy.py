@@ -11,12 +11,12 @@ import torch
 
 from scope_eval.lmms.tasks.toy import utils as task_utils
 from scope_eval.toy.benchmark import TASK_DIR, TOY_TASKS
-from scope_eval.toy.measure import first_token_answers, load_items, prompt_text, score
+from toy_training.measure import first_token_answers, load_items, prompt_text, score
 from scope_eval.toy.model import NUM_PATCHES, build_processor, build_tokenizer, build_toy_llava, load_toy
 from scope_eval.toy.questions import attribute_existence
-from scope_eval.toy.scenes import Scene, SceneOptions, generate_scene, label_map, render
-from scope_eval.toy.train_language import PromptBuilder
-from scope_eval.toy.training_data import patch_targets, pixel_values
+from scope_eval.lmms.tasks.toy.scenes import Scene, SceneOptions, generate_scene, label_map, render
+from toy_training.train_language import PromptBuilder
+from toy_training.training_data import patch_targets, pixel_values
 
 QUESTION = "Is there a red circle in the image?"
 
@@ -143,7 +143,7 @@ def test_shipped_weights_answer_existence_questions(kind, task):
 
 
 def test_feature_probe_reads_object_presence_from_the_shipped_patch_tokens():
-    from scope_eval.toy.feature_probe import probe_presence
+    from toy_training.feature_probe import probe_presence
 
     model, _ = load_toy("llava15")
     result = probe_presence(model.model.vision_tower, grid=14, train_images=150, test_images=150, steps=400)
@@ -184,7 +184,7 @@ def test_training_script_runs_every_stage_and_exports_loadable_float16_weights(t
     from safetensors.torch import load_file
     from transformers import AutoModelForImageTextToText
 
-    from scope_eval.toy import train
+    from toy_training import train
 
     export_dir = tmp_path / "weights"
     assert train.main([

@@ -7,17 +7,17 @@ from typing import Any
 
 import torch
 
-from scope_eval.pruning import PruningError, check_budget
+from scope_eval.pruning import PruningError
+from scope_eval.pruning.plan import PruningPlan
 
 from .base import PruningHandle
-from .core import PruningPlan
 
 _ACTIVE: "weakref.WeakKeyDictionary[Any, PruningHandle]" = weakref.WeakKeyDictionary()
 
 
 def prune(
     model: Any,
-    method: str = "scope",
+    method: str | PruningPlan = "scope",
     budget: int | None = None,
     *,
     processor: Any = None,
@@ -29,17 +29,20 @@ def prune(
     budget: visual tokens reaching the language model per image (None for method 'none'). On LLaVA-NeXT
     with budget_policy='per_crop' (the paper's), each of an image's n crops keeps floor(budget / n), so
     n * floor(budget / n) tokens reach the model; with 'global', exactly budget.
+    ``method`` may also be a PruningPlan built at another edge (lmms-eval model args, a sweep), which is
+    used as it is; budget, budget_policy and options must then be left out.
     Returns a handle: use it as a context manager or call ``remove()`` to restore the model exactly.
     """
     handle_class = _handle_class_for(model)
     if model in _ACTIVE:
         raise PruningError("this model is already pruned; call restore(model) or handle.remove() first")
-    plan = PruningPlan.build(method, budget, budget_policy, **options)  # plan.budget: the budget as an int
-    if not plan.keeps_all:
-        from .hf_llava import HF_LLAVA_CLASSES, max_visual_tokens
-
-        available = max_visual_tokens(model) if isinstance(model, HF_LLAVA_CLASSES) else _original_max_tokens(model)
-        check_budget(plan.budget, available)
+    if isinstance(method, PruningPlan):
+        if budget is not None or options or budget_policy != "per_crop":
+            raise PruningError("prune(model, plan) takes the budget and options from the plan; pass nothing else")
+        plan = method
+    else:
+        plan = PruningPlan.build(method, budget, budget_policy, **options)
+    plan.check_available(handle_class.visual_tokens_per_image(model))
     handle = handle_class(model, plan, processor) if processor is not None else handle_class(model, plan)
     _ACTIVE[model] = handle
     return handle
@@ -107,9 +110,3 @@ def _original_llava_classes() -> tuple[type, ...]:
     except ImportError:  # the original LLaVA codebase is an optional, separately installed dependency
         return ()
     return (LlavaMetaForCausalLM,)
-
-
-def _original_max_tokens(model: Any) -> int:
-    from .llava_original import max_visual_tokens
-
-    return max_visual_tokens(model)

@@ -1,15 +1,26 @@
-"""What every adapter shares: reversible instance patches, hooks, and the realised-token record."""
+"""The adapter skeleton: what every host adapter shares.
+
+Reversible instance patches and hooks; the pre-LLM sequence (run the vision tower with the saliency
+probe attached, cut the result into images, select and pack per the plan, project, record the realised
+counts) in ``select_and_pack``; the realised-token record; clean-up. A host adapter (hf_llava.py,
+llava_original.py) supplies only what differs: how many tokens an image can bring
+(``visual_tokens_per_image``), where its vision tower, feature layer and projector are, how it splits
+its pixel input into crops and grids, and how the packed tokens reach its language model.
+"""
 
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, Callable
 
+import torch
 from torch.utils.hooks import RemovableHandle
 
 from scope_eval.pruning import PruningError
+from scope_eval.pruning.plan import PruningPlan
 
-from .core import PruningPlan
+from .core import ImageCrops, PackedImage, prune_images
+from .vision_probe import VisionLayerProbe
 
 _MISSING = object()
 
@@ -36,9 +47,16 @@ class InstancePatches:
 class PruningHandle:
     """An applied pruning plan. Use as a context manager, or call ``remove()``; both restore the model."""
 
+    @staticmethod
+    def visual_tokens_per_image(model: Any) -> int:  # pragma: no cover - every adapter overrides it
+        """The most visual tokens one image can bring to the language model before pruning."""
+        raise NotImplementedError
+
     def __init__(self, model: Any, plan: PruningPlan):
         self.model = model
         self.plan = plan
+        self.probe: VisionLayerProbe | None = None
+        self.llm_stage = None  # adapters.llm_stage.LlmStage, for in-LLM methods
         self._patches = InstancePatches()
         self._hooks: list[RemovableHandle] = []
         self._counts: list[int] = []
@@ -46,6 +64,40 @@ class PruningHandle:
         self._degenerate = 0
         self._warned_degenerate = False
         self.active = True
+
+    # -- the shared pre-LLM sequence ---------------------------------------------------------------
+    def attach_probe(self, vision_tower: torch.nn.Module, feature_layer: int) -> None:
+        """Collect CLS saliency, keys and the CLS state at ``feature_layer`` whenever the tower runs."""
+        self.probe = VisionLayerProbe(vision_tower, feature_layer)
+
+    def select_and_pack(
+        self,
+        crops: list[torch.Tensor],
+        grids: list[tuple[int, int] | None],
+        run_tower: Callable[[torch.Tensor], Any],
+        project: Callable[[torch.Tensor], torch.Tensor],
+        instructions: list[torch.Tensor | None] | None = None,
+        text_space: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> tuple[list[PackedImage], torch.Tensor]:
+        """Tower (every crop of every image in one batch), probe, selection and packing, and the record.
+
+        crops: per image its [n, 3, H, W] pixel crops; grids: per image its high-resolution crop grid
+        (rows, cols) or None; instructions: per image its CLIP text embedding (instruction-aware methods).
+        Returns the packed images and the selected layer's features of all crops ([sum n, N, D]).
+        """
+        run_tower(torch.cat(crops, dim=0))
+        features, saliency, keys, cls = self.probe.take_with_cls()  # type: ignore[union-attr]
+        splits = [c.shape[0] for c in crops]
+        instructions = instructions if instructions is not None else [None] * len(crops)
+        images = [
+            ImageCrops(f, s, k, g, pixels=c, cls=t, instruction=i)
+            for f, s, k, g, c, t, i in zip(
+                features.split(splits), saliency.split(splits), keys.split(splits), grids, crops, cls.split(splits), instructions
+            )
+        ]
+        packed = prune_images(self.plan, images, project, text_space)
+        self.record([p.count for p in packed], degenerate=sum(p.degenerate for p in packed))
+        return packed, features
 
     # -- realised visual tokens -------------------------------------------------------------------
     def record(self, counts: list[int], degenerate: int = 0) -> None:
@@ -55,10 +107,10 @@ class PruningHandle:
         if degenerate and not self._warned_degenerate:
             self._warned_degenerate = True
             warnings.warn(
-                f"{self.plan.method.name}: {degenerate} of {len(counts)} image(s) had a degenerate selection: "
-                "the saliency/features gave no preference among the tokens (all zero, or saliency**alpha "
-                "underflowing), so the lowest indices were kept. Check the vision features and alpha; "
-                "handle.take_degenerate() counts the affected images (warned once per handle)",
+                f"{self.plan.method.name}: {degenerate} of {len(counts)} image(s) had a degenerate selection: the "
+                "method's inputs gave it no preference among the tokens (e.g. all-zero saliency or features, or "
+                "weights underflowing), so the lowest indices were kept. Check the vision features and the "
+                "method's options; handle.take_degenerate() counts the affected images (warned once per handle)",
                 RuntimeWarning,
                 stacklevel=2,
             )
@@ -99,7 +151,11 @@ class PruningHandle:
         _forget(self.model, self)
 
     def _release(self) -> None:
-        """Adapter-specific clean-up (probes etc.)."""
+        """Detach the saliency probe and the in-LLM stage, whichever this handle installed."""
+        if self.probe is not None:
+            self.probe.remove()
+        if self.llm_stage is not None:
+            self.llm_stage.remove()
 
     # -- copies ----------------------------------------------------------------------------------
     def __deepcopy__(self, memo: dict) -> "PruningHandle":

@@ -1,25 +1,23 @@
-"""Model-independent part of every adapter: budgets per image, selection per crop or globally, packing.
+"""Model-independent part of every adapter: selection per crop or globally (as the plan splits it), packing.
 
 An adapter hands over, per image, the vision features of its crops ([n, N, D]; n = 1 for LLaVA-1.5)
 with their CLS saliency and keys, and the crop grid (LLaVA-NeXT). It gets back, per image, the
-projected tokens that go to the language model, in the order of SPEC section 3:
-any prefix tokens a method keeps (VisionZip's CLS, one per crop), the base crop's kept tokens, then the kept high-resolution tokens in raster order of the full
-(rows*side) x (cols*side) grid, then any merged tokens a method created.
+projected tokens that go to the language model, in the packing order of docs/semantics.md#packing-order:
+any prefix tokens a method keeps (VisionZip's CLS, one per crop), the base crop's kept tokens, then the
+kept high-resolution tokens in raster order of the full (rows*side) x (cols*side) grid, then any merged
+tokens a method created.
 """
 
 from __future__ import annotations
 
 import hashlib
-import sys
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Callable
 
 import torch
 
-from scope_eval.pruning import KeptTokens, PruningError, PruningMethod, VisualTokens, build_method, check_budget
-
-BudgetPolicy = Literal["per_crop", "global"]
-BUDGET_POLICIES = ("per_crop", "global")
+from scope_eval.pruning import KeptTokens, PruningError, VisualTokens
+from scope_eval.pruning.plan import BUDGET_POLICIES, CropSelection, PruningPlan
 
 
 @dataclass
@@ -37,58 +35,6 @@ class ImageCrops:
     @property
     def num_crops(self) -> int:
         return self.features.shape[0]
-
-
-@dataclass
-class PruningPlan:
-    """A method, its budget and (LLaVA-NeXT) how the budget is split over crops."""
-
-    method: PruningMethod
-    budget: int | None
-    budget_policy: BudgetPolicy = "per_crop"
-
-    @classmethod
-    def build(cls, method: str, budget: int | None, budget_policy: str = "per_crop", **options) -> "PruningPlan":
-        if budget_policy not in BUDGET_POLICIES:
-            raise PruningError(f"budget_policy must be one of {', '.join(BUDGET_POLICIES)}, got {budget_policy!r}")
-        built = build_method(method, **options)
-        if built.keeps_all and budget is not None:
-            raise PruningError(f"method '{method}' keeps every token and takes no budget; drop the budget")
-        if not built.keeps_all and budget is None:
-            raise PruningError(f"method '{method}' needs a budget: visual tokens kept per image, e.g. budget=64")
-        if budget is not None:  # the type and lower bound here, as an int; the upper bound needs the model
-            budget = check_budget(budget, available=sys.maxsize)
-            built.check_fits(budget)
-        if built.needs_instruction and getattr(built, "text_encoder", None) is None:
-            raise PruningError(
-                f"method '{method}' weighs tokens by their relevance to the instruction, embedded by a CLIP text tower "
-                "the LLaVA checkpoints do not ship: pass text_encoder=<path or hub id of a CLIP model>, e.g. "
-                "text_encoder=openai/clip-vit-large-patch14-336 (the official code's choice for LLaVA-1.5/NeXT)"
-            )
-        return cls(built, budget, budget_policy)  # type: ignore[arg-type]
-
-    @property
-    def keeps_all(self) -> bool:
-        return self.method.keeps_all
-
-    def tokens_for(self, num_crops: int, tokens_per_crop: int) -> int:
-        """Visual tokens that reach the language model for an image of ``num_crops`` crops."""
-        if self.keeps_all:
-            return num_crops * tokens_per_crop
-        per_crop = self._per_crop_budget(num_crops, tokens_per_crop)
-        return num_crops * per_crop if per_crop is not None else self.budget  # type: ignore[return-value]
-
-    def _per_crop_budget(self, num_crops: int, tokens_per_crop: int) -> int | None:
-        """floor(K / n) for per_crop, or the method's own split (None for global or single-crop images)."""
-        if num_crops == 1 or self.budget_policy == "global":
-            return None
-        per_crop = self.method.for_crops(self.budget, num_crops)[1]  # type: ignore[arg-type]
-        if per_crop < 1:
-            raise PruningError(
-                f"budget {self.budget} split over {num_crops} crops (budget_policy=per_crop) leaves 0 tokens per "
-                f"crop; use a budget >= {num_crops} or budget_policy=global"
-            )
-        return per_crop
 
 
 @dataclass
@@ -136,21 +82,18 @@ def prune_images(
         n, tokens_per_crop, _ = image.features.shape
         side = int(round(tokens_per_crop**0.5))
         rank = packing_rank(n, side, image.grid, image.features.device)
-        per_crop_budget = plan._per_crop_budget(n, tokens_per_crop) if not plan.keeps_all else None
-        if plan.keeps_all or per_crop_budget is not None or n == 1:
-            # one method call over the crops as a batch: every crop keeps the same number of tokens
-            method = plan.method if per_crop_budget is None else plan.method.for_crops(plan.budget, n)[0]
-            kept = method.select(_visual_tokens(plan, image, project, text_space), per_crop_budget or plan.budget)
+        selection = plan.crop_selection(n, tokens_per_crop)
+        tokens = _visual_tokens(selection, image, project, text_space)
+        kept = selection.method.run(tokens, None if plan.keeps_all else selection.budget)
+        if selection.flattened:  # one selection over all n*N tokens, crops side by side
+            flat_indices = kept.indices[0]
+            merged = None if kept.merged is None else kept.merged[0]
+            prefix = None if kept.prefix is None else kept.prefix[0]
+        else:  # one method call over the crops as a batch: every crop keeps the same number of tokens
             offsets = (torch.arange(n, device=rank.device) * tokens_per_crop).view(n, 1)
             flat_indices = (kept.indices + offsets).reshape(-1)
             merged = None if kept.merged is None else kept.merged.reshape(-1, kept.merged.shape[-1])
             prefix = None if kept.prefix is None else kept.prefix.reshape(-1, kept.prefix.shape[-1])
-        else:
-            # global: one selection over all n*N tokens, crops side by side
-            kept = plan.method.select(_visual_tokens(plan, image, project, text_space, flatten=True), plan.budget)
-            flat_indices = kept.indices[0]
-            merged = None if kept.merged is None else kept.merged[0]
-            prefix = None if kept.prefix is None else kept.prefix[0]
         order = torch.argsort(rank[flat_indices])
         flat_indices = flat_indices[order]
         features = image.features.reshape(-1, image.features.shape[-1])[flat_indices]
@@ -170,14 +113,14 @@ def _input_dtype(project: Callable, default: torch.dtype) -> torch.dtype:
     return parameter.dtype if parameter is not None else default
 
 
-def _visual_tokens(plan: PruningPlan, image: ImageCrops, project: Callable, text_space: Callable | None = None, flatten: bool = False) -> VisualTokens:
+def _visual_tokens(selection: CropSelection, image: ImageCrops, project: Callable, text_space: Callable | None = None) -> VisualTokens:
     features, saliency, keys, cls = image.features, image.saliency, image.keys, image.cls
     image_keys = None
-    if plan.method.needs_image_keys:  # hashing the pixels costs a copy to the CPU: only for methods that use it
+    if selection.method.needs_image_keys:  # hashing the pixels costs a copy to the CPU: only for methods that use it
         if image.pixels is None:
-            raise PruningError(f"method '{plan.method.name}' needs the crops' pixel values; the adapter passed none")
+            raise PruningError(f"method '{selection.method.name}' needs the crops' pixel values; the adapter passed none")
         image_keys = pixel_keys(image.pixels)
-    if flatten:
+    if selection.flattened:
         features, saliency, keys = features.reshape(1, -1, features.shape[-1]), saliency.reshape(1, -1), keys.reshape(1, -1, keys.shape[-1])
         image_keys = None if image_keys is None else [_combined_key(image_keys)]
         cls = None if cls is None else cls[:1]  # one selection over all crops: the base (whole-image) crop's CLS

@@ -21,11 +21,12 @@ from transformers.models.llava_next.modeling_llava_next import get_anyres_image_
 
 from scope_eval.pruning import PruningError
 
+from scope_eval.pruning.plan import PruningPlan
+
 from .base import PruningHandle
-from .core import ImageCrops, PruningPlan, prune_images
+from .families import most_crops
 from .instruction import InstructionEncoder, host_tokenizer, instruction_texts
 from .placeholders import shrink_placeholders
-from .vision_probe import VisionLayerProbe
 
 HF_LLAVA_CLASSES = (LlavaForConditionalGeneration, LlavaNextForConditionalGeneration)
 
@@ -36,8 +37,7 @@ def max_visual_tokens(model: Any) -> int:
     per_crop = (vision.image_size // vision.patch_size) ** 2
     if not isinstance(model, LlavaNextForConditionalGeneration):
         return per_crop
-    most_crops = max(image_size_to_num_patches(size, model.config.image_grid_pinpoints, vision.image_size) for size in model.config.image_grid_pinpoints)
-    return most_crops * per_crop
+    return most_crops(model.config.image_grid_pinpoints, vision.image_size) * per_crop
 
 
 def check_processor_free(processor: Any) -> None:
@@ -57,6 +57,8 @@ def check_processor_free(processor: Any) -> None:
 
 
 class HfLlavaHandle(PruningHandle):
+    visual_tokens_per_image = staticmethod(max_visual_tokens)
+
     def __init__(self, model: Any, plan: PruningPlan, processor: Any = None):
         super().__init__(model, plan)
         if processor is not None and not plan.keeps_all:
@@ -90,7 +92,7 @@ class HfLlavaHandle(PruningHandle):
             self.tokenizer = host_tokenizer(processor, plan.method.name)
             width, device = config.vision_config.hidden_size, next(model.parameters()).device
             self.instruction_encoder = InstructionEncoder(plan.method.text_encoder, width, device)
-        self.probe = VisionLayerProbe(base.vision_tower, self.feature_layer)
+        self.attach_probe(base.vision_tower, self.feature_layer)
         self._patches.set(base, "get_image_features", self._get_pruned_image_features)
         self._stock_generate = model.generate
         self._patches.set(model, "generate", self._generate)
@@ -142,19 +144,11 @@ class HfLlavaHandle(PruningHandle):
             raise PruningError(f"this pruned model selects vision layer {self.feature_layer}, not {vision_feature_layer}")
         base = self.model.model
         crops, grids = self._crops_and_grids(pixel_values, image_sizes)
-        base.vision_tower(torch.cat(crops, dim=0), return_dict=True)
-        features, saliency, keys, cls = self.probe.take_with_cls()
-        splits = [c.shape[0] for c in crops]
-        images = [
-            ImageCrops(f, s, k, g, pixels=c, cls=t, instruction=i)
-            for f, s, k, g, c, t, i in zip(
-                features.split(splits), saliency.split(splits), keys.split(splits), grids, crops, cls.split(splits),
-                self._take_instructions(len(crops)),
-            )
-        ]
         text_space = None if self.instruction_encoder is None else self.instruction_encoder.text_space
-        packed = prune_images(self.plan, images, base.multi_modal_projector, text_space)
-        self.record([p.count for p in packed], degenerate=sum(p.degenerate for p in packed))
+        packed, features = self.select_and_pack(
+            crops, grids, lambda pixels: base.vision_tower(pixels, return_dict=True), base.multi_modal_projector,
+            self._take_instructions(len(crops)), text_space,
+        )
         return BaseModelOutputWithPooling(last_hidden_state=features, pooler_output=[p.tokens for p in packed])
 
     def _crops_and_grids(self, pixel_values: torch.Tensor, image_sizes) -> tuple[list[torch.Tensor], list]:
@@ -244,10 +238,3 @@ class HfLlavaHandle(PruningHandle):
         replace_image_token.pruning_handle = self  # lets check_processor_free find the processor's user
         return replace_image_token
 
-    def _release(self) -> None:
-        probe = getattr(self, "probe", None)
-        if probe is not None:
-            probe.remove()
-        stage = getattr(self, "llm_stage", None)
-        if stage is not None:
-            stage.remove()

@@ -23,9 +23,10 @@ from llava.mm_utils import get_anyres_image_grid_shape
 
 from scope_eval.pruning import PruningError
 
+from scope_eval.pruning.plan import PruningPlan
+
 from .base import PruningHandle
-from .core import ImageCrops, PruningPlan, prune_images
-from .vision_probe import VisionLayerProbe
+from .families import most_crops
 
 IMAGE_TOKEN_INDEX = -200  # llava.constants.IMAGE_TOKEN_INDEX
 
@@ -40,21 +41,12 @@ def max_visual_tokens(model: Any) -> int:
     per_crop = tower.num_patches
     if not _is_anyres(model):
         return per_crop
-    size = tower.config.image_size
-    grids = [(w // size) * (h // size) for w, h in _pinpoints(model)]
-    return (max(grids) + 1) * per_crop
-
-
-def _pinpoints(model: Any) -> list:
-    pinpoints = model.config.image_grid_pinpoints
-    if isinstance(pinpoints, str):
-        import ast
-
-        pinpoints = ast.literal_eval(pinpoints)
-    return pinpoints
+    return most_crops(model.config.image_grid_pinpoints, tower.config.image_size) * per_crop
 
 
 class LlavaOriginalHandle(PruningHandle):
+    visual_tokens_per_image = staticmethod(max_visual_tokens)
+
     def __init__(self, model: Any, plan: PruningPlan):
         super().__init__(model, plan)
         tower = model.get_vision_tower()
@@ -83,7 +75,7 @@ class LlavaOriginalHandle(PruningHandle):
         if plan.keeps_all:
             self._patches.set(model, "prepare_inputs_labels_for_multimodal", self._prepare_recording_stock)
             return
-        self.probe = VisionLayerProbe(tower.vision_tower, tower.select_layer)
+        self.attach_probe(tower.vision_tower, tower.select_layer)
         self._packed: list[torch.Tensor] | None = None
         self._patches.set(model, "prepare_inputs_labels_for_multimodal", self._prepare_pruned)
         self._patches.set(model, "encode_images", self._hand_over_packed)
@@ -92,19 +84,8 @@ class LlavaOriginalHandle(PruningHandle):
         if images is None or input_ids.shape[1] == 1:  # text only, or a decoding step
             return self._stock_prepare(input_ids, position_ids, attention_mask, past_key_values, labels, images, image_sizes)
         crops = self._crops(images)
-        tower = self.model.get_vision_tower()
-        tower(torch.cat(crops, dim=0))
-        features, saliency, keys, cls = self.probe.take_with_cls()
-        splits = [c.shape[0] for c in crops]
         grids = [self._grid(c.shape[0], image_sizes, i) for i, c in enumerate(crops)]
-        images_in = [
-            ImageCrops(f, s, k, g, pixels=c, cls=t)
-            for f, s, k, g, c, t in zip(
-                features.split(splits), saliency.split(splits), keys.split(splits), grids, crops, cls.split(splits)
-            )
-        ]
-        packed = prune_images(self.plan, images_in, self.model.get_model().mm_projector)
-        self.record([p.count for p in packed], degenerate=sum(p.degenerate for p in packed))
+        packed, features = self.select_and_pack(crops, grids, self.model.get_vision_tower(), self.model.get_model().mm_projector)
         self._packed = [p.tokens for p in packed]
         one_row_per_image = torch.zeros(len(packed), 1, device=features.device)
         try:
@@ -173,14 +154,6 @@ class LlavaOriginalHandle(PruningHandle):
                 )
         self.llm_stage.expect_prefill(visual, result[2])
         return result
-
-    def _release(self) -> None:
-        probe = getattr(self, "probe", None)
-        if probe is not None:
-            probe.remove()
-        stage = getattr(self, "llm_stage", None)
-        if stage is not None:
-            stage.remove()
 
 
 def _forward_accepting_cache(forward: Callable) -> Callable | None:

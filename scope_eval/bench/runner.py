@@ -15,12 +15,13 @@ from typing import Any
 
 import torch
 
+from scope_eval.cost.flops import DecoderDims, PrefillFlops, kv_cache_bytes, prefill_flops
+from scope_eval.cost.timing import Clock, PassTimer, PassTiming
 from scope_eval.pruning import PruningError
+from scope_eval.pruning.plan import PruningPlan
 
-from .flops import DecoderDims, PrefillFlops, kv_cache_bytes, prefill_flops
 from .loading import BenchModel, build_inputs
 from .memory import MemoryReading, PeakMemory
-from .timing import Clock, PassTimer, PassTiming
 
 MB = 1024 * 1024
 
@@ -88,7 +89,7 @@ class BenchRun:
 
 
 def run_bench(bench_model: BenchModel, settings: BenchSettings, progress: Callable[[str], None] = print) -> BenchRun:
-    from scope_eval import prune
+    from scope_eval.adapters.api import prune
 
     model = bench_model.model
     load_at_start = _load_average()
@@ -100,6 +101,7 @@ def run_bench(bench_model: BenchModel, settings: BenchSettings, progress: Callab
         preprocessing.append(clock.now() - started)
     crops = _crops(bench_model, inputs)
     results = {case: None for case in settings.cases()}
+    plans = {case: PruningPlan.build(case[0], case[1], settings.budget_policy) for case in results}  # validated once
     generate_options = {
         "max_new_tokens": settings.new_tokens,
         "min_new_tokens": settings.new_tokens,
@@ -109,7 +111,7 @@ def run_bench(bench_model: BenchModel, settings: BenchSettings, progress: Callab
     }
 
     def one_pass(method: str, budget: int | None, measured: bool) -> None:
-        with prune(model, method, budget, budget_policy=settings.budget_policy) as handle:
+        with prune(model, plans[(method, budget)]) as handle:
             timer = PassTimer(model, handle.plan.method, clock)
             try:
                 memory.start()
@@ -153,9 +155,7 @@ def run_bench(bench_model: BenchModel, settings: BenchSettings, progress: Callab
             projected = result.visual_per_layer[0]
         result.flops = prefill_flops(
             model.config,
-            method=result.method,
-            budget=result.budget,
-            policy=settings.budget_policy,
+            plans[(result.method, result.budget)],
             crops=crops,
             projected_tokens=projected,
             prefill_tokens=result.prefill_tokens,

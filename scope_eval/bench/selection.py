@@ -28,6 +28,7 @@ import torch
 import typer
 
 from scope_eval.provenance import provenance
+from scope_eval.pruning.plan import PruningPlan
 from scope_eval.pruning.greedy import scope_select
 from scope_eval.pruning.greedy_kernels import quantise_similarity
 from scope_eval.pruning.greedy_reference import naive_scope_select, reference_scope_select
@@ -43,6 +44,7 @@ IMPLEMENTATIONS: dict[str, SelectFn] = {
 }
 BASELINE = "naive"
 EXACT = "inplace"  # the selection every other implementation is compared with
+TOKENS_PER_CROP = 576  # CLIP ViT-L/14 at 336 px, LLaVA-1.5's and LLaVA-NeXT's vision tower
 
 
 @dataclass(frozen=True)
@@ -57,9 +59,14 @@ class SelectionCase:
 
 
 def paper_cases() -> list[SelectionCase]:
-    cases = [SelectionCase("LLaVA-1.5", k, 1, 576, k) for k in (64, 128, 192)]
-    cases += [SelectionCase("LLaVA-NeXT per_crop", k, 5, 576, k // 5) for k in (160, 320, 640)]
-    cases += [SelectionCase("LLaVA-NeXT global", k, 1, 2880, k) for k in (160, 320, 640)]
+    """The paper's settings, each split over crops as the adapters split it (PruningPlan.crop_selection)."""
+    settings = [("LLaVA-1.5", 1, "per_crop", (64, 128, 192)), ("LLaVA-NeXT per_crop", 5, "per_crop", (160, 320, 640)),
+                ("LLaVA-NeXT global", 5, "global", (160, 320, 640))]
+    cases = []
+    for setting, crops, policy, budgets in settings:
+        for budget in budgets:
+            split = PruningPlan.build("scope", budget, policy).crop_selection(crops, TOKENS_PER_CROP)
+            cases.append(SelectionCase(setting, budget, split.groups, split.tokens, split.budget))
     return cases
 
 

@@ -8,35 +8,16 @@ from __future__ import annotations
 
 import inspect
 import json
-import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from scope_eval.adapters.core import BUDGET_POLICIES, PruningPlan
+from scope_eval.adapters.families import visual_tokens_per_image
 from scope_eval.checkpoints import looks_like_local_path
-from scope_eval.pruning import METHODS, PruningError, check_budget, method_options
+from scope_eval.pruning import METHODS, PruningError, method_options
+from scope_eval.pruning.plan import BUDGET_POLICIES, PruningPlan
 
 # lmms-eval adds these itself (create_from_arg_string); they are not model_args a user types.
 _INJECTED = ("batch_size", "max_batch_size", "device")
-
-
-@dataclass(frozen=True)
-class PruningSpec:
-    """What to prune with, as the model_args asked for it."""
-
-    method: str
-    budget: int | None = None
-    budget_policy: str = "per_crop"
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def describe(self) -> str:
-        parts = [f"method={self.method}"]
-        if self.budget is not None:
-            parts.append(f"budget={self.budget}")
-        parts.append(f"budget_policy={self.budget_policy}")
-        parts.extend(f"{key}={value}" for key, value in sorted(self.options.items()))
-        return ", ".join(parts)
 
 
 def wrapper_parameters(wrapper_class: type) -> set[str]:
@@ -45,8 +26,10 @@ def wrapper_parameters(wrapper_class: type) -> set[str]:
     return {p.name for p in parameters if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
 
 
-def split_model_args(model_id: str, kwargs: dict[str, Any], wrapper_args: set[str]) -> tuple[PruningSpec, dict[str, Any]]:
-    """(pruning spec, the remaining arguments for the upstream wrapper). Raises PruningError."""
+def split_model_args(model_id: str, kwargs: dict[str, Any], wrapper_args: set[str]) -> tuple[PruningPlan, dict[str, Any]]:
+    """(the validated pruning plan, the remaining arguments for the upstream wrapper). Raises PruningError.
+
+    The plan is built here once, before the weights load, and handed to prune() as it is."""
     method = kwargs.get("method")
     if method is None:
         raise PruningError(
@@ -66,14 +49,11 @@ def split_model_args(model_id: str, kwargs: dict[str, Any], wrapper_args: set[st
         )
     check_checkpoint(model_id, upstream)
     options = {key: kwargs[key] for key in _all_method_option_names() if key in kwargs}
-    budget = kwargs.get("budget")
-    if budget is not None:  # the type and lower bound now; the upper bound once the model is loaded
-        budget = parse_budget(budget)
-    spec = PruningSpec(method, budget, kwargs.get("budget_policy", "per_crop"), options)
-    # validates before any loading, the method's own limits included (e.g. visionzip contextual <= budget)
-    plan = PruningPlan.build(spec.method, spec.budget, spec.budget_policy, **spec.options)
-    check_llm_schedule(model_id, plan.method, spec.budget, upstream.get("pretrained"))
-    return spec, upstream
+    # the budget's type and lower bound and the method's own limits (e.g. visionzip contextual <= budget)
+    # now; the upper bound once prune() sees the loaded model
+    plan = PruningPlan.build(method, _number(kwargs.get("budget")), kwargs.get("budget_policy", "per_crop"), **options)
+    check_llm_schedule(model_id, plan.method, plan.budget, upstream.get("pretrained"))
+    return plan, upstream
 
 
 def check_llm_schedule(model_id: str, method: Any, budget: int | None, pretrained: Any) -> None:
@@ -100,7 +80,7 @@ def check_llm_schedule(model_id: str, method: Any, budget: int | None, pretraine
     num_layers = text.get("num_hidden_layers")
     if not isinstance(num_layers, int):
         return
-    per_crop = (vision.get("image_size", 336) // vision.get("patch_size", 14)) ** 2
+    per_crop = visual_tokens_per_image({"vision_config": vision})  # one crop: the fewest an image brings
     try:
         method.schedule(budget, per_crop, num_layers)
     except PruningError as error:
@@ -119,21 +99,17 @@ def check_checkpoint(model_id: str, upstream: dict[str, Any]) -> None:
             )
 
 
-def parse_budget(value: Any) -> int:
-    """A model_args budget as an int: 64, 64.0 or the text "64" / "64.0"; True, "true", 2.5 fail clearly.
-
-    lmms-eval parses ``budget=64.0`` to the float 64.0 and ``budget=True`` to the bool True; a caller
-    building the arguments itself may pass the text.
-    """
+def _number(value: Any) -> Any:
+    """Model args are text to a caller building them itself: "64" / "64.0" as a number, anything else as it
+    is (PruningPlan.build says what is wrong with it). lmms-eval itself parses budget=64.0 to the float."""
     if isinstance(value, str):
         text = value.strip()
         for convert in (int, float):
             try:
-                value = convert(text)
-                break
+                return convert(text)
             except ValueError:
                 continue
-    return check_budget(value, available=sys.maxsize)
+    return value
 
 
 def _method_names() -> list[str]:

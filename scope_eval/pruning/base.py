@@ -14,6 +14,8 @@ from typing import Callable, ClassVar
 
 import torch
 
+from .cost import SelectionWork
+
 
 class PruningError(ValueError):
     """Bad pruning input (budget, method, options, features). The message names the fix."""
@@ -154,22 +156,43 @@ class PruningMethod:
     """
 
     name: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""  # how reports and plots name it (default: name)
+    report_rank: ClassVar[int] = 1000  # its row position in report tables and plot legends (lower first)
     stage: ClassVar[str] = "vision"  # "llm": prunes inside the language model (scope_eval.pruning.llm_stage)
     needs_saliency: ClassVar[bool] = False
+    needs_keys: ClassVar[bool] = False  # uses VisualTokens.keys when the host has them
+    needs_cls: ClassVar[bool] = False  # uses VisualTokens.cls when the host has it
     needs_image_keys: ClassVar[bool] = False  # True: the host passes VisualTokens.image_keys
     needs_instruction: ClassVar[bool] = False  # True: the host passes VisualTokens.instruction and text_space
     keeps_all: ClassVar[bool] = False  # True only for 'none'
 
     def select(self, tokens: VisualTokens, budget: int | None) -> KeptTokens:
-        check_features(tokens)
+        """The model-free entry point: validates ``budget`` (check_budget, check_fits), then ``run``."""
         if self.keeps_all:
             if budget is not None:
                 raise PruningError(f"method '{self.name}' keeps every token and takes no budget; drop the budget")
-            return self._select(tokens, tokens.num_tokens)
-        if budget is None:
+        elif budget is None:
             raise PruningError(f"method '{self.name}' needs a budget (visual tokens kept per image)")
-        budget = check_budget(budget, tokens.num_tokens)
-        self.check_fits(budget)
+        else:
+            check_features(tokens)
+            budget = check_budget(budget, tokens.num_tokens)
+            self.check_fits(budget)
+        return self.run(tokens, budget)
+
+    def run(self, tokens: VisualTokens, budget: int | None) -> KeptTokens:
+        """Selection for a budget that is already validated (``select``, or a PruningPlan at the edge).
+
+        Only the input is checked here: finite features, the inputs the method needs, and that this
+        image or crop has at least ``budget`` tokens (a property of the input, not of the budget).
+        """
+        check_features(tokens)
+        if self.keeps_all:
+            return self._select(tokens, tokens.num_tokens)
+        if budget > tokens.num_tokens:
+            raise PruningError(
+                f"budget {budget} is larger than the {tokens.num_tokens} visual tokens this image brings; "
+                f"pass a budget <= {tokens.num_tokens}, or method 'none' to keep every token"
+            )
         if self.needs_instruction and (tokens.instruction is None or tokens.text_space is None):
             raise PruningError(
                 f"method '{self.name}' needs the instruction's CLIP text embedding and the CLIP joint-space map; "
@@ -189,10 +212,19 @@ class PruningMethod:
             kept.degenerate = None
         return kept
 
+    @classmethod
+    def label(cls) -> str:
+        return cls.display_name or cls.name
+
+    def selection_flops(self, work: SelectionWork) -> int | None:
+        """Estimated FLOPs of one ``select`` call on ``work`` (scope_eval/cost/flops.py conventions), or None
+        when the method gives no estimate. Each method prices its own algorithm; the bench adds it up."""
+        return None
+
     def check_fits(self, budget: int) -> None:
         """Raise PruningError (naming the fix) if this method's options cannot work with ``budget``.
 
-        Called with a validated budget by ``select`` and by PruningPlan.build, so a bad combination fails
+        Called with a validated budget by ``select`` and by PruningPlan.build (scope_eval.pruning.plan), so a bad combination fails
         before a model is loaded. Default: every budget fits.
         """
 

@@ -22,6 +22,7 @@ from typing import Callable, ClassVar
 import torch
 
 from .base import KeptTokens, PruningError, PruningMethod, VisualTokens
+from .cost import DropWork
 
 BUDGET_UNITS = ("layer_average", "after_layer")
 
@@ -131,6 +132,10 @@ class LlmStageMethod(PruningMethod):
     def keep_counts(self, budget: int, num_visual: int, num_layers: int) -> tuple[int, ...]:  # pragma: no cover
         raise NotImplementedError
 
+    def scoring_flops(self, work: DropWork) -> int | None:
+        """Estimated FLOPs of scoring one drop (scope_eval/cost/flops.py conventions), or None."""
+        return None
+
     def choose(self, tokens: LlmTokens, keep: int, stage: int) -> torch.Tensor:  # pragma: no cover - abstract
         """[B, keep] ascending indices into ``tokens.visual`` of the visual tokens that stay."""
         raise NotImplementedError
@@ -154,10 +159,16 @@ class LlmStageMethod(PruningMethod):
         )
 
 
+def last_query_scoring_flops(work: DropWork) -> int:
+    """One query projection (2*d^2), the keys of the T tokens entering (2*T*d*d_kv) and the scores of one
+    query over them (2*T*d); the norm and RoPE are not counted. FastV and PDrop score this way."""
+    return 2 * work.hidden**2 + 2 * work.tokens * work.hidden * work.kv_width + 2 * work.tokens * work.hidden
+
+
 def top_k_ascending(scores: torch.Tensor, keep: int) -> torch.Tensor:
     """[B, keep] indices of the largest scores (equal scores: lower index first), sorted ascending."""
     order = torch.sort(scores.float(), dim=-1, descending=True, stable=True).indices
     return order[:, :keep].sort(dim=-1).values
 
 
-__all__ = ["BUDGET_UNITS", "LlmSchedule", "LlmStageMethod", "LlmTokens", "check_layers", "one_drop_keep", "top_k_ascending"]
+__all__ = ["BUDGET_UNITS", "LlmSchedule", "LlmStageMethod", "LlmTokens", "check_layers", "last_query_scoring_flops", "one_drop_keep", "top_k_ascending"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..sweeps.cells import run_name
-from ..sweeps.config import FAMILY_TOKENS
+from ..adapters.families import family_visual_tokens
 from ..sweeps.integrity import read_cell
 from ..sweeps.runner import FAILURE_FILE
 
@@ -100,7 +100,7 @@ def _wanted(runs_dir: Path) -> set[tuple]:
     for config in configs.values():
         try:
             run = run_name(config["model"]["name"], config.get("limit"))
-            full = FAMILY_TOKENS[config["model"]["family"]]
+            full = family_visual_tokens(config["model"]["family"])
             for method in config["methods"]:
                 try:
                     unpruned = method_catalog.keeps_all(method["name"])
@@ -108,6 +108,6 @@ def _wanted(runs_dir: Path) -> set[tuple]:
                     unpruned = False
                 for budget in [full] if unpruned else config["budgets"]:
                     wanted.update((run, method["label"], budget, task) for task in config["tasks"])
-        except (KeyError, TypeError):
+        except (KeyError, TypeError):  # a config of another version, or an unknown family
             continue
     return wanted

@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .tables import METHOD_ORDER, UNPRUNED, benchmark_columns  # noqa: E402
+from .tables import UNPRUNED, benchmark_columns, display_name, method_rank  # noqa: E402
 
 
 def plot_run(tidy: pd.DataFrame, run: str, reference: pd.DataFrame, path: Path) -> Path:
@@ -31,7 +31,7 @@ def plot_run(tidy: pd.DataFrame, run: str, reference: pd.DataFrame, path: Path) 
             points = rows_here[rows_here["method_label"] == label].sort_values("budget")
             if points.empty:
                 continue
-            style = dict(color=colours[label], label=label)
+            style = dict(color=colours[label], label=_legend(data, label))
             if (points["method"] == UNPRUNED).all():
                 axis.axhline(points["value"].iloc[0], linestyle=":", **style)
             else:
@@ -72,10 +72,13 @@ def plot_run(tidy: pd.DataFrame, run: str, reference: pd.DataFrame, path: Path) 
     return path
 
 
+def _legend(data: pd.DataFrame, label: str) -> str:
+    return display_name(label, data.loc[data["method_label"] == label, "method"].iloc[0])
+
+
 def _rank(data: pd.DataFrame, label: str) -> tuple[int, str]:
     method = data.loc[data["method_label"] == label, "method"].iloc[0]
-    order = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
-    return order, label
+    return method_rank(method), label
 
 
 # -- accuracy against cost, and where the time goes (cost measured inside the evaluation runs) -----------
@@ -119,7 +122,7 @@ def plot_accuracy_vs_cost(stats: pd.DataFrame, run: str, path: Path) -> Path | N
                 y = line["value"].to_numpy(dtype=float)
                 error = [y - line["ci_low"].to_numpy(dtype=float), line["ci_high"].to_numpy(dtype=float) - y]
                 unpruned = (line["method"] == UNPRUNED).all()
-                style = {"color": colours[label], "label": label, "marker": "*" if unpruned else "o", "markersize": 11 if unpruned else 5}
+                style = {"color": colours[label], "label": _legend(data, label), "marker": "*" if unpruned else "o", "markersize": 11 if unpruned else 5}
                 axis.errorbar(x, y, yerr=error, linestyle="none" if unpruned else "-", capsize=2, **style)
                 points += list(zip(x, y))
             front = pareto_front(points)

@@ -12,8 +12,26 @@ from ..sweeps.metrics import BENCHMARK_ORDER, averaged
 from .reference import AVG
 
 UNPRUNED = "none"
-# Row order inside one budget: the reference first, SCOPE and its ablations, then the baselines.
-METHOD_ORDER = ("none", "scope", "coverage", "saliency", "visionzip", "divprune", "vispruner", "cdpruner", "random", "fastv", "sparsevlm", "pdrop")
+# Methods whose rows exist only as published numbers (no class in the registry), with their place among
+# the registered ones (PruningMethod.report_rank): SparseVLM sits between FastV and PDrop, as in the paper.
+PUBLISHED_ONLY_RANKS: dict[str, int] = {"sparsevlm": 100}
+UNKNOWN_RANK = 10_000
+
+
+def method_rank(name: str) -> int:
+    """Row order inside one budget (lower first): each method class's ``report_rank``."""
+    from scope_eval.pruning import METHODS
+
+    if name in METHODS:
+        return METHODS[name].report_rank
+    return PUBLISHED_ONLY_RANKS.get(name, UNKNOWN_RANK)
+
+
+def display_name(label: str, method: str) -> str:
+    """How a plot names a row: the method class's display name for its default-options row, else the label."""
+    from scope_eval.pruning import METHODS
+
+    return METHODS[method].label() if label == method and method in METHODS else label
 
 
 def relative_avg(scores: Mapping[str, float], unpruned: Mapping[str, float], benchmarks: Iterable[str]) -> float:
@@ -108,14 +126,13 @@ def _scores(rows: pd.DataFrame) -> dict[str, float]:
 
 
 def _sorted_rows(table: pd.DataFrame) -> pd.DataFrame:
-    rank = {name: index for index, name in enumerate(METHOD_ORDER)}
     label = "method_label" if "method_label" in table else "method"
     order = sorted(
         table.index,
         key=lambda i: (
             table.at[i, "method"] != UNPRUNED,
             -table.at[i, "budget"],
-            rank.get(table.at[i, "method"], len(rank)),
+            method_rank(table.at[i, "method"]),
             str(table.at[i, label]),
         ),
     )

@@ -21,10 +21,7 @@ from . import methods as method_catalog
 from .metrics import benchmarks_for_task
 from .tasks import INCLUDE_DIR, known_tasks
 
-# Visual tokens the language model sees without pruning: 24 x 24 for LLaVA-1.5, up to 5 crops of 576 for NeXT.
-FAMILY_TOKENS: dict[str, int] = {"llava-1.5": 576, "llava-next": 2880}
 BACKENDS: tuple[str, ...] = ("llava_scope", "llava_hf_scope")
-BUDGET_POLICIES: tuple[str, ...] = ("per_crop", "global")
 PAPER_MODELS: tuple[str, ...] = ("llava-1.5-7b", "llava-1.5-13b", "llava-next-7b", "llava-next-13b")
 # model_args the runner writes itself from other fields; a config must not set them under model_args.
 RUNNER_MODEL_ARGS: dict[str, str] = {
@@ -55,7 +52,10 @@ class ModelSpec:
 
     @property
     def visual_tokens(self) -> int:
-        return FAMILY_TOKENS[self.family]
+        """Unpruned visual tokens of the largest image: the adapters' number for this family."""
+        from ..adapters.families import family_visual_tokens
+
+        return family_visual_tokens(self.family)
 
 
 @dataclass(frozen=True)
@@ -173,20 +173,17 @@ def validate(config: SweepConfig, where: str) -> None:
     if duplicated:
         raise SweepConfigError(f"{where}: methods listed twice: {', '.join(duplicated)}; give variants a distinct 'label'")
     _check_pretrained(model, where)
-    _check_budgets(config.budgets, model, where)
+    if config.budget_policy is not None and model.family != "llava-next":
+        raise SweepConfigError(f"{where}: budget_policy applies to llava-next models only; remove it for {model.family}")
     if any(not m.keeps_all for m in config.methods) and not config.budgets:
         raise SweepConfigError(f"{where}: budgets is empty but pruning methods are listed; add e.g. budgets: [192, 128, 64]")
-    for method in config.methods:
+    _reject_duplicates("budgets", config.budgets, where)
+    for method in config.methods:  # every cell's plan, validated as the run will build it, before any run
         for budget in () if method.keeps_all else config.budgets:
-            problem = method_catalog.check_budget(method.name, method.options, budget)
+            problem = method_catalog.check_plan(method.name, method.options, budget, config.budget_policy or "per_crop", model.visual_tokens)
             if problem:
-                raise SweepConfigError(f"{where}: method {method.label} at budget {budget}: {problem}")
+                raise SweepConfigError(f"{where}: method {method.label} at budget {budget!r}: {problem}")
     _check_tasks(config.tasks, where)
-    if config.budget_policy is not None:
-        if config.budget_policy not in BUDGET_POLICIES:
-            raise SweepConfigError(f"{where}: budget_policy '{config.budget_policy}' is not one of {', '.join(BUDGET_POLICIES)}")
-        if model.family != "llava-next":
-            raise SweepConfigError(f"{where}: budget_policy applies to llava-next models only; remove it for {model.family}")
     if config.limit is not None:
         limit = config.limit
         whole = isinstance(limit, numbers.Integral) and not isinstance(limit, bool) and limit >= 1
@@ -233,8 +230,10 @@ def _parse_model(data: Any, where: str) -> ModelSpec:
         raise SweepConfigError(f"{where}: name '{data['name']}' must use only letters, digits, '.', '_' and '-' (it names folders)")
     if data["backend"] not in BACKENDS:
         raise SweepConfigError(f"{where}: backend '{data['backend']}' is not one of {', '.join(BACKENDS)}")
-    if data["family"] not in FAMILY_TOKENS:
-        raise SweepConfigError(f"{where}: family '{data['family']}' is not one of {', '.join(FAMILY_TOKENS)}")
+    from ..adapters.families import FAMILIES
+
+    if data["family"] not in FAMILIES:
+        raise SweepConfigError(f"{where}: family '{data['family']}' is not one of {', '.join(FAMILIES)}")
     if data.get("paper") is not None and data["paper"] not in PAPER_MODELS:
         raise SweepConfigError(f"{where}: paper '{data['paper']}' is not one of {', '.join(PAPER_MODELS)} (or leave it out)")
     model_args = _as_mapping(data.get("model_args"), f"{where}: model_args", "model_args: {device: cpu, dtype: float32}")
@@ -296,7 +295,7 @@ def _check_pretrained(model: ModelSpec, where: str) -> None:
             f"{where}: model.pretrained {pretrained} is not a folder; give an existing checkpoint folder or a hub id "
             f"such as liuhaotian/llava-v1.5-7b"
         )
-    tokens = _checkpoint_visual_tokens(Path(pretrained).expanduser() / "config.json", model.family)
+    tokens = _checkpoint_visual_tokens(Path(pretrained).expanduser() / "config.json")
     if tokens is not None and tokens != model.visual_tokens:
         raise SweepConfigError(
             f"{where}: the checkpoint {pretrained} gives {tokens} visual tokens per image, but family {model.family} "
@@ -304,16 +303,20 @@ def _check_pretrained(model: ModelSpec, where: str) -> None:
         )
 
 
-def _checkpoint_visual_tokens(config_file: Path, family: str) -> int | None:
-    """Unpruned visual tokens of a local HF LLaVA checkpoint, from its config.json (None when unknowable)."""
+def _checkpoint_visual_tokens(config_file: Path) -> int | None:
+    """Unpruned visual tokens of a local LLaVA checkpoint, from its config.json (None when unknowable)."""
+    from ..adapters.families import visual_tokens_per_image
+
     try:
         config = json.loads(config_file.read_text())
-        vision = config["vision_config"]
-        side = int(vision["image_size"]) // int(vision["patch_size"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError):
         return None
-    crops = {"llava": 1, "llava_next": 5}.get(config.get("model_type"))
-    return None if crops is None else side * side * crops
+    if not isinstance(config, dict) or "vision_config" not in config and "mm_vision_tower" not in config:
+        return None
+    try:
+        return visual_tokens_per_image(config)
+    except (ValueError, TypeError, SyntaxError):
+        return None
 
 
 def _as_list(value: Any, where: str, example: str) -> list[Any]:
@@ -330,20 +333,6 @@ def _as_mapping(value: Any, where: str, example: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise SweepConfigError(f"{where}: must be a mapping of name: value, got {value!r}; write e.g. {example}")
     return dict(value)
-
-
-def _check_budgets(budgets: tuple[Any, ...], model: ModelSpec, where: str) -> None:
-    for budget in budgets:
-        if not _positive_int(budget):
-            raise SweepConfigError(
-                f"{where}: budget {budget!r} is not a whole number >= 1; budgets count visual tokens kept per image, e.g. 64"
-            )
-        if budget > model.visual_tokens:
-            raise SweepConfigError(
-                f"{where}: budget {budget} exceeds the {model.visual_tokens} visual tokens of a {model.family} model; "
-                f"use method 'none' for the unpruned model"
-            )
-    _reject_duplicates("budgets", budgets, where)
 
 
 def _check_tasks(tasks: Any, where: str) -> None:

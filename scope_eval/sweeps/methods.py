@@ -22,18 +22,14 @@ def check(name: str, options: Mapping[str, Any]) -> str | None:
     return None
 
 
-def check_budget(name: str, options: Mapping[str, Any], budget: int) -> str | None:
-    """None when the method with these options can run at this budget (e.g. VisionZip's contextual tokens
-    must fit in it); otherwise the reason. Known before any model is loaded."""
-    from ..pruning import registry
+def check_plan(name: str, options: Mapping[str, Any], budget: Any, budget_policy: str, visual_tokens: int) -> str | None:
+    """None when the run's plan (scope_eval.pruning.plan.PruningPlan, the one validation of a budget) holds
+    for a model whose images bring at most ``visual_tokens`` tokens; otherwise the reason, naming the fix."""
     from ..pruning.base import PruningError
+    from ..pruning.plan import PruningPlan
 
-    method = registry.build_method(name, **options)
-    split = getattr(method, "split", None)
-    if split is None:
-        return None
     try:
-        split(budget)
+        PruningPlan.build(name, budget, budget_policy, **options).check_available(visual_tokens)
     except PruningError as error:
         return str(error)
     return None

@@ -63,17 +63,10 @@ def _task_outcome(data: dict, results_file: Path, task: str) -> TaskOutcome:
     return TaskOutcome(task, True, "", task_results, n_samples, samples, results_file)
 
 
-
 def visual_token_summary(outcome: TaskOutcome) -> dict[str, float] | None:
-    """Realised visual tokens per sample (all images of a sample summed): min / mean / max.
-
-    The plugin reports them as metrics visual_tokens_{min,mean,max} for the tasks it wraps; for any
-    other task they are recomputed from the logged samples' token_counts. None when neither exists
-    (e.g. a model that does not record them).
-    """
-    summary = {stat: outcome.results.get(f"visual_tokens_{stat}{FILTER_SUFFIX}") for stat in ("min", "mean", "max")}
-    if all(is_finite_number(value) for value in summary.values()):
-        return {stat: float(value) for stat, value in summary.items()}
+    """Realised visual tokens per sample (all images of a sample summed): min / mean / max, from the logged
+    samples' token_counts (the plugin's one channel, scope_eval/lmms/tracking.py). None when no sample has
+    them (e.g. a model that does not record them)."""
     totals = _sample_totals(outcome.samples_file) if outcome.samples_file else []
     if not totals:
         return None

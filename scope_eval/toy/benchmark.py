@@ -28,7 +28,7 @@ from .questions import (
     relation_question,
     shape_question,
 )
-from .scenes import NON_SQUARE_SIZES, Scene, SceneOptions, generate_scene
+from scope_eval.lmms.tasks.toy.scenes import NON_SQUARE_SIZES, Scene, SceneOptions, generate_scene
 
 TASK_DIR = Path(__file__).resolve().parents[1] / "lmms" / "tasks" / "toy"
 

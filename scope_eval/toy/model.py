@@ -173,7 +173,7 @@ def load_toy(kind: ToyKind = "llava15", dtype: torch.dtype = torch.float32):
     directory = shipped_weights_dir(kind)
     if not (directory / "config.json").exists():
         raise FileNotFoundError(
-            f"no trained toy weights in {directory}; train them with `python -m scope_eval.toy.train`"
+            f"no trained toy weights in {directory}; train them with `python -m toy_training.train`"
         )
     model = AutoModelForImageTextToText.from_pretrained(directory, dtype=dtype, device_map="cpu")
     return model.eval(), AutoProcessor.from_pretrained(directory)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from .scenes import CLASS_WEIGHTS, CLASSES, COLOURS, SHAPES, Scene, SceneObject
+from scope_eval.lmms.tasks.toy.scenes import CLASS_WEIGHTS, CLASSES, COLOURS, SHAPES, Scene, SceneObject
 from .vocab import YES_NO_SUFFIX
 
 MIN_HORIZONTAL_GAP = 28  # px between centres before "left of" is asked: no borderline relations

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from .scenes import COLOURS, SHAPES
+from scope_eval.lmms.tasks.toy.scenes import COLOURS, SHAPES
 
 # The original LLaVA codebase's conv_templates["vicuna_v1"] system prompt, verbatim: the HF chat template
 # and the original path must produce the same text.

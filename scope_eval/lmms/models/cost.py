@@ -1,7 +1,7 @@
 """What one ``generate()`` of an evaluation cost: measured times and the analytic prefill FLOPs.
 
 The meter hooks the model instance once (removed by ``close()``) with the hooks of the efficiency
-benchmark (``scope_eval.bench.timing``), and stamps, per generate():
+benchmark (``scope_eval.cost.timing``), and stamps, per generate():
 - the vision tower's forward calls (a pre- and a post-hook on the tower module);
 - the pruning method's ``select`` calls (a shadow on the method instance of the pruning plan, the one
   object both adapters call through ``prune_images``);
@@ -11,11 +11,11 @@ Prefill versus decode is split there: ``ttft_s`` runs from the start of generate
 first forward, ``decode_s`` from there to the end of generate(). Decoding steps are not stamped one by
 one, so the decode loop gets no synchronisation it would not have had anyway.
 
-On CUDA every stamp synchronises first (``scope_eval.bench.timing.Clock``), so a stamp means "the GPU
+On CUDA every stamp synchronises first (``scope_eval.cost.timing.Clock``), so a stamp means "the GPU
 has finished everything queued"; on CPU it is ``time.perf_counter``. Nothing here touches a tensor,
 so the answers cannot change.
 
-FLOPs come from ``scope_eval.bench.flops`` (the one FLOP model), fed with what this sample realised:
+FLOPs come from ``scope_eval.cost.flops`` (the one FLOP model), fed with what this sample realised:
 crops the tower saw, tokens the projector got, and the sequence length of the language model's prefill.
 """
 
@@ -28,8 +28,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from scope_eval.bench.flops import prefill_flops
-from scope_eval.bench.timing import Clock, PassTimer, _Span
+from scope_eval.cost.flops import prefill_flops
+from scope_eval.pruning.plan import PruningPlan
+from scope_eval.cost.timing import Clock, PassTimer, _Span
 
 # Per-sample fields, in seconds unless named otherwise; the sweep summarises each (median, p90) per cell.
 COST_FIELDS = ("vision_s", "selection_s", "llm_prefill_s", "ttft_s", "decode_s", "generate_s", "prefill_tokens", "prefill_flops", "llm_prefill_flops")
@@ -56,7 +57,7 @@ class ModelParts:
 
 
 class _FlopsConfig:
-    """The two configs in the shape ``bench.flops.prefill_flops`` reads (a transformers LLaVA config)."""
+    """The two configs in the shape ``cost.flops.prefill_flops`` reads (a transformers LLaVA config)."""
 
     def __init__(self, parts: ModelParts):
         self.vision_config = parts.vision_config
@@ -69,17 +70,17 @@ class _FlopsConfig:
 class CostMeter(PassTimer):
     """Times every generate() of one model instance; ``measure`` runs one and returns its cost.
 
-    The hooks and the ``select`` shadow are the benchmark's (``bench.timing.PassTimer``), installed on
+    The hooks and the ``select`` shadow are the benchmark's (``cost.timing.PassTimer``), installed on
     the parts of either codebase (PassTimer's own constructor finds transformers' only), plus a count of
     the crops the tower sees, for the FLOPs."""
 
-    def __init__(self, model: nn.Module, method: Any, *, method_name: str, budget: int | None, budget_policy: str, keeps_all: bool):
+    def __init__(self, model: nn.Module, plan: PruningPlan):
         parts = ModelParts.of(model)
         self._model = model
         self.clock = Clock(torch.device("cpu"))
         self.flops_config = _FlopsConfig(parts)
         self.tokens_per_crop = (parts.vision_config.image_size // parts.vision_config.patch_size) ** 2
-        self.method_name, self.budget, self.budget_policy, self.keeps_all = method_name, budget, budget_policy, keeps_all
+        self.plan = plan
         self._vision, self._selection, self._language_model = _Span(self.clock), _Span(self.clock), _Span(self.clock)
         self._first_forward_end: float | None = None
         self._first_forward_end_cpu = 0.0
@@ -92,8 +93,8 @@ class CostMeter(PassTimer):
             parts.language_model.register_forward_hook(self._language_model_ends),
             model.register_forward_hook(self._model_forward_ends),
         ]
-        self._method = method
-        self._shadow_select(method)
+        self._method = plan.method
+        self._shadow_select(plan.method)
 
     def _tower_starts(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         pixels = args[0] if args else kwargs.get("pixel_values", kwargs.get("images"))
@@ -133,15 +134,13 @@ class CostMeter(PassTimer):
             return {"prefill_tokens": prefill_tokens, "prefill_flops": None, "llm_prefill_flops": None}
         crops_per_image = max(1, crops // images)
         # The projector sees every crop's tokens when nothing is pruned, else only the kept ones.
-        projected = crops * self.tokens_per_crop if self.keeps_all else sum(counts)
+        projected = crops * self.tokens_per_crop if self.plan.keeps_all else sum(counts)
         visual_per_layer = list(layers[0].per_layer) if layers else None  # batch size 1: one sequence
         if visual_per_layer is not None:  # in-LLM: every visual token is projected and enters layer 0
             projected = visual_per_layer[0]
         flops = prefill_flops(
             self.flops_config,
-            method=self.method_name,
-            budget=self.budget,
-            policy=self.budget_policy,
+            self.plan,
             crops=crops_per_image,
             projected_tokens=projected // images,
             prefill_tokens=prefill_tokens,

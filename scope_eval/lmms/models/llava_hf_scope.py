@@ -18,13 +18,12 @@ from .common import PrunedWrapper
 class LlavaHfScope(PrunedWrapper, ChatLlavaHf):
     is_simple = False
     model_id = "llava_hf_scope"
-    doc_fn_index = 1  # chat requests: (ctx, doc_to_messages, gen_kwargs, doc_id, task, split)
 
     def __init__(self, **kwargs) -> None:
-        spec, upstream = self._split_args(kwargs, wrapper_parameters(ChatLlavaHf))
+        plan, upstream = self._split_args(kwargs, wrapper_parameters(ChatLlavaHf))
         with abort_on_error(f"{self.model_id}: loading {upstream.get('pretrained', 'the default checkpoint')}"):
             super().__init__(**upstream)
-        self._start_pruning(self.model, spec, processor=self._image_processor)
+        self._start_pruning(self.model, plan, processor=self._image_processor)
 
     def generate_until(self, requests):
         return self._generate_tracked(requests, super().generate_until)

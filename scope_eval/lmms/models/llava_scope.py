@@ -26,13 +26,12 @@ _DATA_PARALLEL = (DistributedType.MULTI_GPU, DistributedType.MULTI_CPU, Distribu
 
 class LlavaScope(PrunedWrapper, Llava):
     model_id = "llava_scope"
-    doc_fn_index = 2  # simple requests: (ctx, gen_kwargs, doc_to_visual, doc_id, task, split)
 
     def __init__(self, dtype: str | None = None, **kwargs) -> None:
         # The original builder always loads float16, which a CPU runs very slowly; `dtype=float32` casts
         # the loaded model (upstream still hands the tower float16 pixels; CLIP casts them to its weights).
         self.load_dtype = _torch_dtype(dtype)
-        spec, upstream = self._split_args(kwargs, wrapper_parameters(Llava))
+        plan, upstream = self._split_args(kwargs, wrapper_parameters(Llava))
         settings = {**_upstream_defaults(), **upstream}
         lmms.__init__(self)
         accelerator = Accelerator(kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(weeks=52))])
@@ -53,7 +52,7 @@ class LlavaScope(PrunedWrapper, Llava):
         self.device_map = device_map
         with abort_on_error(f"{self.model_id}: loading {settings['pretrained']}"):
             self._load(settings)
-        self._start_pruning(self.model, spec)
+        self._start_pruning(self.model, plan)
         if self.load_dtype is not None:
             self._own_patches.set(self.model, "generate", _images_as(self.load_dtype, self.model.generate))
         if accelerator.num_processes > 1:

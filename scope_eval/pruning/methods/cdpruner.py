@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..base import KeptTokens, PruningError, PruningMethod, VisualTokens, all_finite
+from ..base import KeptTokens, PruningError, PruningMethod, SelectionWork, VisualTokens, all_finite
 from ..model_dtype import check_selection_dtype, cosine_in_dtype
 from ..registry import register
 from ..similarity import cosine_similarity, cross_cosine_similarity
@@ -43,6 +43,8 @@ class CDPrunerMethod(PruningMethod):
     """
 
     name = "cdpruner"
+    display_name = "CDPruner"
+    report_rank = 70
     needs_instruction = True
 
     text_encoder: str | None = None
@@ -52,6 +54,12 @@ class CDPrunerMethod(PruningMethod):
         self.selection_dtype = check_selection_dtype(self.name, self.selection_dtype)
         if self.text_encoder is not None and not isinstance(self.text_encoder, str):
             raise PruningError(f"cdpruner: text_encoder must be a path or hub id of a CLIP model, got {self.text_encoder!r}")
+
+    def selection_flops(self, work: SelectionWork) -> int:
+        """Projection of all N tokens, similarity 2*N^2*d in the projected space, then K greedy DPP steps
+        whose Cholesky updates sum to about K^2*N (the CLIP text tower and joint-space map not counted)."""
+        similarity = work.projector_flops() + 2 * work.tokens**2 * work.text_width
+        return work.groups * (similarity + work.keep**2 * work.tokens)
 
     def _select(self, tokens: VisualTokens, budget: int) -> KeptTokens:
         projected = tokens.projected()

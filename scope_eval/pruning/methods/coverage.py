@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..base import KeptTokens, PruningMethod, VisualTokens
+from ..base import KeptTokens, PruningMethod, SelectionWork, VisualTokens
 from ..greedy import decided_by_ties, scope_select
 from ..registry import register
 
@@ -21,6 +21,12 @@ class CoverageMethod(PruningMethod):
     """
 
     name = "coverage"
+    display_name = "coverage only"
+    report_rank = 20
+
+    def selection_flops(self, work: SelectionWork) -> int:
+        """SCOPE's greedy without saliency: the same 2*N^2*D + 3*K*N^2."""
+        return work.groups * (2 * work.tokens**2 * work.vision_width + 3 * work.keep * work.tokens**2)
 
     def _select(self, tokens: VisualTokens, budget: int) -> KeptTokens:
         every_weight_one = torch.ones(tokens.features.shape[:2], dtype=torch.float64, device=tokens.features.device)

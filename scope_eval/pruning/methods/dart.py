@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ..base import PruningError
+from ..cost import DropWork
 from ..llm_stage import LlmStageMethod, LlmTokens, one_drop_keep
 from ..registry import register
 
@@ -27,6 +28,8 @@ class DartMethod(LlmStageMethod):
     """
 
     name = "dart"
+    display_name = "DART"
+    report_rank = 120
     layer: int = 2
     pivots: int = 4
 
@@ -34,6 +37,11 @@ class DartMethod(LlmStageMethod):
         if isinstance(self.pivots, bool) or not isinstance(self.pivots, int) or self.pivots < 1:
             raise PruningError(f"dart: pivots must be a whole number >= 1 (official 4), got {self.pivots!r}")
         super().__post_init__()
+
+    def scoring_flops(self, work: DropWork) -> int:
+        """The keys of the T tokens (2*T*d*d_kv) and, per kept token, its cosine to the N candidates
+        (2*N*R*d, an upper bound on the pivot loop)."""
+        return 2 * work.tokens * work.hidden * work.kv_width + 2 * work.visual * work.kept * work.hidden
 
     def drop_layers(self) -> tuple[int, ...]:
         return (self.layer,)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..base import KeptTokens, PruningError, PruningMethod, VisualTokens, all_finite
+from ..base import KeptTokens, PruningError, PruningMethod, SelectionWork, VisualTokens, all_finite
 from ..registry import register
 from ..model_dtype import check_selection_dtype, cosine_in_dtype
 from ..similarity import cosine_similarity
@@ -32,6 +32,8 @@ class DivPruneMethod(PruningMethod):
     """
 
     name = "divprune"
+    display_name = "DivPrune"
+    report_rank = 50
 
     on: str = "projected"
     selection_dtype: str = "float32"
@@ -40,6 +42,15 @@ class DivPruneMethod(PruningMethod):
         self.selection_dtype = check_selection_dtype(self.name, self.selection_dtype)
         if self.on not in SPACES:
             raise PruningError(f"divprune: on must be one of {', '.join(SPACES)}, got {self.on!r}")
+
+    def selection_flops(self, work: SelectionWork) -> int:
+        """on='projected' (default): projection of all N tokens, similarity 2*N^2*d in that space, then
+        K updates of the N minimum distances (2*K*N); on='features': similarity 2*N^2*D, no projection."""
+        if self.on == "projected":
+            similarity = work.projector_flops() + 2 * work.tokens**2 * work.text_width
+        else:
+            similarity = 2 * work.tokens**2 * work.vision_width
+        return work.groups * (similarity + 2 * work.keep * work.tokens)
 
     def _select(self, tokens: VisualTokens, budget: int) -> KeptTokens:
         space = tokens.projected() if self.on == "projected" else tokens.features

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..llm_stage import LlmStageMethod, LlmTokens, one_drop_keep, top_k_ascending
+from ..cost import DropWork
+from ..llm_stage import LlmStageMethod, LlmTokens, last_query_scoring_flops, one_drop_keep, top_k_ascending
 from ..registry import register
 
 
@@ -24,7 +25,12 @@ class FastVMethod(LlmStageMethod):
     """
 
     name = "fastv"
+    display_name = "FastV"
+    report_rank = 90
     layer: int = 2
+
+    def scoring_flops(self, work: DropWork) -> int:
+        return last_query_scoring_flops(work)
 
     def drop_layers(self) -> tuple[int, ...]:
         return (self.layer,)

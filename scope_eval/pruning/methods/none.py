@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..base import KeptTokens, PruningMethod, VisualTokens
+from ..base import KeptTokens, PruningMethod, SelectionWork, VisualTokens
 from ..registry import register
 
 
@@ -19,7 +19,12 @@ class KeepAllMethod(PruningMethod):
     """
 
     name = "none"
+    display_name = "no pruning"
+    report_rank = 0
     keeps_all = True
+
+    def selection_flops(self, work: SelectionWork) -> int:
+        return 0
 
     def _select(self, tokens: VisualTokens, budget: int) -> KeptTokens:
         indices = torch.arange(tokens.num_tokens, device=tokens.features.device)

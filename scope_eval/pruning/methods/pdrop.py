@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import torch
 
 from ..base import PruningError
-from ..llm_stage import LlmStageMethod, LlmTokens, top_k_ascending
+from ..cost import DropWork
+from ..llm_stage import LlmStageMethod, LlmTokens, last_query_scoring_flops, top_k_ascending
 from ..registry import register
 
 
@@ -26,6 +27,8 @@ class PyramidDropMethod(LlmStageMethod):
     """
 
     name = "pdrop"
+    display_name = "PDrop"
+    report_rank = 110
     layers_option = "layers"
     layers: tuple[int, ...] = (2, 8, 16)
 
@@ -40,6 +43,9 @@ class PyramidDropMethod(LlmStageMethod):
         if isinstance(self.layers, int):
             self.layers = (self.layers,)
         super().__post_init__()
+
+    def scoring_flops(self, work: DropWork) -> int:
+        return last_query_scoring_flops(work)
 
     def drop_layers(self) -> tuple[int, ...]:
         return self.layers

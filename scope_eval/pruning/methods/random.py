@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..base import KeptTokens, PruningError, PruningMethod, VisualTokens
+from ..base import KeptTokens, PruningError, PruningMethod, SelectionWork, VisualTokens
 from ..registry import register
 
 
@@ -33,6 +33,8 @@ class RandomMethod(PruningMethod):
     """
 
     name = "random"
+    display_name = "random"
+    report_rank = 80
     needs_image_keys = True
 
     seed: int = 0
@@ -41,6 +43,9 @@ class RandomMethod(PruningMethod):
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
             raise PruningError(f"random: seed must be an integer, got {self.seed!r}")
         self.seed = int(self.seed)
+
+    def selection_flops(self, work: SelectionWork) -> int:
+        return 0  # a seeded draw
 
     def _select(self, tokens: VisualTokens, budget: int) -> KeptTokens:
         keys = tokens.image_keys

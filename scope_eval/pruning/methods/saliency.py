@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..base import KeptTokens, PruningMethod, VisualTokens
+from ..base import KeptTokens, PruningMethod, SelectionWork, VisualTokens
 from ..registry import register
 from ..similarity import top_k_lowest_index
 
@@ -18,7 +18,12 @@ class SaliencyMethod(PruningMethod):
     """
 
     name = "saliency"
+    display_name = "saliency only"
+    report_rank = 30
     needs_saliency = True
+
+    def selection_flops(self, work: SelectionWork) -> int:
+        return 0  # a top-k
 
     def _select(self, tokens: VisualTokens, budget: int) -> KeptTokens:
         indices = top_k_lowest_index(tokens.saliency, budget)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..base import KeptTokens, PruningError, PruningMethod, VisualTokens
+from ..base import KeptTokens, PruningError, PruningMethod, SelectionWork, VisualTokens
 from ..greedy import COMBINES, check_alpha, decided_by_ties, scope_select, scope_weights
 from ..model_dtype import check_selection_dtype, scope_order_in_dtype
 from ..registry import register
@@ -23,6 +23,8 @@ class ScopeMethod(PruningMethod):
     """
 
     name = "scope"
+    display_name = "SCOPE"
+    report_rank = 10
     needs_saliency = True
 
     alpha: float = 1.0
@@ -34,6 +36,11 @@ class ScopeMethod(PruningMethod):
         self.selection_dtype = check_selection_dtype(self.name, self.selection_dtype)
         if self.combine not in COMBINES:
             raise PruningError(f"scope: combine must be one of {', '.join(COMBINES)}, got {self.combine!r}")
+
+    def selection_flops(self, work: SelectionWork) -> int:
+        """Cosine similarity 2*N^2*D, then K greedy steps each touching the N x N matrix about 3 times
+        (subtract the coverage, clamp at 0, sum): 3*K*N^2. The exact lazy greedy does less."""
+        return work.groups * (2 * work.tokens**2 * work.vision_width + 3 * work.keep * work.tokens**2)
 
     def _select(self, tokens: VisualTokens, budget: int) -> KeptTokens:
         if self.selection_dtype == "model":

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from ..base import KeptTokens, PruningError, PruningMethod, VisualTokens, all_finite
+from ..base import KeptTokens, PruningError, PruningMethod, SelectionWork, VisualTokens, all_finite
 from ..model_dtype import check_selection_dtype, cosine_in_dtype
 from ..registry import register
 from ..similarity import cross_cosine_similarity, top_k_lowest_index, working_precision
@@ -44,6 +44,10 @@ class VisionZipMethod(PruningMethod):
     """
 
     name = "visionzip"
+    display_name = "VisionZip"
+    report_rank = 40
+    needs_keys = True
+    needs_cls = True
     needs_saliency = True
 
     contextual: int | None = None
@@ -84,6 +88,12 @@ class VisionZipMethod(PruningMethod):
         patches = _round_half_up(max(dominant - 1, 0), num_crops)
         per_crop_contextual = _round_half_up(contextual, num_crops)
         return replace(self, contextual=per_crop_contextual, crop_split="floor"), patches + 1 + per_crop_contextual
+
+    def selection_flops(self, work: SelectionWork) -> int:
+        """Cosine similarity of the R = N - (K - C) patches left after the dominant ones to the C merge
+        targets, on the attention keys (counted at width D): 2*R*C*D, with this instance's split."""
+        dominant, contextual = self.split(work.keep)
+        return work.groups * 2 * (work.tokens - dominant) * contextual * work.vision_width
 
     def _select(self, tokens: VisualTokens, budget: int) -> KeptTokens:
         dominant_count, contextual_count = self.split(budget)

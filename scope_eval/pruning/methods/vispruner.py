@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..base import KeptTokens, PruningError, PruningMethod, VisualTokens
+from ..base import KeptTokens, PruningError, PruningMethod, SelectionWork, VisualTokens
 from ..model_dtype import check_selection_dtype, cosine_in_dtype
 from ..registry import register
 from ..similarity import cosine_similarity
@@ -35,6 +35,8 @@ class VisPrunerMethod(PruningMethod):
     """
 
     name = "vispruner"
+    display_name = "VisPruner"
+    report_rank = 60
     needs_saliency = True
 
     important_ratio: float = 0.5  # the official loader's default (VisPruner README: 0.5; MME example 0.75)
@@ -45,6 +47,10 @@ class VisPrunerMethod(PruningMethod):
         ratio = self.important_ratio
         if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0.0 <= float(ratio) <= 1.0:
             raise PruningError(f"vispruner: important_ratio must be a number in [0, 1], got {ratio!r}")
+
+    def selection_flops(self, work: SelectionWork) -> int:
+        """Cosine similarity of the N pre-projector features, 2*N^2*D (ours builds the full matrix)."""
+        return work.groups * 2 * work.tokens**2 * work.vision_width
 
     def _select(self, tokens: VisualTokens, budget: int) -> KeptTokens:
         important_count = int(budget * self.important_ratio)

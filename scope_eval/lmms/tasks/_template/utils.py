@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import string
 
-from scope_eval.lmms.visual_tokens import with_visual_tokens
-
 
 def doc_to_visual(doc: dict) -> list:
     """The images of one document, as RGB PIL images (one entry per image the model should see)."""
@@ -21,10 +19,6 @@ def _normalise(text: str) -> str:
     return text.strip().lower().translate(str.maketrans("", "", string.punctuation))
 
 
-def _score(doc: dict, results: list[str]) -> dict:
+def process_results(doc: dict, results: list[str]) -> dict:
     """One metric value per document, keyed by the metric names of metric_list."""
     return {"exact_match": float(_normalise(results[0]) == _normalise(doc["answer"]))}
-
-
-# with_visual_tokens adds visual_tokens_min/mean/max (see scope_eval/lmms/visual_tokens.py)
-process_results = with_visual_tokens(_score)

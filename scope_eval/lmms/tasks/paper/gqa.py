@@ -13,7 +13,6 @@ from typing import Any
 import datasets
 from lmms_eval.api.metrics import exact_match_hf_evaluate
 
-from scope_eval.lmms.visual_tokens import with_visual_tokens
 
 _OPENED: dict[str, tuple[datasets.Dataset, dict[str, int]]] = {}
 _LOCK = threading.Lock()
@@ -55,4 +54,4 @@ def _exact_match(doc: dict, results: list[str]) -> dict:
     return {"exact_match": float(score)}
 
 
-process_results = with_visual_tokens(_exact_match)
+process_results = _exact_match

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from lmms_eval.tasks.mme import utils as upstream
 
-from scope_eval.lmms.visual_tokens import with_visual_tokens
-
 
 def _with_total(doc: dict, results: list[str]) -> dict:
     scores = upstream.mme_process_results(doc, results)  # one entry: perception or cognition
@@ -15,4 +13,4 @@ def _with_total(doc: dict, results: list[str]) -> dict:
     return {**scores, "mme_total_score": entry}
 
 
-process_results = with_visual_tokens(_with_total)
+process_results = _with_total

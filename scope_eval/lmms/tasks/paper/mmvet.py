@@ -18,7 +18,6 @@ from pathlib import Path
 import yaml
 
 from scope_eval.lmms.errors import RunAborted
-from scope_eval.lmms.visual_tokens import keyed_docs, with_visual_tokens
 
 # What lmms-eval's judge providers read, per API_TYPE (lmms-eval's own judge setting, default openai).
 _JUDGE_CREDENTIALS = {"openai": ("OPENAI_API_KEY",), "azure": ("AZURE_API_KEY", "AZURE_ENDPOINT")}
@@ -46,7 +45,7 @@ def process_docs(dataset):
     problem = missing_judge_credentials()
     if problem:
         raise RunAborted(f"{problem}; export it and run again (without it every answer would be scored 0)")
-    return keyed_docs(dataset)
+    return dataset
 
 
 def doc_to_visual(doc: dict) -> list:
@@ -77,7 +76,7 @@ def _judged_by_task_option(doc: dict, results: list[str]) -> dict:
         upstream.get_chat_response = stock
 
 
-process_results = with_visual_tokens(_judged_by_task_option)
+process_results = _judged_by_task_option
 
 
 def aggregate(results: list) -> float:

@@ -1,4 +1,4 @@
-"""``process_results`` of the benchmarks scored exactly as lmms-eval scores them, plus visual tokens."""
+"""``process_results`` of the benchmarks scored exactly as lmms-eval scores them, under one module for the YAMLs."""
 
 from __future__ import annotations
 
@@ -7,21 +7,19 @@ from lmms_eval.tasks.chartqa import utils as chartqa_utils
 from lmms_eval.tasks.mmbench import en_utils as mmbench
 from lmms_eval.tasks.mmmu import utils as mmmu
 from lmms_eval.tasks.ocrbench import utils as ocrbench_utils
-from lmms_eval.tasks.pope import utils as pope
+from lmms_eval.tasks.pope import utils as pope_utils
 from lmms_eval.tasks.scienceqa import utils as scienceqa
 from lmms_eval.tasks.textvqa import utils as textvqa
 from lmms_eval.tasks.vqav2 import utils as vqav2
 
-from scope_eval.lmms.visual_tokens import with_visual_tokens
-
-mmbench_en_dev = with_visual_tokens(mmbench.mmbench_process_results)
-mmmu_val = with_visual_tokens(mmmu.mmmu_process_results)
-pope = with_visual_tokens(pope.pope_process_results)
-scienceqa_img = with_visual_tokens(scienceqa.sqa_process_results)
-textvqa_val = with_visual_tokens(textvqa.textvqa_process_results)
-vqav2_val = with_visual_tokens(vqav2.vqav2_process_results_val)
-chartqa = with_visual_tokens(chartqa_utils.chartqa_process_results)
-ocrbench = with_visual_tokens(ocrbench_utils.ocrbench_process_results)
+mmbench_en_dev = mmbench.mmbench_process_results
+mmmu_val = mmmu.mmmu_process_results
+pope = pope_utils.pope_process_results
+scienceqa_img = scienceqa.sqa_process_results
+textvqa_val = textvqa.textvqa_process_results
+vqav2_val = vqav2.vqav2_process_results_val
+chartqa = chartqa_utils.chartqa_process_results
+ocrbench = ocrbench_utils.ocrbench_process_results
 
 
 def _docvqa_anls(doc: dict, results: list[str]) -> dict:
@@ -29,7 +27,7 @@ def _docvqa_anls(doc: dict, results: list[str]) -> dict:
     return anls(doc["answers"], results)
 
 
-docvqa_val = with_visual_tokens(_docvqa_anls)
+docvqa_val = _docvqa_anls
 
 
 def ocrbench_accuracy(results: list[dict], args=None) -> float:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from lmms_eval.tasks.seedbench import utils as upstream
 
-from scope_eval.lmms.visual_tokens import with_visual_tokens
 
 FRAME_CHOICES = ("first", "all")
 
@@ -26,4 +25,4 @@ def doc_to_text(doc: dict, lmms_eval_specific_kwargs: dict | None = None) -> str
     return upstream.seed_doc_to_text(doc)
 
 
-process_results = with_visual_tokens(upstream.seed_process_result)
+process_results = upstream.seed_process_result

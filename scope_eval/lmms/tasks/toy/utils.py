@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
-from scope_eval.toy.scenes import render
+from scope_eval.lmms.tasks.toy.scenes import render
 
 _WORD = re.compile(r"[a-z0-9]+")
 

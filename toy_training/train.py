@@ -1,7 +1,7 @@
 """Train the toy LLaVA from scratch on generated scenes (CPU, seeded, reproducible).
 
-    python -m scope_eval.toy.train --work-dir runs/toy_train            # every stage, then export
-    python -m scope_eval.toy.train --work-dir runs/toy_train --stage language   # reuse a trained tower
+    python -m toy_training.train --work-dir runs/toy_train            # every stage, then export
+    python -m toy_training.train --work-dir runs/toy_train --stage language   # reuse a trained tower
 
 Stage 1 trains the vision tower (train_vision.py). Stage 2 freezes it, caches layer -2 features of the
 pool once, and trains projector + language model on questions about the pool (train_language.py).
@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from .benchmark import build_count, build_gqa, build_mme, build_pope
-from .model import TOY_KINDS, WEIGHTS_DIR, build_processor, build_toy_llava
+from scope_eval.toy.benchmark import build_count, build_gqa, build_mme, build_pope
+from scope_eval.toy.model import TOY_KINDS, WEIGHTS_DIR, build_processor, build_toy_llava
 from .next_variant import NextStageConfig, background_token, finetune_next, next_from_llava15
-from .questions import Question
-from .scenes import Scene, render
+from scope_eval.toy.questions import Question
+from scope_eval.lmms.tasks.toy.scenes import Scene, render
 from .train_language import DevSet, LanguageStageConfig, PromptBuilder, featurize, train_language_model
 from .train_vision import VisionStageConfig, train_vision_tower
 from .training_data import ScenePool, build_pool, patch_targets
@@ -96,7 +96,7 @@ def parse_phase(text: str) -> tuple[int, int, str]:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m scope_eval.toy.train", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m toy_training.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work-dir", type=Path, required=True, help="stage artifacts and logs go here")
     parser.add_argument("--stage", choices=("all", "vision", "language", "next", "export"), default="all")

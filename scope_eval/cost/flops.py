@@ -1,6 +1,8 @@
 """Analytic FLOPs of one prefill: vision tower, selection (estimate), projector, language model.
 
-Conventions (also in scope_eval/bench/README.md):
+Conventions (also in scope_eval/bench/README.md); the selection and in-LLM scoring estimates are each
+method's own (``PruningMethod.selection_flops``, ``LlmStageMethod.scoring_flops``), priced on the split
+the plan makes (``PruningPlan.crop_selection``):
 - a multiply-add is 2 FLOPs; norms, softmax, activations, rotary embeddings and gathers are not counted;
 - attention is counted over the full T x T square (scores 2*T^2*d, weighted values 2*T^2*d), i.e. not
   halved for the causal mask: dense kernels compute the square, flash kernels skip about half of it;
@@ -10,16 +12,19 @@ Conventions (also in scope_eval/bench/README.md):
 - vision tower, per crop: patch embedding 2*N*(3*p^2)*D plus, for every layer (all of them run, even
   past the selected one), 2*(N+1)*(4*D^2 + 2*D*D_ff) + 4*(N+1)^2*D;
 - projector (2-layer MLP): 2*M*(D*d + d*d) for the M visual tokens it projects;
-- selection: a per-method estimate, see ``selection_flops``;
+- selection: the method's estimate, None (printed n/a) when it gives none;
 - in-LLM methods (fastv, pdrop, dart): layer l of the language model costs its formula at its own length
   T_l = text tokens + the visual tokens it processes (``visual_per_layer``), and the KV cache holds T_l
-  positions in layer l; their scoring inside the LM is estimated by ``llm_selection_flops``.
+  positions in layer l; their scoring inside the LM is the method's estimate at every drop.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+from scope_eval.pruning.cost import DropWork
+from scope_eval.pruning.plan import PruningPlan
 
 
 @dataclass(frozen=True)
@@ -85,24 +90,16 @@ def language_model_prefill_flops(dims: DecoderDims, tokens: int, layer_tokens: l
     return total + 2 * d * dims.vocab
 
 
-def llm_selection_flops(method: str, dims: DecoderDims, layer_tokens: list[int], visual_per_layer: list[int]) -> int | None:
-    """Estimated scoring cost of an in-LLM method, at each layer where the visual count changes.
-
-    fastv / pdrop: one query projection (2*d^2), the keys of the T tokens entering (2*T*d*d_kv) and the
-      scores of one query over them (2*T*d); the norm and RoPE are not counted.
-    dart: the keys of the T tokens (2*T*d*d_kv) and, per kept token, its cosine to the N candidates
-      (2*N*R*d, an upper bound on the pivot loop).
-    """
+def llm_selection_flops(plan: PruningPlan, dims: DecoderDims, layer_tokens: list[int], visual_per_layer: list[int]) -> int | None:
+    """The in-LLM method's scoring estimate summed over the layers where the visual count changes."""
     drops = [l for l in range(1, len(visual_per_layer)) if visual_per_layer[l] != visual_per_layer[l - 1]]
-    d, total = dims.hidden, 0
+    total = 0
     for layer in drops:
-        t, visual, kept = layer_tokens[layer - 1], visual_per_layer[layer - 1], visual_per_layer[layer]
-        if method in ("fastv", "pdrop"):
-            total += 2 * d * d + 2 * t * d * dims.kv_width + 2 * t * d
-        elif method == "dart":
-            total += 2 * t * d * dims.kv_width + 2 * visual * kept * d
-        else:
+        work = DropWork(layer_tokens[layer - 1], visual_per_layer[layer - 1], visual_per_layer[layer], dims.hidden, dims.kv_width)
+        flops = plan.method.scoring_flops(work)  # type: ignore[attr-defined]
+        if flops is None:
             return None
+        total += flops
     return total
 
 
@@ -118,57 +115,12 @@ def projector_flops(vision_width: int, text_width: int, tokens: int) -> int:
     return 2 * tokens * (vision_width * text_width + text_width * text_width)
 
 
-@dataclass(frozen=True)
-class SelectionGroup:
-    """One method call's worth of work: ``groups`` independent selections of ``keep`` out of ``tokens``."""
-
-    groups: int
-    tokens: int
-    keep: int
-
-
-def selection_groups(budget: int | None, crops: int, tokens_per_crop: int, policy: str) -> SelectionGroup | None:
-    """How the adapters split a budget (SPEC section 3): per crop floor(K/n), or one global selection."""
-    if budget is None:
-        return None
-    if crops == 1:
-        return SelectionGroup(1, tokens_per_crop, budget)
-    if policy == "global":
-        return SelectionGroup(1, crops * tokens_per_crop, budget)
-    return SelectionGroup(crops, tokens_per_crop, budget // crops)
-
-
-def selection_flops(method: str, group: SelectionGroup | None, vision_width: int, text_width: int) -> int | None:
-    """Estimated selection cost; None for a method this table does not know.
-
-    scope / coverage: cosine similarity 2*N^2*D, then K greedy steps each touching the N x N matrix
-      about 3 times (subtract the coverage, clamp at 0, sum): 3*K*N^2. An exact lazy greedy does less.
-    divprune (default on="projected"): projection of all N tokens, similarity 2*N^2*d in the projected
-      space, then K updates of the N minimum distances (2*K*N).
-    visionzip (its default split, C = K*10//64 merged tokens): cosine similarity of the R = N-(K-C) tokens
-      left after the dominant ones to the C merge targets, on the attention keys (width D): 2*R*C*D.
-    vispruner: cosine similarity of the N pre-projector features, 2*N^2*D (ours builds the full matrix).
-    cdpruner: projection of all N tokens, similarity 2*N^2*d in the projected space, then K greedy DPP
-      steps whose Cholesky updates sum to about K^2*N (the CLIP text tower and joint-space map not counted).
-    saliency / random / none: a top-k or a draw, counted as 0.
-    """
-    if method in ("none", "random", "saliency") or group is None:
+def selection_flops(plan: PruningPlan, crops: int, vision: VisionDims, text_width: int) -> int | None:
+    """The method's estimate for one image of ``crops`` crops, on the split the plan makes."""
+    if plan.keeps_all:
         return 0
-    n, k = group.tokens, group.keep
-    if method in ("scope", "coverage"):
-        per_group = 2 * n * n * vision_width + 3 * k * n * n
-    elif method == "divprune":
-        per_group = projector_flops(vision_width, text_width, n) + 2 * n * n * text_width + 2 * k * n
-    elif method == "vispruner":
-        per_group = 2 * n * n * vision_width
-    elif method == "cdpruner":
-        per_group = projector_flops(vision_width, text_width, n) + 2 * n * n * text_width + k * k * n
-    elif method == "visionzip":
-        contextual = k * 10 // 64
-        per_group = 2 * (n - (k - contextual)) * contextual * vision_width
-    else:
-        return None
-    return group.groups * per_group
+    selection = plan.crop_selection(crops, vision.tokens_per_crop)
+    return selection.method.selection_flops(selection.work(vision.hidden, text_width))
 
 
 def kv_cache_bytes(dims: DecoderDims, tokens: int, bytes_per_element: int) -> int:
@@ -190,10 +142,8 @@ class PrefillFlops:
 
 def prefill_flops(
     config: Any,
+    plan: PruningPlan,
     *,
-    method: str,
-    budget: int | None,
-    policy: str,
     crops: int,
     projected_tokens: int,
     prefill_tokens: int,
@@ -207,14 +157,13 @@ def prefill_flops(
         layer_tokens = [prefill_tokens - visual_per_layer[0] + n for n in visual_per_layer]
         return PrefillFlops(
             vision=vision_tower_flops(vision, crops),
-            selection=llm_selection_flops(method, text, layer_tokens, visual_per_layer),
+            selection=llm_selection_flops(plan, text, layer_tokens, visual_per_layer),
             projector=projector_flops(vision.hidden, text.hidden, projected_tokens),
             language_model=language_model_prefill_flops(text, prefill_tokens, layer_tokens),
         )
-    group = selection_groups(budget, crops, vision.tokens_per_crop, policy)
     return PrefillFlops(
         vision=vision_tower_flops(vision, crops),
-        selection=selection_flops(method, group, vision.hidden, text.hidden),
+        selection=selection_flops(plan, crops, vision, text.hidden),
         projector=projector_flops(vision.hidden, text.hidden, projected_tokens),
         language_model=language_model_prefill_flops(text, prefill_tokens),
     )

@@ -12,12 +12,12 @@ from dataclasses import dataclass
 import torch
 from transformers import LlavaNextForConditionalGeneration
 
-from .model import PATCH_SIZE, build_processor, toy_config
-from .questions import Question
-from .scenes import NON_SQUARE_SIZES, SceneOptions, generate_scene, render
+from scope_eval.toy.model import PATCH_SIZE, build_processor, toy_config
+from scope_eval.toy.questions import Question
+from scope_eval.lmms.tasks.toy.scenes import NON_SQUARE_SIZES, SceneOptions, generate_scene, render
 from .train_language import sample_question
 from .train_vision import warmup_cosine
-from .vocab import SHORT_ANSWER_PROMPT
+from scope_eval.toy.vocab import SHORT_ANSWER_PROMPT
 
 
 def next_from_llava15(model15, newline: torch.Tensor) -> LlavaNextForConditionalGeneration:

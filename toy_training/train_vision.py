@@ -17,8 +17,8 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import CLIPVisionModel
 
-from .model import VISION_FEATURE_LAYER
-from .scenes import CLASSES
+from scope_eval.toy.model import VISION_FEATURE_LAYER
+from scope_eval.lmms.tasks.toy.scenes import CLASSES
 from .training_data import NUM_COLOURS, NUM_SHAPES, ScenePool, colour_of_class, pixel_values, shape_of_class
 
 

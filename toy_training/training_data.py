@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .model import CLIP_MEAN, CLIP_STD, IMAGE_SIZE, PATCH_SIZE
-from .scenes import CLASSES, COLOURS, SHAPES, Scene, SceneOptions, generate_scene, label_map, render
+from scope_eval.toy.model import CLIP_MEAN, CLIP_STD, IMAGE_SIZE, PATCH_SIZE
+from scope_eval.lmms.tasks.toy.scenes import CLASSES, COLOURS, SHAPES, Scene, SceneOptions, generate_scene, label_map, render
 
 GRID = IMAGE_SIZE // PATCH_SIZE
 PATCH_COVERAGE_MIN = 0.1  # a patch belongs to an object when >= 10 % of its pixels are that object's

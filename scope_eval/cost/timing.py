@@ -1,7 +1,7 @@
 """Timing one generate() pass piece by piece, with hooks on model instances (removed afterwards).
 
 Every time stamp synchronises CUDA first, so a stamp means "the GPU has finished everything queued".
-The pieces: the vision tower's forward calls, the pruning method's ``select`` calls (a shadow on the
+The pieces: the vision tower's forward calls, the pruning method's ``run`` calls (a shadow on the
 method instance, ``handle.plan.method``), the language model's calls (the first is the prefill), and
 the end of the first top-level forward (the first token's logits exist: time to first token).
 Decoding steps are not stamped one by one (a synchronisation per step would slow them down); only
@@ -113,10 +113,11 @@ class PassTimer:
             self._first_forward_end_cpu = time.process_time()
 
     def _shadow_select(self, method: Any) -> None:
-        # An instance attribute shadows the class's select() for this one object; close() deletes it.
-        if "select" in vars(method):
-            raise RuntimeError("the pruning method's select() is already shadowed; is another timer installed?")
-        stock_select: Callable = method.select
+        # An instance attribute shadows the class's run() (what the adapters call with a plan's validated
+        # budget) for this one object; close() deletes it.
+        if "run" in vars(method):
+            raise RuntimeError("the pruning method's run() is already shadowed; is another timer installed?")
+        stock_select: Callable = method.run
         span = self._selection
 
         def timed_select(*args: Any, **kwargs: Any) -> Any:
@@ -126,7 +127,7 @@ class PassTimer:
             finally:
                 span.stop()
 
-        object.__setattr__(method, "select", timed_select)  # also works on frozen dataclasses
+        object.__setattr__(method, "run", timed_select)  # also works on frozen dataclasses
 
     # -- one pass ------------------------------------------------------------------------------
     def run(self, generate: Callable[[], Any]) -> PassTiming:
@@ -164,6 +165,6 @@ class PassTimer:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        if self._method is not None and "select" in vars(self._method):
-            object.__delattr__(self._method, "select")
+        if self._method is not None and "run" in vars(self._method):
+            object.__delattr__(self._method, "run")
         self._method = None

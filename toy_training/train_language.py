@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .model import NUM_PATCHES, VISION_FEATURE_LAYER
-from .questions import (
+from scope_eval.toy.model import NUM_PATCHES, VISION_FEATURE_LAYER
+from scope_eval.toy.questions import (
     MME_CATEGORIES,
     POPE_STRATEGIES,
     Question,
@@ -31,10 +31,10 @@ from .questions import (
     relation_question,
     shape_question,
 )
-from .scenes import Scene
+from scope_eval.lmms.tasks.toy.scenes import Scene
 from .train_vision import warmup_cosine
 from .training_data import pixel_values
-from .vocab import SHORT_ANSWER_PROMPT, SYSTEM_PROMPT
+from scope_eval.toy.vocab import SHORT_ANSWER_PROMPT, SYSTEM_PROMPT
 
 
 @dataclass

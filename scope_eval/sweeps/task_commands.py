@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from .tasks import TASKS_DIR
+from ..lmms.tasks import TASKS_DIR
 
 
 def tasks_dir(
@@ -21,7 +21,7 @@ def tasks_dir(
     if data_dir is None:
         print(TASKS_DIR)
         return
-    from .local_data import write_tasks_dir
+    from ..lmms.local_data import write_tasks_dir
 
     report = Console(stderr=True)
     try:
@@ -43,7 +43,7 @@ def validate_tasks(
     check_hub: bool = typer.Option(False, "--check-hub", help="Also ask the Hugging Face hub whether hub datasets exist."),
 ) -> None:
     """Load every task YAML under DIRECTORY: schema, !function targets, data present; non-zero exit on any problem."""
-    from .validate import print_checks, validate_directory
+    from .validate_tasks import print_checks, validate_directory
 
     checks = validate_directory(directory, check_hub=check_hub)
     print_checks(checks, Console())

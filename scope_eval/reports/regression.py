@@ -30,9 +30,9 @@ import typer
 import yaml
 from rich.console import Console
 
-from .cells import CELL_FILE
-from .config import SweepConfigError, load_sweep, with_overrides
-from .runner import print_summary, run_sweep
+from ..sweeps.cells import CELL_FILE
+from ..sweeps.config import SweepConfigError, load_sweep, with_overrides
+from ..sweeps.runner import print_summary, run_sweep
 
 KEY_COLUMNS = ["model", "method_label", "budget", "task", "benchmark"]
 _KEYS = {"description", "sweeps", "methods", "budgets", "tasks", "limit", "baseline", "false_alarm", "net_flips_per_sqrt_doc",
@@ -195,7 +195,7 @@ def measured(runs_dir: Path, limit: int | float | None | Mapping[str, int | floa
     when the regression config sets none), with its documents' answers and scores in column `items`.
     Only that limit: the same model at another --limit in the same runs folder shares every key column
     and must not stand in for it."""
-    from scope_eval.reports.collect import tidy
+    from .collect import tidy
 
     table = tidy(runs_dir).dropna(subset=["value"])
 
@@ -210,8 +210,8 @@ def measured(runs_dir: Path, limit: int | float | None | Mapping[str, int | floa
 
 def _cell_items(cell: Path, task: str, benchmark_name: str) -> dict[str, list] | None:
     """{doc_id: [score, answer]} from the cell's logged samples, or None when it has none readable."""
-    from .metrics import benchmarks_for_task
-    from .tasks import yaml_metrics
+    from ..sweeps.metrics import benchmarks_for_task
+    from ..sweeps.tasks import yaml_metrics
 
     try:
         samples = json.loads((cell / CELL_FILE).read_text()).get("files", {}).get("samples")

@@ -6,8 +6,8 @@ presence logit, trained on one set of fresh scenes and scored on another. If thi
 object, no language model reading the same tokens can. It showed why off-grid square scenes were too
 hard for the toy tower (see the model card).
 
-    python -m scope_eval.toy.feature_probe --model-dir scope_eval/toy/weights/llava15 --grid 14
-    python -m scope_eval.toy.feature_probe --model-dir scope_eval/toy/weights/llava15 --grid 0
+    python -m toy_training.feature_probe --model-dir scope_eval/toy/weights/llava15 --grid 14
+    python -m toy_training.feature_probe --model-dir scope_eval/toy/weights/llava15 --grid 0
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .questions import is_attribute_swap
-from .scenes import CLASSES, SceneOptions, generate_scene, render
+from scope_eval.toy.questions import is_attribute_swap
+from scope_eval.lmms.tasks.toy.scenes import CLASSES, SceneOptions, generate_scene, render
 from .train_language import featurize
 from .training_data import class_presence
 
@@ -68,7 +68,7 @@ def probe_presence(tower, grid: int, train_images: int = 500, test_images: int =
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scope_eval.toy.feature_probe", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m toy_training.feature_probe", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, required=True, help="a toy LLaVA save_pretrained directory")
     parser.add_argument("--grid", type=int, default=14, help="scene grid in px (0: objects anywhere)")

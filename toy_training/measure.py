@@ -7,7 +7,7 @@ is the first greedy token, which is the first word `generate` would produce: eve
 word. One item at a time, like lmms-eval's LLaVA wrappers: batching with left padding changed answers
 (8 of 48 GQA-like items on the toy LLaVA-1.5; LLaVA-NeXT's long, unequal sequences fell apart).
 
-    python -m scope_eval.toy.measure --model-dir scope_eval/toy/weights/llava15 --methods none,random,saliency
+    python -m toy_training.measure --model-dir scope_eval/toy/weights/llava15 --methods none,random,saliency
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ import torch
 
 from scope_eval.lmms.tasks.toy import utils as task_utils
 
-from .benchmark import TASK_DIR
-from .scenes import Scene, render
+from scope_eval.toy.benchmark import TASK_DIR
+from scope_eval.lmms.tasks.toy.scenes import Scene, render
 from .training_data import patch_targets, pixel_values
-from .vocab import SHORT_ANSWER_PROMPT
+from scope_eval.toy.vocab import SHORT_ANSWER_PROMPT
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,7 @@ def cls_attention_on_objects(model, scenes: list[Scene]) -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scope_eval.toy.measure", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m toy_training.measure", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--tasks", default="scope_toy_pope,scope_toy_gqa,scope_toy_count,scope_toy_mme")
