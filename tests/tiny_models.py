@@ -8,8 +8,6 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     CLIPImageProcessor,
-    CLIPVisionConfig,
-    LlamaConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaNextConfig,
@@ -20,7 +18,9 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+from scope_eval.adapters.families import NEXT_GRID_PINPOINTS as PINPOINTS
+from scope_eval.bench.shapes import SHAPES
+
 WORDS = "what is in the image ? describe a red blue green circle square yes no there how many . , : \n".split(" ")
 CHAT_TEMPLATE = (
     "{% for message in messages %}{% if message['role'] == 'user' %}USER: "
@@ -47,18 +47,14 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def _configs(tokenizer):
-    vision = CLIPVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, image_size=336, patch_size=14
+    """The bench's tiny-llava-1.5 shape (scope_eval/bench/shapes.py) with this tokenizer's vocabulary and ids."""
+    config = SHAPES["tiny-llava-1.5"].config(
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"), pad_token_id=3, vocab=len(tokenizer)
     )
-    text = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=4, max_position_embeddings=4096, bos_token_id=1, eos_token_id=2, pad_token_id=3,
+    return dict(
+        vision_config=config.vision_config, text_config=config.text_config, image_token_id=config.image_token_id,
+        vision_feature_layer=config.vision_feature_layer, vision_feature_select_strategy=config.vision_feature_select_strategy,
     )
-    common = dict(
-        vision_config=vision, text_config=text, image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        vision_feature_layer=-2, vision_feature_select_strategy="default",
-    )
-    return common
 
 
 def tiny_llava(seed: int = 0):

@@ -26,7 +26,7 @@ from scope_eval.pruning.plan import PruningPlan
 from .base import PruningHandle
 from .families import most_crops
 from .instruction import InstructionEncoder, host_tokenizer, instruction_texts
-from .placeholders import shrink_placeholders
+from .placeholders import pad_token_id, shrink_placeholders
 
 HF_LLAVA_CLASSES = (LlavaForConditionalGeneration, LlavaNextForConditionalGeneration)
 
@@ -74,11 +74,7 @@ class HfLlavaHandle(PruningHandle):
         self.image_token_id = config.image_token_id
         self.crop_size = config.vision_config.image_size
         self.tokens_per_crop = (self.crop_size // config.vision_config.patch_size) ** 2
-        text_config = config.get_text_config()
-        self.pad_token_id = next(
-            (v for v in (getattr(text_config, "pad_token_id", None), getattr(config, "pad_token_id", None)) if v is not None),
-            0,
-        )
+        self.pad_token_id = pad_token_id(config)
         base = model.model
         self._stock_get_image_features = base.get_image_features
         if plan.method.stage == "llm":  # every visual token enters the LM; the method drops them inside it

@@ -82,3 +82,15 @@ def _pad(rows: list[torch.Tensor], value: int, left: bool) -> torch.Tensor:
         else:
             out[b, : row.shape[0]] = row
     return out
+
+
+def pad_token_id(config) -> int:
+    """The id a LLaVA config pads with: its own pad id, its language model's, that model's EOS, else 0.
+
+    Padded positions are masked out, so the id only has to exist in the vocabulary; the order here is
+    the one generate() falls back through."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for candidate in (getattr(config, "pad_token_id", None), getattr(text, "pad_token_id", None), getattr(text, "eos_token_id", None)):
+        if isinstance(candidate, int) and not isinstance(candidate, bool):
+            return candidate
+    return 0

@@ -11,10 +11,10 @@ import os
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
+from scope_eval.adapters.placeholders import pad_token_id
 from scope_eval.cost.flops import DecoderDims, PrefillFlops, kv_cache_bytes, prefill_flops
 from scope_eval.cost.timing import Clock, PassTimer, PassTiming
 from scope_eval.pruning import PruningError
@@ -107,7 +107,7 @@ def run_bench(bench_model: BenchModel, settings: BenchSettings, progress: Callab
         "min_new_tokens": settings.new_tokens,
         "do_sample": False,
         "num_beams": 1,
-        "pad_token_id": _pad_token_id(model),
+        "pad_token_id": pad_token_id(model.config),
     }
 
     def one_pass(method: str, budget: int | None, measured: bool) -> None:
@@ -181,15 +181,3 @@ def _crops(bench_model: BenchModel, inputs: dict) -> int:
     config = bench_model.config
     size = inputs["image_sizes"][0].tolist()
     return image_size_to_num_patches(size, config.image_grid_pinpoints, config.vision_config.image_size)
-
-
-def _pad_token_id(model: Any) -> int:
-    text = model.config.get_text_config()
-    for candidate in (
-        getattr(model.config, "pad_token_id", None),
-        getattr(text, "pad_token_id", None),
-        getattr(text, "eos_token_id", None),
-    ):
-        if isinstance(candidate, int):
-            return candidate
-    return 0

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shlex
 import statistics
 import time
@@ -28,6 +27,8 @@ import torch
 import typer
 
 from scope_eval.provenance import provenance
+
+from .summary import hardware
 from scope_eval.pruning.plan import PruningPlan
 from scope_eval.pruning.greedy import scope_select
 from scope_eval.pruning.greedy_kernels import quantise_similarity
@@ -179,14 +180,15 @@ def _similarity_only(features: torch.Tensor) -> torch.Tensor:
 
 
 def describe_environment(device: torch.device, dtype: torch.dtype, dim: int) -> dict:
+    machine = hardware(device)  # the one description of the machine, shared with `scope-eval bench`
     environment = {
         "date_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M"),
         "device": device.type,
-        "device_name": _device_name(device),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
+        "device_name": machine.get("gpu") or machine["cpu"],
+        "cpu_count": machine["cpu_count"],
+        "torch_threads": machine["torch_threads"],
+        "torch": machine["torch"],
+        "python": machine["python"],
         "dtype": str(dtype).removeprefix("torch."),
         "feature_dim": dim,
     }
@@ -198,16 +200,6 @@ def describe_environment(device: torch.device, dtype: torch.dtype, dim: int) -> 
 def load_average(when: str) -> dict:
     """The 1-minute load average (runnable processes): above the core count, others were competing."""
     return {f"load_average_1m_{when}": round(os.getloadavg()[0], 2)} if hasattr(os, "getloadavg") else {}
-
-
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            return next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def render_markdown(result: BenchResult, command: str, note: str = "") -> str:

@@ -13,10 +13,10 @@ from typing import Literal
 
 from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaNextConfig, PretrainedConfig
 
+from scope_eval.adapters.families import NEXT_GRID_PINPOINTS
+
 Family = Literal["llava-1.5", "llava-next"]
 
-# LLaVA-NeXT (1.6) anyres resolutions, (height, width).
-NEXT_GRID_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
 IMAGE_TOKEN_ID = 32000
 PAD_TOKEN_ID = 32001
 
@@ -40,8 +40,9 @@ class ModelShape:
     image_size: int = 336
     patch_size: int = 14
 
-    def config(self, image_token_id: int = IMAGE_TOKEN_ID, pad_token_id: int = PAD_TOKEN_ID) -> PretrainedConfig:
-        """The llava-hf config; the token ids only name vocabulary rows and do not change the shape."""
+    def config(self, image_token_id: int = IMAGE_TOKEN_ID, pad_token_id: int = PAD_TOKEN_ID, vocab: int | None = None) -> PretrainedConfig:
+        """The llava-hf config; the token ids only name vocabulary rows and do not change the shape.
+        ``vocab``: another vocabulary size (a test's tiny tokenizer), else the shape's."""
         vision = CLIPVisionConfig(
             hidden_size=self.vision.hidden,
             intermediate_size=self.vision.mlp,
@@ -53,7 +54,7 @@ class ModelShape:
             hidden_act="quick_gelu",
         )
         text = LlamaConfig(
-            vocab_size=self.vocab,
+            vocab_size=vocab or self.vocab,
             hidden_size=self.text.hidden,
             intermediate_size=self.text.mlp,
             num_hidden_layers=self.text.layers,
@@ -101,5 +102,5 @@ SHAPES: dict[str, ModelShape] = {
 TOY_CHECKPOINTS: dict[str, str] = {"toy-llava-1.5": "llava15", "toy-llava-next": "llava_next"}
 TOY_KIND: dict[str, str] = {"llava-1.5": "llava15", "llava-next": "llava_next"}  # scope_eval.toy's names
 
-# The paper's budgets per family (SPEC section 3).
+# The paper's budgets per family (Tables 1 and 2; the unit: docs/semantics.md#budget-unit).
 PAPER_BUDGETS: dict[str, tuple[int, ...]] = {"llava-1.5": (192, 128, 64), "llava-next": (640, 320, 160)}

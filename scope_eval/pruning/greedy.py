@@ -1,4 +1,4 @@
-"""SCOPE's selection (SPEC section 2): ``scope_select`` and the choice between its exact implementations.
+"""SCOPE's selection (docs/semantics.md#scope): ``scope_select`` and the choice between its exact implementations.
 
     S      = cosine similarity of the feature rows (float32 at least; zero rows have similarity 0)
     c_i(T) = max(0, max_{t in T} S_it)                coverage of token i by the selected set T

@@ -1,7 +1,7 @@
 """Two slow versions of SCOPE's greedy, kept as yardsticks (not used by the methods).
 
 ``reference_scope_select``: float64 throughout, one image at a time, written straight from the formula of
-SPEC section 2; the tests compare the fast implementations with it. Float64 rounding (about 1e-16)
+docs/semantics.md#scope; the tests compare the fast implementations with it. Float64 rounding (about 1e-16)
 would split scores that are equal in exact arithmetic (two tokens that only cover each other are
 common), so scores within float64 rounding of the best count as ties, lowest index first, as the formula
 says: a gain sums N terms of magnitude <= 1, so it is off by far less than GAIN_ROUNDING * N, and a score

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .metrics import FILTER_SUFFIX, expected_metric_keys, is_finite_number
+from .metrics import expected_metric_keys, is_finite_number
 from .tasks import yaml_metrics
 
 

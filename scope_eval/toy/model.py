@@ -27,6 +27,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from scope_eval.adapters.families import NEXT_GRID_PINPOINTS
+
 from .vocab import SPECIAL_TOKENS, SYSTEM_PROMPT, vocabulary
 
 ToyKind = Literal["llava15", "llava_next"]
@@ -36,7 +38,7 @@ IMAGE_SIZE = 336
 PATCH_SIZE = 14
 NUM_PATCHES = (IMAGE_SIZE // PATCH_SIZE) ** 2  # 576
 VISION_FEATURE_LAYER = -2
-GRID_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
+GRID_PINPOINTS = NEXT_GRID_PINPOINTS  # the released LLaVA-NeXT checkpoints' anyres grids
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 

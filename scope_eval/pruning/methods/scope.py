@@ -17,7 +17,7 @@ class ScopeMethod(PruningMethod):
 
     Greedily keeps the token with the largest coverage gain g_j combined with its CLS saliency a_j:
     g_j * a_j**alpha (``combine="multi"``, the paper's) or g_j + a_j**alpha (``"add"``); see
-    scope_eval.pruning.greedy and SPEC section 2. Needs the CLS saliency (``coverage`` is alpha = 0 without
+    scope_eval.pruning.greedy and docs/semantics.md#scope. Needs the CLS saliency (``coverage`` is alpha = 0 without
     it). Budget: visual tokens kept per image/crop. ``selection_dtype="model"`` computes in the features'
     dtype as the official code does (scope_eval.pruning.model_dtype); default float32.
     """
