@@ -238,6 +238,24 @@ def test_timer_hooks_and_select_shadow_are_removed():
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
 
 
+def test_in_llm_scoring_time_is_split_out_of_the_language_model_prefill():
+    """For fastv the timed selection is its choose() inside the prefill: positive, and part of that span."""
+    from scope_eval import prune
+    from scope_eval.bench.loading import build_inputs, load_bench_model
+    from scope_eval.cost.timing import Clock, PassTimer
+
+    bench_model = load_bench_model("tiny-llava-1.5", torch.device("cpu"), torch.float32)
+    model = bench_model.model
+    inputs = build_inputs(bench_model, (336, 336), prompt_tokens=4)
+    with prune(model, "fastv", 64, layer=1, budget_unit="after_layer") as handle, torch.inference_mode():
+        method = handle.plan.method
+        timer = PassTimer(model, method, Clock(torch.device("cpu")))
+        timing = timer.run(lambda: model.generate(**inputs, max_new_tokens=2, min_new_tokens=2, do_sample=False))
+        timer.close()
+        assert "choose" not in vars(method) and "run" not in vars(method)
+    assert 0 < timing.selection < timing.language_model_prefill
+
+
 def test_readme_flop_figures_are_the_formula_outputs():
     """scope_eval/bench/README.md quotes these totals (32 prompt tokens + BOS)."""
     from scope_eval.cost.flops import prefill_flops

@@ -112,12 +112,18 @@ class PassTimer:
             self._first_forward_end = self.clock.now()
             self._first_forward_end_cpu = time.process_time()
 
+    @staticmethod
+    def _timed_entry(method: Any) -> str:
+        """What the adapters call to select: ``run`` (pre-LLM, with a plan's validated budget), or ``choose``
+        (in-LLM, once per drop, inside the language model's prefill: its time is also in that span)."""
+        return "choose" if getattr(method, "stage", "vision") == "llm" else "run"
+
     def _shadow_select(self, method: Any) -> None:
-        # An instance attribute shadows the class's run() (what the adapters call with a plan's validated
-        # budget) for this one object; close() deletes it.
-        if "run" in vars(method):
-            raise RuntimeError("the pruning method's run() is already shadowed; is another timer installed?")
-        stock_select: Callable = method.run
+        # An instance attribute shadows the class's method for this one object; close() deletes it.
+        entry = self._timed_entry(method)
+        if entry in vars(method):
+            raise RuntimeError(f"the pruning method's {entry}() is already shadowed; is another timer installed?")
+        stock_select: Callable = getattr(method, entry)
         span = self._selection
 
         def timed_select(*args: Any, **kwargs: Any) -> Any:
@@ -127,7 +133,7 @@ class PassTimer:
             finally:
                 span.stop()
 
-        object.__setattr__(method, "run", timed_select)  # also works on frozen dataclasses
+        object.__setattr__(method, entry, timed_select)  # also works on frozen dataclasses
 
     # -- one pass ------------------------------------------------------------------------------
     def run(self, generate: Callable[[], Any]) -> PassTiming:
@@ -165,6 +171,6 @@ class PassTimer:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        if self._method is not None and "run" in vars(self._method):
-            object.__delattr__(self._method, "run")
+        if self._method is not None and self._timed_entry(self._method) in vars(self._method):
+            object.__delattr__(self._method, self._timed_entry(self._method))
         self._method = None
