@@ -261,3 +261,14 @@ def test_flops_cost_every_layer_at_its_own_length(hf_llava):
     assert pruned.language_model == sum(one_layer) + 2 * dims.hidden * dims.vocab
     assert language_model_prefill_flops(dims, text + 576, [text + 576] * dims.layers) == language_model_prefill_flops(dims, text + 576)
     assert pruned.selection is not None and pruned.selection > 0
+
+
+@pytest.mark.parametrize("layers, least", [((2, 8, 16), 52), ((8, 16, 24), 164)])
+def test_pdrop_smallest_layer_averaged_budget_is_the_documented_one(layers, least):
+    """docs/semantics.md#pdrop and the pdrop docstring quote these minima (576 tokens, 32 layers)."""
+    from scope_eval.pruning import PruningError, build_method
+
+    method = build_method("pdrop", layers=layers)
+    assert method.schedule(least, 576, 32).layer_average() <= least
+    with pytest.raises(PruningError):
+        method.schedule(least - 1, 576, 32)

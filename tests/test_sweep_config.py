@@ -253,3 +253,15 @@ def test_cpu_threads_must_be_a_positive_whole_number(tmp_path, value):
     path.write_text(text.replace("../scope_eval", str(CONFIGS.parent / "scope_eval")))
     with pytest.raises(SweepConfigError, match="cpu_threads must be a whole number >= 1"):
         load_sweep(path)
+
+
+def test_method_option_paths_are_relative_to_the_config_file(tmp_path):
+    """cdpruner's text_encoder (a local CLIP folder) written as ./ or ../ is read like model.pretrained."""
+    encoder = tmp_path / "weights" / "clip"
+    encoder.mkdir(parents=True)
+    configs = tmp_path / "configs"
+    configs.mkdir()
+    data = {**BASE, "methods": ["none", {"name": "cdpruner", "options": {"text_encoder": "../weights/clip"}, "label": "cdpruner"}]}
+    (configs / "sweep.yaml").write_text(yaml.safe_dump(data))
+    config = load_sweep(configs / "sweep.yaml")
+    assert config.methods[1].options == {"text_encoder": str(encoder.resolve())}

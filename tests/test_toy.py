@@ -201,3 +201,27 @@ def test_training_script_runs_every_stage_and_exports_loadable_float16_weights(t
     assert model.dtype == torch.float32
     log = (tmp_path / "work" / "train.log").read_text()
     assert "[vision] step 2/2" in log and "[language] step 5/5" in log and "[export]" in log
+
+
+def test_shipped_clip_text_tower_lets_cdpruner_run_on_the_toy_and_follow_the_question():
+    """scope_eval/toy/weights/clip_text (toy_training/train_clip_text.py): cdpruner keeps exactly the budget,
+    and its instruction relevance makes the kept set depend on which object the question names."""
+    from scope_eval import prune
+    from scope_eval.toy.model import WEIGHTS_DIR
+
+    model, processor = load_toy("llava15")
+    scene = generate_scene(random.Random(3), SceneOptions(small_count=(4, 4), large_count=(1, 1), distinct_classes=True))
+    kept = []
+    for colour, shape in sorted({(o.colour, o.shape) for o in scene.objects})[:2]:
+        prompt = prompt_text(processor, f"Is there a {colour} {shape} in the image?")
+        inputs = processor(images=[render(scene)], text=[prompt], return_tensors="pt")
+        with prune(model, "cdpruner", 64, processor=processor, text_encoder=str(WEIGHTS_DIR / "clip_text")) as handle:
+            recorded = []
+            stock = handle.plan.method.run
+            handle.plan.method.run = lambda tokens, budget: recorded.append(stock(tokens, budget)) or recorded[-1]
+            with torch.no_grad():
+                model(**inputs)
+            assert handle.take_counts() == [64]
+            del handle.plan.method.run
+        kept.append(recorded[0].indices[0].tolist())
+    assert kept[0] != kept[1]

@@ -118,7 +118,19 @@ def load_sweep(path: str | Path) -> SweepConfig:
         if not checkpoint.is_dir():
             raise SweepConfigError(f"{path}: model.pretrained {model['pretrained']} -> {checkpoint} is not a folder")
         data["model"] = {**model, "pretrained": str(checkpoint)}
+    if isinstance(data.get("methods"), list):  # method options naming local files (cdpruner's text_encoder), likewise
+        data["methods"] = [_options_relative_to(path, entry) for entry in data["methods"]]
     return sweep_from_dict(data, where=str(path))
+
+
+def _options_relative_to(path: Path, entry: Any) -> Any:
+    if not isinstance(entry, dict) or not isinstance(entry.get("options"), dict):
+        return entry
+    options = {
+        key: str((path.parent / value).resolve()) if isinstance(value, str) and value.startswith(("./", "../")) else value
+        for key, value in entry["options"].items()
+    }
+    return {**entry, "options": options}
 
 
 def sweep_from_dict(data: Mapping[str, Any], where: str = "<config>") -> SweepConfig:

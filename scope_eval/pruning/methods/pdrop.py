@@ -22,8 +22,10 @@ class PyramidDropMethod(LlmStageMethod):
     counts meet the budget unit. Score at a drop before layer l: layer l's own input norm and q/k
     projections applied to the hidden states entering it (the "next layer" of the official code), RoPE at
     the original positions; the attention of the LAST token, mean over heads; top counts stay.
-    Default layers (2, 8, 16) are the authors' low-budget recipe; their shipped default is (8, 16, 24),
-    whose layer-averaged minimum on a 32-layer model is 144. See docs/official_differences_llm.md.
+    Default layers (2, 8, 16) are the authors' low-budget recipe; their shipped default is (8, 16, 24).
+    With 576 visual tokens on a 32-layer model the smallest layer-averaged budget these schedules reach
+    is 52 (default) and 164 (8, 16, 24), the int() counts included (144 would need every stage to keep a
+    single token). See docs/semantics.md#pdrop and docs/official_differences_llm.md.
     """
 
     name = "pdrop"
