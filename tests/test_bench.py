@@ -297,3 +297,39 @@ def test_real_shapes_are_built_directly_on_the_target_device(name):
     assert all(b.device.type == "meta" for b in bench_model.model.buffers())
     expected = {"llava-1.5-7b": 7.06e9, "llava-1.5-13b": 13.35e9, "llava-next-7b": 7.06e9}[name]
     assert abs(sum(p.numel() for p in parameters) - expected) < 0.01e9
+
+
+def test_bench_costs_every_method_of_both_stages_with_their_options(tmp_path):
+    """`--methods all` on the tiny shape: every registered method runs, in-LLM ones with a drop layer the
+    2-layer model has, cdpruner with a CLIP checkpoint of the tiny tower; each row has its selection time and
+    FLOPs (in-LLM: the scoring at the drop), and the command line records the options."""
+    from transformers import CLIPConfig, CLIPModel
+
+    from scope_eval.bench.loading import load_bench_model
+    from tiny_models import tiny_tokenizer
+
+    tower = load_bench_model("tiny-llava-1.5", torch.device("cpu"), torch.float32).model.model.vision_tower
+    clip = CLIPModel(CLIPConfig(vision_config=tower.config.to_dict(), text_config={"vocab_size": 64, "hidden_size": 16,
+                                "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}))
+    clip.save_pretrained(tmp_path / "clip")
+    tiny_tokenizer().save_pretrained(tmp_path / "clip")
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(app, [
+        "bench", "--shape", "tiny-llava-1.5", "--methods", "all", "--budgets", "64", "--repeats", "1", "--warmup", "0",
+        "--new-tokens", "1", "--method-option", f"cdpruner.text_encoder={tmp_path / 'clip'}",
+        *[arg for method in ("fastv", "dart") for arg in ("--method-option", f"{method}.layer=1")],
+        "--method-option", "pdrop.layers=1", *[arg for method in ("fastv", "pdrop", "dart") for arg in ("--method-option", f"{method}.budget_unit=after_layer")],
+        "--out", str(out),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.with_suffix(".json").read_text())
+    rows = {row["method"]: row for row in report["rows"]}
+    assert set(rows) == set(METHODS)
+    for name, row in rows.items():
+        if name in ("none",):
+            continue
+        assert row["flops"]["selection"] is not None, name
+        assert row["selection_ms"] >= 0, name
+    for name in ("fastv", "pdrop", "dart", "scope", "cdpruner"):
+        assert rows[name]["selection_ms"] > 0 and rows[name]["flops"]["selection"] > 0, name
+    assert "--method-option cdpruner.text_encoder=" in report["command"]

@@ -28,6 +28,9 @@ def bench(
         None, "--budgets", help="Comma-separated visual tokens per image (default: the paper's for the family)."
     ),
     budget_policy: str = typer.Option("per_crop", "--budget-policy", help="LLaVA-NeXT: per_crop (paper) or global."),
+    method_option: list[str] = typer.Option(
+        [], "--method-option", help="METHOD.KEY=VALUE, a method's option (repeatable), e.g. cdpruner.text_encoder=PATH, fastv.layer=1."
+    ),
     dtype: str | None = typer.Option(
         None, "--dtype", help="bfloat16 | float16 | float32 (default: bf16 on CUDA, fp32 on CPU)."
     ),
@@ -69,6 +72,7 @@ def bench(
         bench_model = load_bench_model(shape or model, target, resolve_dtype(dtype, target), attention)
         settings = BenchSettings(
             methods=_method_list(methods),
+            method_options=_method_options(method_option),
             budgets=_int_list(budgets, "--budgets") if budgets else list(PAPER_BUDGETS[bench_model.family]),
             budget_policy=budget_policy,
             repeats=repeats,
@@ -152,6 +156,23 @@ def _method_list(text: str) -> list[str]:
     return names
 
 
+def _method_options(items: list[str]) -> dict[str, dict[str, object]]:
+    """``["cdpruner.text_encoder=PATH", "fastv.layer=1"]`` -> {method: {option: value}}; values read as YAML
+    scalars (1 -> int, 0.5 -> float, true -> bool), as in a sweep config."""
+    import yaml
+
+    from .loading import BenchError
+
+    options: dict[str, dict[str, object]] = {}
+    for item in items:
+        target, separator, value = item.partition("=")
+        method, dot, key = target.partition(".")
+        if not separator or not dot or not method or not key:
+            raise BenchError(f"--method-option takes METHOD.KEY=VALUE, e.g. fastv.layer=1; got {item!r}")
+        options.setdefault(method.strip(), {})[key.strip()] = yaml.safe_load(value)
+    return options
+
+
 def _int_list(text: str, option: str) -> list[int]:
     from .loading import BenchError
 
@@ -198,6 +219,8 @@ def _command_line(shape, model, settings, *, dtype: str, device: str, threads, o
         "--new-tokens",
         str(settings.new_tokens),
     ]
+    for method, options in settings.method_options.items():
+        words += [item for key, value in options.items() for item in ("--method-option", f"{method}.{key}={value}")]
     if attention is not None:
         words += ["--attention", attention]
     if threads is not None:

@@ -37,6 +37,7 @@ class BenchSettings:
     prompt_tokens: int = 32
     new_tokens: int = 8
     seed: int = 0
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # method -> its options
 
     def __post_init__(self) -> None:
         if self.repeats < 1:
@@ -101,7 +102,9 @@ def run_bench(bench_model: BenchModel, settings: BenchSettings, progress: Callab
         preprocessing.append(clock.now() - started)
     crops = _crops(bench_model, inputs)
     results = {case: None for case in settings.cases()}
-    plans = {case: PruningPlan.build(case[0], case[1], settings.budget_policy) for case in results}  # validated once
+    plans = {  # validated once, before any pass
+        (method, budget): _plan(method, budget, settings) for method, budget in results
+    }
     generate_options = {
         "max_new_tokens": settings.new_tokens,
         "min_new_tokens": settings.new_tokens,
@@ -111,7 +114,9 @@ def run_bench(bench_model: BenchModel, settings: BenchSettings, progress: Callab
     }
 
     def one_pass(method: str, budget: int | None, measured: bool) -> None:
-        with prune(model, plans[(method, budget)]) as handle:
+        plan = plans[(method, budget)]
+        processor = bench_model.processor if plan.method.needs_instruction else None  # it reads the prompt
+        with prune(model, plan, processor=processor) as handle:
             timer = PassTimer(model, handle.plan.method, clock)
             try:
                 memory.start()
@@ -164,6 +169,15 @@ def run_bench(bench_model: BenchModel, settings: BenchSettings, progress: Callab
         result.kv_cache_bytes = kv_cache_bytes(dims, result.prefill_tokens, element_bytes)
     load = {"start": load_at_start, "end": _load_average()}
     return BenchRun(finished, 1000 * statistics.median(preprocessing), load)
+
+
+def _plan(method: str, budget: int | None, settings: BenchSettings) -> PruningPlan:
+    try:
+        return PruningPlan.build(method, budget, settings.budget_policy, **settings.method_options.get(method, {}))
+    except PruningError as error:
+        raise PruningError(
+            f"{error} (bench: give a method's options with --method-option {method}.KEY=VALUE, or leave it out of --methods)"
+        ) from None
 
 
 def _load_average() -> list[float] | None:
