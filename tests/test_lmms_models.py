@@ -191,3 +191,20 @@ def test_in_llm_schedules_are_checked_from_the_config_before_loading(hf_dir, arg
         "llava_hf_scope", {"pretrained": str(hf_dir), "method": "fastv", "budget": 64, "layer": 1, "budget_unit": "after_layer"}, HF_ARGS
     )
     assert plan.budget == 64
+
+
+@pytest.mark.parametrize("name", sorted(__import__("scope_eval.pruning", fromlist=["METHODS"]).METHODS))
+def test_every_registered_method_is_accepted_by_the_plugin_model_args(name):
+    """The lmms-eval edge builds each method's plan from model_args alone (a new method file included)."""
+    from scope_eval.pruning import METHODS
+
+    cls = METHODS[name]
+    args = {"pretrained": "x", "method": name}
+    if not cls.keeps_all:
+        args["budget"] = "64"  # text, as a caller building model_args itself passes it
+    if cls.needs_instruction:
+        args["text_encoder"] = "openai/clip-vit-large-patch14-336"
+    plan, upstream = split_model_args("llava_hf_scope", args, HF_ARGS)
+    assert plan.method.name == name and upstream == {"pretrained": "x"}
+    assert plan.budget == (None if cls.keeps_all else 64)
+    assert plan.describe().startswith(f"method={name}")

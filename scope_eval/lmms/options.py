@@ -69,7 +69,8 @@ def check_llm_schedule(model_id: str, method: Any, budget: int | None, pretraine
     from transformers.utils import cached_file
 
     try:
-        path = cached_file(pretrained, "config.json", _raise_exceptions_for_missing_entries=False)
+        # the local cache only: the check must not wait on the network (a hub id not cached is skipped)
+        path = cached_file(pretrained, "config.json", _raise_exceptions_for_missing_entries=False, local_files_only=True)
     except (OSError, ValueError):
         return
     if path is None:
