@@ -24,7 +24,7 @@ def plot_run(tidy: pd.DataFrame, run: str, reference: pd.DataFrame, path: Path) 
     rows = math.ceil(len(benchmarks) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(4.0 * columns, 3.2 * rows), squeeze=False)
     labels = sorted(data["method_label"].unique(), key=lambda label: _rank(data, label))
-    colours = {label: f"C{index % 10}" for index, label in enumerate(labels)}
+    colours = {label: _colour(index) for index, label in enumerate(labels)}
     for axis, benchmark in zip(axes.flat, benchmarks):
         rows_here = data[data["benchmark"] == benchmark]
         for label in labels:
@@ -72,6 +72,11 @@ def plot_run(tidy: pd.DataFrame, run: str, reference: pd.DataFrame, path: Path) 
     return path
 
 
+def _colour(index: int):
+    """Distinct colours for up to 20 rows: tab20's ten strong hues first, then their light variants."""
+    return plt.cm.tab20((2 * index) % 20 + (index // 10) % 2)
+
+
 def _legend(data: pd.DataFrame, label: str) -> str:
     return display_name(label, data.loc[data["method_label"] == label, "method"].iloc[0])
 
@@ -109,7 +114,7 @@ def plot_accuracy_vs_cost(stats: pd.DataFrame, run: str, path: Path) -> Path | N
     benchmarks = benchmark_columns(data["benchmark"].unique())
     figure, axes = plt.subplots(len(benchmarks), 2, figsize=(9.0, 3.2 * len(benchmarks)), squeeze=False)
     labels = sorted(data["method_label"].unique(), key=lambda label: _rank(data, label))
-    colours = {label: f"C{index % 10}" for index, label in enumerate(labels)}
+    colours = {label: _colour(index) for index, label in enumerate(labels)}
     for row, benchmark in zip(axes, benchmarks):
         rows_here = data[data["benchmark"] == benchmark]
         for axis, (column, scale, xlabel) in zip(row, COST_AXES):
