@@ -29,12 +29,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 ## The main job on the embedded default: every method x budget on the toy LLaVA-1.5 and LLaVA-NeXT
-## (pre-LLM methods on both, the in-LLM FastV / PDrop / DART on LLaVA-1.5), through lmms-eval, offline;
+## (pre-LLM methods on both, the in-LLM FastV / PDrop / DART on LLaVA-1.5 in the same sweep), through lmms-eval, offline;
 ## writes tables with intervals, significance and agreement, and the accuracy-vs-cost plots under results/toy/.
 demo: $(STAMP)
 	$(BIN)/scope-eval sweep configs/toy_llava15.yaml --output runs/toy
 	$(BIN)/scope-eval sweep configs/toy_llava_next.yaml --output runs/toy
-	$(BIN)/scope-eval sweep configs/toy_llava15_llm.yaml --output runs/toy
 	$(BIN)/scope-eval report runs/toy --output results/toy
 
 ## Accuracy regression check against the stored baseline (both backends).

@@ -115,6 +115,14 @@ def test_dry_run_prints_commands_and_writes_nothing(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+def _found(folder, pattern: str) -> list:
+    """rglob while a sweep runs: a scratch folder removed during the walk means "look again", not an error."""
+    try:
+        return list(folder.rglob(pattern))
+    except FileNotFoundError:
+        return []
+
+
 def test_killed_sweep_resumes_keeping_finished_cells(tmp_path):
     """Kill a sweep (and its child) in the middle, re-run: finished cells untouched, the interrupted one redone."""
     config_file = tmp_path / "sweep.yaml"
@@ -124,7 +132,7 @@ def test_killed_sweep_resumes_keeping_finished_cells(tmp_path):
     runs = tmp_path / "runs"
     try:
         deadline = time.monotonic() + 120
-        while len(list(runs.rglob(CELL_FILE))) < 2 or not list(runs.rglob(".tmp-*/lmms/*/partial.txt")):
+        while len(_found(runs, CELL_FILE)) < 2 or not _found(runs, ".tmp-*/lmms/*/partial.txt"):
             assert process.poll() is None, "the sweep ended before it could be interrupted"
             assert time.monotonic() < deadline, "the sweep made no progress"
             time.sleep(0.05)
