@@ -163,3 +163,17 @@ def test_avg_counts_one_seedbench_run_once():
     assert table.loc[table["method"] == "scope", AVG].item() == pytest.approx((100 + 50) / 2)  # SEED-I not counted
     only_seed_image = paper_layout(cells[cells["benchmark"] != "SEED"], "m")
     assert only_seed_image.loc[only_seed_image["method"] == "scope", AVG].item() == pytest.approx(100.0)
+
+
+def test_rows_carry_the_layer_averaged_tokens_and_flops_beside_accuracy():
+    """In-LLM rows are compared at equal compute: the table's visual-token column is the layer average the
+    wrappers record, next to the prefill FLOPs, both medians over the row's cells."""
+    import pandas as pd
+
+    from scope_eval.reports.tables import _median
+
+    cells = pd.DataFrame({"cell_dir": ["a", "a", "b", "c"], "tokens_mean": [234.7, 234.7, 240.0, None],
+                          "prefill_flops_median": [1.2e9, 1.2e9, 1.4e9, 1.3e9]})
+    assert _median(cells, "tokens_mean") == pytest.approx(237.35)  # one value per cell, missing ones skipped
+    assert _median(cells, "prefill_flops_median") == pytest.approx(1.3e9)
+    assert _median(cells, "ttft_s_median") is None

@@ -238,6 +238,7 @@ def test_report_of_a_real_smoke_sweep_has_intervals_agreement_and_per_sample_cos
     page = (runs / "report" / "table_toy-llava15_limit8.md").read_text()
     header = next(line for line in page.splitlines() if line.startswith("| method"))
     assert "agreement with unpruned" in header and "TTFT ms (median)" in header
+    assert "visual tokens (layer avg)" in header and "prefill GFLOPs" in header  # equal-compute columns
     scope_line = next(line for line in page.splitlines() if line.startswith("| scope"))
     assert "[" in scope_line and "%" in scope_line  # value [low, high] and agreement share
     stats = pd.read_csv(runs / "report" / "stats_toy-llava15_limit8.csv")

@@ -146,6 +146,8 @@ def _missing(value: float) -> bool:
 # -- intervals, significance and agreement (statistics from scope_eval/reports/stats.py) ----------------
 AGREEMENT = "agreement with unpruned"
 TTFT = "TTFT ms (median)"
+VISUAL = "visual tokens (layer avg)"
+GFLOPS = "prefill GFLOPs"
 MARK_VS_UNPRUNED = "†"
 MARK_VS_SCOPE = "‡"
 MARKS_LEGEND = (
@@ -154,7 +156,10 @@ MARKS_LEGEND = (
     "for right/wrong-per-item metrics, paired bootstrap for pooled ones such as F1 and the MME score). "
     f"'{AGREEMENT}': share of answers identical to the unpruned model's (r→w / w→r: answers that turned "
     f"wrong / right). '{TTFT}': time to first token measured in the evaluation itself (median over samples; "
-    "for several tasks, the median of the tasks' medians)."
+    "for several tasks, the median of the tasks' medians). "
+    f"'{VISUAL}': visual tokens per sample that reached the language model, for in-LLM methods averaged over its "
+    f"decoder layers (the budget unit that makes both stages equal in compute); '{GFLOPS}': the analytic prefill "
+    "FLOPs per sample (median), each in-LLM layer priced at its own length."
 )
 
 
@@ -172,10 +177,21 @@ def interval_layout(stats: pd.DataFrame, run: str) -> pd.DataFrame:
             row[benchmark] = _with_interval(found.iloc[0]) if len(found) else None
         row[AVG] = line[AVG]
         row[AGREEMENT] = _agreement(cells.drop_duplicates("cell_dir"))
-        ttft = pd.to_numeric(cells.drop_duplicates("cell_dir").get("ttft_s_median"), errors="coerce").dropna()
-        row[TTFT] = 1000 * float(ttft.median()) if len(ttft) else None
+        row[VISUAL] = _median(cells, "tokens_mean")
+        flops = _median(cells, "prefill_flops_median")
+        row[GFLOPS] = None if flops is None else flops / 1e9
+        ttft = _median(cells, "ttft_s_median")
+        row[TTFT] = None if ttft is None else 1000 * ttft
         rows.append(row)
-    return pd.DataFrame(rows, columns=["method", "budget", *columns, AVG, AGREEMENT, TTFT])
+    return pd.DataFrame(rows, columns=["method", "budget", *columns, AVG, AGREEMENT, VISUAL, GFLOPS, TTFT])
+
+
+def _median(cells: pd.DataFrame, column: str) -> float | None:
+    """Median over the row's cells (one per task) of a per-cell number, None when no cell has it."""
+    if column not in cells:
+        return None
+    values = pd.to_numeric(cells.drop_duplicates("cell_dir")[column], errors="coerce").dropna()
+    return float(values.median()) if len(values) else None
 
 
 def _with_interval(cell: pd.Series) -> str:
