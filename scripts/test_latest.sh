@@ -10,7 +10,7 @@ trap 'rm -rf "$env_dir"' EXIT
 "$python" -m venv "$env_dir/venv"
 bin=$env_dir/venv/bin
 "$bin/pip" install --quiet --upgrade pip
-"$bin/pip" install --quiet --upgrade --upgrade-strategy eager -e ".[dev]"
+"$bin/pip" install --quiet --upgrade --upgrade-strategy eager -e ".[harness,dev]"
 "$bin/pip" install --quiet --no-deps -r requirements/llava.in
 echo "newest resolution:"
 "$bin/pip" list --format=freeze | grep -iE '^(torch|transformers|lmms-eval|accelerate|filelock|datasets|llava-torch)=='
