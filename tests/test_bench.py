@@ -256,6 +256,24 @@ def test_in_llm_scoring_time_is_split_out_of_the_language_model_prefill():
     assert 0 < timing.selection < timing.language_model_prefill
 
 
+def test_a_per_crop_copy_of_the_method_is_timed_too():
+    """VisionZip's official NeXT split selects with a per-image copy of itself (for_crops): still timed."""
+    from scope_eval import prune
+    from scope_eval.bench.loading import build_inputs, load_bench_model
+    from scope_eval.cost.timing import Clock, PassTimer
+
+    bench_model = load_bench_model("tiny-llava-next", torch.device("cpu"), torch.float32)
+    model = bench_model.model
+    inputs = build_inputs(bench_model, (672, 672), prompt_tokens=4)
+    with prune(model, "visionzip", 160, crop_split="official") as handle, torch.inference_mode():
+        method = handle.plan.method
+        timer = PassTimer(model, method, Clock(torch.device("cpu")))
+        timing = timer.run(lambda: model.generate(**inputs, max_new_tokens=1, do_sample=False))
+        timer.close()
+        assert handle.take_counts() == [165] and not {"run", "for_crops"} & set(vars(method))
+    assert timing.selection > 0
+
+
 def test_readme_flop_figures_are_the_formula_outputs():
     """scope_eval/bench/README.md quotes these totals (32 prompt tokens + BOS)."""
     from scope_eval.cost.flops import prefill_flops

@@ -121,19 +121,34 @@ class PassTimer:
     def _shadow_select(self, method: Any) -> None:
         # An instance attribute shadows the class's method for this one object; close() deletes it.
         entry = self._timed_entry(method)
-        if entry in vars(method):
+        if entry in vars(method) or "for_crops" in vars(method):
             raise RuntimeError(f"the pruning method's {entry}() is already shadowed; is another timer installed?")
-        stock_select: Callable = getattr(method, entry)
+        self._time(method, entry)
+        if entry == "run":
+            # A method may hand the per-crop selections to a copy of itself with other options (VisionZip's
+            # crop_split="official"): the copy, made per image, is timed too and dropped with the image.
+            stock_for_crops: Callable = method.for_crops
+
+            def for_crops_timed(budget: int, num_crops: int) -> Any:
+                crop_method, per_crop = stock_for_crops(budget, num_crops)
+                if crop_method is not method:
+                    self._time(crop_method, "run")
+                return crop_method, per_crop
+
+            object.__setattr__(method, "for_crops", for_crops_timed)
+
+    def _time(self, method: Any, entry: str) -> None:
+        stock: Callable = getattr(method, entry)
         span = self._selection
 
-        def timed_select(*args: Any, **kwargs: Any) -> Any:
+        def timed(*args: Any, **kwargs: Any) -> Any:
             span.start()
             try:
-                return stock_select(*args, **kwargs)
+                return stock(*args, **kwargs)
             finally:
                 span.stop()
 
-        object.__setattr__(method, entry, timed_select)  # also works on frozen dataclasses
+        object.__setattr__(method, entry, timed)  # also works on frozen dataclasses
 
     # -- one pass ------------------------------------------------------------------------------
     def run(self, generate: Callable[[], Any]) -> PassTiming:
@@ -171,6 +186,8 @@ class PassTimer:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        if self._method is not None and self._timed_entry(self._method) in vars(self._method):
-            object.__delattr__(self._method, self._timed_entry(self._method))
+        if self._method is not None:
+            for name in (self._timed_entry(self._method), "for_crops"):
+                if name in vars(self._method):
+                    object.__delattr__(self._method, name)
         self._method = None
