@@ -127,7 +127,9 @@ class LlmStage:
     def _before_layer(self, index: int, layer: nn.Module, args: tuple, kwargs: dict):
         hidden = args[0] if args else kwargs["hidden_states"]
         if index == 0:
-            self._start(hidden, kwargs.get("past_key_values"))
+            # transformers 5.24 renamed the decoder layers' KV-cache argument past_key_values -> cache
+            cache = kwargs.get("cache", kwargs.get("past_key_values"))
+            self._start(hidden, cache)
         if self._mode == "decode":
             rows = self._rows_at.get(index)
             if rows is None:
