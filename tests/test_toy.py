@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from scope_eval.lmms.tasks.toy import utils as task_utils
+from scope_eval.lmms.tasks.toy.scenes import Scene, SceneOptions, generate_scene, label_map, render
 from scope_eval.toy.benchmark import TASK_DIR, TOY_TASKS
-from toy_training.measure import first_token_answers, load_items, prompt_text, score
 from scope_eval.toy.model import NUM_PATCHES, build_processor, build_tokenizer, build_toy_llava, load_toy
 from scope_eval.toy.questions import attribute_existence
-from scope_eval.lmms.tasks.toy.scenes import Scene, SceneOptions, generate_scene, label_map, render
+from toy_training.measure import first_token_answers, load_items, prompt_text, score
 from toy_training.train_language import PromptBuilder
 from toy_training.training_data import patch_targets, pixel_values
 

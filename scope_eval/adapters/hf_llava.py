@@ -20,7 +20,6 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape, image_size_to_num_patches
 
 from scope_eval.pruning import PruningError
-
 from scope_eval.pruning.plan import PruningPlan
 
 from .base import PruningHandle

@@ -22,7 +22,6 @@ import torch
 from llava.mm_utils import get_anyres_image_grid_shape
 
 from scope_eval.pruning import PruningError
-
 from scope_eval.pruning.plan import PruningPlan
 
 from .base import PruningHandle

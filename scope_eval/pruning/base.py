@@ -167,25 +167,29 @@ class PruningMethod:
     keeps_all: ClassVar[bool] = False  # True only for 'none'
 
     def select(self, tokens: VisualTokens, budget: int | None) -> KeptTokens:
-        """The model-free entry point: validates ``budget`` (check_budget, check_fits), then ``run``."""
+        """The model-free entry point: validates ``budget`` (check_budget, check_fits), then selects."""
+        check_features(tokens)
         if self.keeps_all:
             if budget is not None:
                 raise PruningError(f"method '{self.name}' keeps every token and takes no budget; drop the budget")
         elif budget is None:
             raise PruningError(f"method '{self.name}' needs a budget (visual tokens kept per image)")
         else:
-            check_features(tokens)
             budget = check_budget(budget, tokens.num_tokens)
             self.check_fits(budget)
-        return self.run(tokens, budget)
+        return self._run_checked(tokens, budget)
 
     def run(self, tokens: VisualTokens, budget: int | None) -> KeptTokens:
-        """Selection for a budget that is already validated (``select``, or a PruningPlan at the edge).
+        """Selection for a budget that is already validated (a PruningPlan at the edge): what the adapters call.
 
         Only the input is checked here: finite features, the inputs the method needs, and that this
         image or crop has at least ``budget`` tokens (a property of the input, not of the budget).
         """
         check_features(tokens)
+        return self._run_checked(tokens, budget)
+
+    def _run_checked(self, tokens: VisualTokens, budget: int | None) -> KeptTokens:
+        """The selection itself, once ``check_features`` has passed (``select`` and ``run`` call it)."""
         if self.keeps_all:
             return self._select(tokens, tokens.num_tokens)
         if budget > tokens.num_tokens:

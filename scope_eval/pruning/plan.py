@@ -82,19 +82,13 @@ class PruningPlan:
     def keeps_all(self) -> bool:
         return self.method.keeps_all
 
-    @property
-    def stage(self) -> str:
-        return self.method.stage
-
-    def check_available(self, available: int, *, where: str = "") -> None:
+    def check_available(self, available: int) -> None:
         """The budget against the most visual tokens one image brings on the host (the adapter's total)."""
         if self.budget is not None:
-            check_budget(self.budget, available, what=f"{where}budget" if where else "budget")
+            check_budget(self.budget, available)
 
     def tokens_for(self, num_crops: int, tokens_per_crop: int) -> int:
         """Visual tokens that reach the language model for an image of ``num_crops`` crops."""
-        if self.keeps_all:
-            return num_crops * tokens_per_crop
         selection = self.crop_selection(num_crops, tokens_per_crop)
         return selection.groups * selection.budget
 

@@ -11,8 +11,8 @@ from loguru import logger
 from scope_eval.adapters.base import InstancePatches
 from scope_eval.lmms.errors import abort_on_error
 from scope_eval.lmms.options import split_model_args
-from scope_eval.pruning.plan import PruningPlan
 from scope_eval.lmms.tracking import SampleRecord, generate_one_by_one, guarded_generate
+from scope_eval.pruning.plan import PruningPlan
 
 from .cost import CostMeter
 

@@ -3,7 +3,7 @@
 The meter hooks the model instance once (removed by ``close()``) with the hooks of the efficiency
 benchmark (``scope_eval.cost.timing``), and stamps, per generate():
 - the vision tower's forward calls (a pre- and a post-hook on the tower module);
-- the pruning method's ``select`` calls (a shadow on the method instance of the pruning plan, the one
+- the pruning method's ``run`` calls (a shadow on the method instance of the pruning plan, the one
   object both adapters call through ``prune_images``);
 - the language model's first call (the prefill; later calls are decoding steps and are not stamped);
 - the end of the model's first top-level forward: the first token's logits exist (time to first token).
@@ -29,8 +29,8 @@ import torch
 from torch import nn
 
 from scope_eval.cost.flops import prefill_flops
-from scope_eval.pruning.plan import PruningPlan
 from scope_eval.cost.timing import Clock, PassTimer, _Span
+from scope_eval.pruning.plan import PruningPlan
 
 # Per-sample fields, in seconds unless named otherwise; the sweep summarises each (median, p90) per cell.
 COST_FIELDS = ("vision_s", "selection_s", "llm_prefill_s", "ttft_s", "decode_s", "generate_s", "prefill_tokens", "prefill_flops", "llm_prefill_flops")
@@ -70,7 +70,7 @@ class _FlopsConfig:
 class CostMeter(PassTimer):
     """Times every generate() of one model instance; ``measure`` runs one and returns its cost.
 
-    The hooks and the ``select`` shadow are the benchmark's (``cost.timing.PassTimer``), installed on
+    The hooks and the ``run`` shadow are the benchmark's (``cost.timing.PassTimer``), installed on
     the parts of either codebase (PassTimer's own constructor finds transformers' only), plus a count of
     the crops the tower sees, for the FLOPs."""
 
