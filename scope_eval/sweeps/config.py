@@ -112,25 +112,26 @@ def load_sweep(path: str | Path) -> SweepConfig:
     if not isinstance(data, dict):
         raise SweepConfigError(f"{path}: a sweep config is a mapping with keys {', '.join(sorted(_TOP_KEYS))}")
     model = data.get("model")
-    if isinstance(model, dict) and isinstance(model.get("pretrained"), str) and model["pretrained"].startswith(("./", "../")):
-        # a local checkpoint written as a relative path is relative to the config file, not to the cwd
-        checkpoint = (path.parent / model["pretrained"]).resolve()
-        if not checkpoint.is_dir():
-            raise SweepConfigError(f"{path}: model.pretrained {model['pretrained']} -> {checkpoint} is not a folder")
-        data["model"] = {**model, "pretrained": str(checkpoint)}
+    if isinstance(model, dict):
+        checkpoint = _relative_to_config(path, model.get("pretrained"))
+        if checkpoint != model.get("pretrained"):
+            if not Path(checkpoint).is_dir():
+                raise SweepConfigError(f"{path}: model.pretrained {model['pretrained']} -> {checkpoint} is not a folder")
+            data["model"] = {**model, "pretrained": checkpoint}
     if isinstance(data.get("methods"), list):  # method options naming local files (cdpruner's text_encoder), likewise
-        data["methods"] = [_options_relative_to(path, entry) for entry in data["methods"]]
+        data["methods"] = [
+            {**entry, "options": {key: _relative_to_config(path, value) for key, value in entry["options"].items()}}
+            if isinstance(entry, dict) and isinstance(entry.get("options"), dict) else entry
+            for entry in data["methods"]
+        ]
     return sweep_from_dict(data, where=str(path))
 
 
-def _options_relative_to(path: Path, entry: Any) -> Any:
-    if not isinstance(entry, dict) or not isinstance(entry.get("options"), dict):
-        return entry
-    options = {
-        key: str((path.parent / value).resolve()) if isinstance(value, str) and value.startswith(("./", "../")) else value
-        for key, value in entry["options"].items()
-    }
-    return {**entry, "options": options}
+def _relative_to_config(path: Path, value: Any) -> Any:
+    """A local path written relative (./ or ../) is relative to the config file, not to the cwd: made absolute."""
+    if isinstance(value, str) and value.startswith(("./", "../")):
+        return str((path.parent / value).resolve())
+    return value
 
 
 def sweep_from_dict(data: Mapping[str, Any], where: str = "<config>") -> SweepConfig:
