@@ -26,7 +26,7 @@ from torch import nn
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from scope_eval.pruning import PruningError
-from scope_eval.pruning.llm_stage import LlmSchedule, LlmStageMethod, LlmTokens
+from scope_eval.pruning.llm_stage import LlmSchedule, LlmStageMethod, LlmTokens, Recycled
 
 
 @dataclass
@@ -84,6 +84,7 @@ class LlmStage:
         self._full_length = 0
         self._rows: torch.Tensor | None = None  # [B, L'] original positions of the current sequence
         self._visual: torch.Tensor | None = None  # [B, n] positions of the visual tokens in the current sequence
+        self._inputs: tuple[torch.Tensor, torch.Tensor] | None = None  # layer 0's input and its visual positions
         self._rows_at: dict[int, torch.Tensor] = {}  # layer -> its rows, for layers from the first drop on
         self._schedule: LlmSchedule | None = None
         self._counts: list[int] = []
@@ -114,7 +115,7 @@ class LlmStage:
         for hook in self._hooks:
             hook.remove()
         self._hooks.clear()
-        self._pending = self._cache = self._rows = self._visual = self._previous = None
+        self._pending = self._cache = self._rows = self._visual = self._previous = self._inputs = None
         self._rows_at = {}
 
     # -- hooks -----------------------------------------------------------------------------------------
@@ -164,6 +165,7 @@ class LlmStage:
             self._rows = torch.arange(length, device=hidden.device).expand(batch, length)
             self._visual = torch.stack([row.nonzero().squeeze(1) for row in visual.to(hidden.device)])
             self._schedule = self.method.schedule(self.budget, self._visual.shape[1], len(self.layers))
+            self._inputs = (hidden, self._visual)
             self._rows_at, self._counts = {}, []
         elif cache is not None and cache is self._cache and self._rows_at and cached >= self._full_length:
             self._mode = "decode"
@@ -180,10 +182,16 @@ class LlmStage:
             attention=lambda which, queries: self._attention(which, index, hidden, queries),
             keys=lambda which: self._keys(which, index, hidden),
             final_norm=self.decoder.norm,
+            inputs=self._inputs[0],
+            input_visual=self._inputs[1],
         )
         chosen = self.method.choose(tokens, keep, self._schedule.layers.index(index))
-        if chosen.shape != (hidden.shape[0], keep):
-            raise AssertionError(f"{self.method.name} chose {tuple(chosen.shape)} tokens, expected {(hidden.shape[0], keep)}")
+        merged = None
+        if isinstance(chosen, Recycled):
+            chosen, merged = chosen.kept, chosen.merged
+        selected = keep - (0 if merged is None else merged.shape[1])
+        if chosen.shape != (hidden.shape[0], selected):
+            raise AssertionError(f"{self.method.name} chose {tuple(chosen.shape)} tokens, expected {(hidden.shape[0], selected)}")
         retained = torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
         retained.scatter_(1, self._visual, False)
         retained.scatter_(1, self._visual.gather(1, chosen), True)
@@ -191,7 +199,22 @@ class LlmStage:
         new_position = retained.long().cumsum(dim=1) - 1
         self._visual = new_position.gather(1, self._visual.gather(1, chosen))
         self._rows = self._rows.gather(1, current)
-        return hidden.gather(1, current.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+        hidden = hidden.gather(1, current.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))
+        return hidden if merged is None else self._insert_merged(hidden, merged)
+
+    def _insert_merged(self, hidden: torch.Tensor, merged: torch.Tensor) -> torch.Tensor:
+        """Put a recycling method's merged tokens right after each row's last kept visual token; they share
+        its original position (RoPE, mask rows) and count as visual tokens from here on."""
+        count = merged.shape[1]
+        rows, visual, states = [], [], []
+        for row in range(hidden.shape[0]):
+            after = int(self._visual[row, -1]) + 1
+            new = torch.arange(after, after + count, device=hidden.device)
+            states.append(torch.cat([hidden[row, :after], merged[row].to(hidden.dtype), hidden[row, after:]]))
+            rows.append(torch.cat([self._rows[row, :after], self._rows[row, after - 1].expand(count), self._rows[row, after:]]))
+            visual.append(torch.cat([self._visual[row], new]))
+        self._rows, self._visual = torch.stack(rows), torch.stack(visual)
+        return torch.stack(states)
 
     def _after_decoder(self, module: nn.Module, args: tuple, output: Any) -> None:
         if self._mode == "prefill":

@@ -40,6 +40,8 @@ class LlmTokens:
                 layer's norm and projections applied to ``hidden``.
     keys:       (which) -> [B, L, H*d] keys after RoPE of that layer, heads side by side (model dtype).
     final_norm: the model's final norm (the one applied before the LM head).
+    inputs:     [B, L0, D] the sequence entering decoder layer 0 (the LM input embeddings, nothing dropped).
+    input_visual: [B, N] positions of the visual tokens in ``inputs``.
     """
 
     hidden: torch.Tensor
@@ -47,12 +49,28 @@ class LlmTokens:
     attention: Callable[[str, torch.Tensor], torch.Tensor]
     keys: Callable[[str], torch.Tensor]
     final_norm: Callable[[torch.Tensor], torch.Tensor]
+    inputs: torch.Tensor | None = None
+    input_visual: torch.Tensor | None = None
 
     @property
     def last_query(self) -> torch.Tensor:
         """[B, 1] position of the last token (the last prompt token in a prefill)."""
         batch, length = self.hidden.shape[:2]
         return torch.full((batch, 1), length - 1, dtype=torch.long, device=self.hidden.device)
+
+
+@dataclass
+class Recycled:
+    """What ``choose`` returns when a method also recycles dropped tokens (SparseVLM).
+
+    kept:   [B, k] ascending indices into ``tokens.visual`` of the visual tokens that stay.
+    merged: [B, c, D] new hidden states (model dtype), inserted right after the last kept visual token
+            and counted as visual tokens from then on (a later drop may keep or drop them). They take
+            the original position of that last kept visual token. The schedule's count is k + c.
+    """
+
+    kept: torch.Tensor
+    merged: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -136,8 +154,8 @@ class LlmStageMethod(PruningMethod):
         """Estimated FLOPs of scoring one drop (scope_eval/cost/flops.py conventions), or None."""
         return None
 
-    def choose(self, tokens: LlmTokens, keep: int, stage: int) -> torch.Tensor:  # pragma: no cover - abstract
-        """[B, keep] ascending indices into ``tokens.visual`` of the visual tokens that stay."""
+    def choose(self, tokens: LlmTokens, keep: int, stage: int) -> torch.Tensor | Recycled:  # pragma: no cover
+        """[B, keep] ascending indices into ``tokens.visual`` of the visual tokens that stay (or ``Recycled``)."""
         raise NotImplementedError
 
     def schedule(self, budget: int, num_visual: int, num_layers: int) -> LlmSchedule:
@@ -171,4 +189,4 @@ def top_k_ascending(scores: torch.Tensor, keep: int) -> torch.Tensor:
     return order[:, :keep].sort(dim=-1).values
 
 
-__all__ = ["BUDGET_UNITS", "LlmSchedule", "LlmStageMethod", "LlmTokens", "check_layers", "last_query_scoring_flops", "one_drop_keep", "top_k_ascending"]
+__all__ = ["BUDGET_UNITS", "LlmSchedule", "LlmStageMethod", "LlmTokens", "Recycled", "check_layers", "last_query_scoring_flops", "one_drop_keep", "top_k_ascending"]
