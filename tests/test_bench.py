@@ -336,7 +336,8 @@ def test_bench_costs_every_method_of_both_stages_with_their_options(tmp_path):
         "bench", "--shape", "tiny-llava-1.5", "--methods", "all", "--budgets", "64", "--repeats", "1", "--warmup", "0",
         "--new-tokens", "1", "--method-option", f"cdpruner.text_encoder={tmp_path / 'clip'}",
         *[arg for method in ("fastv", "dart") for arg in ("--method-option", f"{method}.layer=1")],
-        "--method-option", "pdrop.layers=1", *[arg for method in ("fastv", "pdrop", "dart") for arg in ("--method-option", f"{method}.budget_unit=after_layer")],
+        *[arg for method in ("pdrop", "sparsevlm") for arg in ("--method-option", f"{method}.layers=1")],
+        *[arg for method in ("fastv", "pdrop", "dart", "sparsevlm") for arg in ("--method-option", f"{method}.budget_unit=after_layer")],
         "--out", str(out),
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -348,6 +349,6 @@ def test_bench_costs_every_method_of_both_stages_with_their_options(tmp_path):
             continue
         assert row["flops"]["selection"] is not None, name
         assert row["selection_ms"] >= 0, name
-    for name in ("fastv", "pdrop", "dart", "scope", "cdpruner"):
+    for name in ("fastv", "pdrop", "dart", "sparsevlm", "scope", "cdpruner"):
         assert rows[name]["selection_ms"] > 0 and rows[name]["flops"]["selection"] > 0, name
     assert "--method-option cdpruner.text_encoder=" in report["command"]

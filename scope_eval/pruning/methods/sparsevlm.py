@@ -27,7 +27,8 @@ class SparseVlmMethod(LlmStageMethod):
     """Drops visual tokens before each decoder layer of ``layers`` (0-based), rated by the text, recycling some.
 
     Raters (once per prompt, on the language model's input embeddings): the text tokens after the image
-    whose column of softmax_text(V @ T^T), averaged over the visual tokens V, exceeds that row's mean.
+    whose column of softmax_text(V @ T^T), averaged over the visual tokens V, exceeds that row's mean
+    (all of them when none does, e.g. a single text token).
     At a drop before layer l: the attention layer l-1 computes (its own norm and q/k, RoPE at the original
     positions), averaged over heads, from the raters' rows to the visual columns, averaged over the raters,
     scores the visual tokens; the top k stay. Recycling: of the dropped tokens, the int(0.3 * dropped) + 1
@@ -142,8 +143,8 @@ class SparseVlmMethod(LlmStageMethod):
                 raise PruningError("sparsevlm rates the image with the text after it, and this prompt has none after the image")
             relevance = torch.softmax(tokens.inputs[row, visual] @ text.transpose(0, 1), dim=-1).mean(dim=0)  # [T]
             chosen = (relevance > relevance.mean()).nonzero().squeeze(1)
-            if chosen.numel() == 0:  # all equal: no token is above the mean (the official code would rate with none)
-                raise PruningError("sparsevlm: the text tokens after the image are all equally relevant; no rater can be chosen")
+            if chosen.numel() == 0:  # all equal (one text token, say): the official code rates with none (NaN scores)
+                chosen = torch.arange(text.shape[0], device=text.device)
             start = int(tokens.visual[row, -1]) + 1
             if tokens.hidden.shape[1] - start != text.shape[0]:
                 raise AssertionError("sparsevlm: the text after the image changed length between the input and this layer")
