@@ -66,17 +66,17 @@ def test_toy_configs_run_every_method_at_the_paper_budgets():
 def test_table1_matrix_is_the_papers():
     config = load_sweep(CONFIGS / "llava15_7b_table1.yaml")
     cells = expand(config)
-    assert len(cells) == 8 * (1 + 10 * 3)  # 8 tasks x (unpruned + 10 methods at 3 budgets)
+    assert len(cells) == 8 * (1 + 11 * 3)  # 8 tasks x (unpruned + 11 methods at 3 budgets)
     assert {c.budget for c in cells} == {None, 192, 128, 64}
     assert {c.table_budget for c in cells if c.method.name == "none"} == {576}
     assert config.model.paper == "llava-1.5-7b"
 
 
 def test_one_sweep_computes_every_method_of_table1():
-    """FastV, PDrop, DART, VisPruner, CDPruner, VisionZip, DivPrune and SCOPE on one model, one budget unit."""
+    """FastV, SparseVLM, PDrop, DART, VisPruner, CDPruner, VisionZip, DivPrune and SCOPE on one model, one budget unit."""
     config = load_sweep(CONFIGS / "llava15_7b_table1_hf.yaml")
     methods = {m.name for m in config.methods}
-    assert {"fastv", "pdrop", "dart", "vispruner", "cdpruner", "visionzip", "divprune", "scope", "none"} <= methods
+    assert {"fastv", "sparsevlm", "pdrop", "dart", "vispruner", "cdpruner", "visionzip", "divprune", "scope", "none"} <= methods
     assert all("budget_unit" not in m.options for m in config.methods)  # the default: layer-averaged tokens
     assert config.model.backend == "llava_hf_scope" and config.model.paper == "llava-1.5-7b"
     assert {c.budget for c in expand(config)} == {None, 192, 128, 64}

@@ -13,8 +13,9 @@ from .reference import AVG
 
 UNPRUNED = "none"
 # Methods whose rows exist only as published numbers (no class in the registry), with their place among
-# the registered ones (PruningMethod.report_rank): SparseVLM sits between FastV and PDrop, as in the paper.
-PUBLISHED_ONLY_RANKS: dict[str, int] = {"sparsevlm": 100}
+# the registered ones (PruningMethod.report_rank). None at present: SparseVLM, the last one, has a class
+# (report_rank 100, between FastV and PDrop as in the paper); its published rows stay as reference rows.
+PUBLISHED_ONLY_RANKS: dict[str, int] = {}
 UNKNOWN_RANK = 10_000
 
 
