@@ -136,7 +136,9 @@ def test_bad_options_and_budgets_refused():
         build_method("sparsevlm", layers="7-3")
     assert build_method("sparsevlm", layers="1-2-4").layers == (1, 2, 4)
     with pytest.raises(PruningError, match="raise the budget"):
-        build_method("sparsevlm").schedule(20, 576, 32)  # layers 0-2 alone average 54
+        build_method("sparsevlm").schedule(57, 576, 32)
+    # docs/semantics.md quotes 58 as the smallest layer-averaged budget of the defaults (576 tokens, 32 layers)
+    assert build_method("sparsevlm").schedule(58, 576, 32).layer_average() <= 58
 
 
 @pytest.fixture(params=["hf", "hf_next", "original"])
@@ -234,3 +236,14 @@ def test_a_single_text_token_rates_alone():
     tokens, probabilities = synthetic_tokens(4, text=1)
     (found,) = build_method("sparsevlm").raters(tokens)
     assert found.tolist() == [15]
+
+
+def test_padded_batch_refused(hf_llava):
+    from conftest import random_image
+
+    model, processor = hf_llava
+    prompts = ["USER: <image>\nwhat is in the image ? ASSISTANT:", "USER: <image>\nwhat ? ASSISTANT:"]
+    batch = processor(images=[random_image(336, 336, 1)] * 2, text=prompts, return_tensors="pt", padding=True)
+    with prune(model, "sparsevlm", 64, layers=(1,), budget_unit="after_layer"):
+        with pytest.raises(PruningError, match="padded batches"):
+            model.generate(**batch, max_new_tokens=2, do_sample=False)

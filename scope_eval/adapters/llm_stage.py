@@ -61,7 +61,7 @@ def decoder_layers(decoder: nn.Module) -> nn.ModuleList:
 def refuse_padding(attention_mask: torch.Tensor | None) -> None:
     if attention_mask is not None and attention_mask.dim() == 2 and not bool(attention_mask.bool().all()):
         raise PruningError(
-            "in-LLM pruning (fastv, pdrop, dart) does not support padded batches: each row would drop different "
+            "in-LLM pruning (fastv, pdrop, dart, sparsevlm) does not support padded batches: each row would drop different "
             "positions; run with batch size 1 (or rows of equal length without padding)"
         )
 

@@ -13,7 +13,7 @@ the plan makes (``PruningPlan.crop_selection``):
   past the selected one), 2*(N+1)*(4*D^2 + 2*D*D_ff) + 4*(N+1)^2*D;
 - projector (2-layer MLP): 2*M*(D*d + d*d) for the M visual tokens it projects;
 - selection: the method's estimate, None (printed n/a) when it gives none;
-- in-LLM methods (fastv, pdrop, dart): layer l of the language model costs its formula at its own length
+- in-LLM methods (fastv, pdrop, dart, sparsevlm): layer l of the language model costs its formula at its own length
   T_l = text tokens + the visual tokens it processes (``visual_per_layer``), and the KV cache holds T_l
   positions in layer l; their scoring inside the LM is the method's estimate at every drop.
 """

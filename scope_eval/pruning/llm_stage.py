@@ -1,4 +1,4 @@
-"""The contract of methods that prune INSIDE the language model (``stage = "llm"``: FastV, PDrop, DART).
+"""The contract of methods that prune INSIDE the language model (``stage = "llm"``: FastV, PDrop, DART, SparseVLM).
 
 Such a method never sees a model either. Before decoder layer ``l`` of its schedule runs (0-based: layers
 0..l-1 have processed every token), the adapter (scope_eval.adapters.llm_stage) hands it ``LlmTokens``:

@@ -99,8 +99,9 @@ class SparseVlmMethod(LlmStageMethod):
             least = self._measure(1, num_visual, num_layers)
             raise PruningError(
                 f"sparsevlm: budget {budget} (budget_unit={self.budget_unit}) cannot be reached with layers "
-                f"{list(self.layers)} on {num_layers} layers and {num_visual} visual tokens (keeping 1 token per stage "
-                f"already averages {least:.1f}); raise the budget, use earlier layers, or budget_unit=after_layer"
+                f"{list(self.layers)} on {num_layers} layers and {num_visual} visual tokens (keeping 1 token per stage, "
+                f"with its recycled ones, already averages {least:.1f}); raise the budget, use earlier layers, or "
+                "budget_unit=after_layer"
             )
         low, high = 1, num_visual - 1  # the measure never decreases with k: bisect for the largest that fits
         while low < high:
