@@ -191,7 +191,8 @@ def cluster_and_merge(states: torch.Tensor, clusters: int) -> torch.Tensor:
     """
     values = states.float()
     count = values.shape[0]
-    distance = torch.cdist(values, values) / math.sqrt(values.shape[1])
+    # exact differences (not the ||x||^2 + ||y||^2 - 2xy shortcut, which leaves a token a nonzero distance to itself)
+    distance = torch.cdist(values, values, compute_mode="donot_use_mm_for_euclid_dist") / math.sqrt(values.shape[1])
     nearest = torch.topk(distance, k=clusters, dim=-1, largest=False).values
     density = torch.exp(-(nearest**2).mean(dim=-1))
     seed = zlib.crc32(values.detach().cpu().contiguous().numpy().tobytes())
