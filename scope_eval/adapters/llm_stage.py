@@ -221,7 +221,7 @@ class LlmStage:
             batch = self._rows.shape[0]
             record = LayerCounts(list(self._counts), self._images)
             self.handle.record_layers([record] * (batch * self._images))
-        self._mode, self._previous = "off", None
+        self._mode, self._previous, self._inputs = "off", None, None
 
     # -- what the method may ask for --------------------------------------------------------------------
     def _layer_inputs(self, which: str, index: int, hidden: torch.Tensor):
