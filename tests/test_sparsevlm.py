@@ -169,7 +169,7 @@ def recording_choose(handle):
     stock = handle.plan.method.choose
 
     def recording(tokens, keep, stage):
-        made.append((tokens.visual.clone(), stock(tokens, keep, stage)))
+        made.append((tokens.visual.clone(), stock(tokens, keep, stage), tokens.inputs, tokens.input_visual))
         return made[-1][1]
 
     handle.plan.method.choose = recording
@@ -185,11 +185,20 @@ def test_merged_tokens_enter_the_next_layer_after_the_kept_ones(deep_configs, tm
         def note(module, args, kwargs):  # runs after the stage's own pre-hook: sees the shortened sequence
             entering.setdefault("hidden", (args[0] if args else kwargs["hidden_states"]).clone())
 
-        hook = backend.decoder_layers[1].register_forward_pre_hook(note, with_kwargs=True)
+        def note_input(module, args, kwargs):
+            entering.setdefault("input", (args[0] if args else kwargs["hidden_states"]).clone())
+
+        hooks = [backend.decoder_layers[1].register_forward_pre_hook(note, with_kwargs=True),
+                 backend.decoder_layers[0].register_forward_pre_hook(note_input, with_kwargs=True)]
         backend.logits()
-        hook.remove()
+        for hook in hooks:
+            hook.remove()
         del handle.plan.method.choose
-    visual, result = made[0]
+    visual, result, inputs, input_visual = made[0]
+    # the raters were chosen on layer 0's input, where the visual tokens are the image placeholders' positions
+    assert torch.equal(inputs, entering["input"])
+    image_positions = (backend.batch["input_ids"][0] == backend.model.config.image_token_id).nonzero().squeeze(1)
+    assert torch.equal(input_visual[0], image_positions)
     kept, merged = result.kept[0], result.merged[0]
     present = visual.shape[1]
     assert merged.shape[0] == int((int((present - kept.shape[0]) * 0.3) + 1) / 10) + 1
@@ -215,7 +224,7 @@ def test_generate_matches_recomputation_without_cache(deep_configs, tmp_path, mo
     with prune(backend.model, "sparsevlm", 192, **OPTIONS) as handle:
         made, _ = recording_choose(handle)
         new, scores = backend.generate(3)
-        replay = iter([result for _, result in made])
+        replay = iter([entry[1] for entry in made])
         handle.plan.method.choose = lambda tokens, keep, stage: next(replay)
         logits = backend.logits(new[:-1])[-3:]
         del handle.plan.method.choose
