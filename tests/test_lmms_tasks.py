@@ -13,6 +13,8 @@ from scope_eval.lmms.benchmarks import BENCHMARKS, DataSource, benchmark
 from scope_eval.lmms.errors import RunAborted
 from scope_eval.lmms.local_data import find_copies, find_copy, write_tasks_dir
 from scope_eval.lmms.tasks import TASKS_DIR
+from scope_eval.sweeps.metrics import averaged
+from scope_eval.sweeps.tasks import yaml_metrics
 from scope_eval.sweeps.validate_tasks import validate_directory
 
 
@@ -199,3 +201,42 @@ def test_table9_ocr_tasks_score_like_lmms_eval():
     wrong = scored.ocrbench({"answer": ["circle"], "dataset": "IIIT5K", "question_type": "Regular Text Recognition"}, ["square"])
     results = [right["ocrbench_accuracy"], wrong["ocrbench_accuracy"]]
     assert scored.ocrbench_accuracy(results) == 0.5 == scored.ocrbench_accuracy(results)  # no tally carried over
+
+
+def test_docvqa_fork_metric_is_the_share_of_answers_any_reference_accepts():
+    """The paper's fork scores each reference alone and counts a question 1.0 if any scored above zero (lmms-eval
+    issue 363): beside true ANLS, never below it."""
+    from scope_eval.lmms.tasks.paper import scored
+
+    both = scored.docvqa_val({"answers": ["12/10/98", "December 10, 1998"]}, ["12/10/1998"])
+    assert both["anls"] == pytest.approx(0.8) and both["anls_fork"] == 1.0  # 2 edits over 10 characters
+    near = scored.docvqa_val({"answers": ["abcdefghij"]}, ["abcdefwxyz"])  # 4 edits over 10: 0.6
+    assert near["anls"] == pytest.approx(0.6) and near["anls_fork"] == 1.0
+    far = scored.docvqa_val({"answers": ["abcdefghij"]}, ["abcdtuvwxyz"])  # 7 edits over 11: below 0.5, both 0
+    assert far["anls"] == 0.0 == far["anls_fork"]
+    wrong = scored.docvqa_val({"answers": ["square", "box"]}, ["circle"])
+    assert wrong["anls"] == 0.0 == wrong["anls_fork"]
+    assert {"anls", "anls_fork"} <= set(yaml_metrics("scope_docvqa_val"))
+
+
+def test_ocrbench_fork_metric_lower_cases_before_the_handwritten_maths_check():
+    from scope_eval.lmms.tasks.paper import scored
+
+    def scores(answer: str, prediction: str, dataset: str = "HME100k") -> tuple[int, int]:
+        doc = {"answer": [answer], "dataset": dataset, "question_type": "Handwritten Mathematical Expression Recognition"}
+        both = scored.ocrbench(doc, [prediction])
+        return both["ocrbench_accuracy"]["score"], both["ocrbench_accuracy_fork"]["score"]
+
+    assert scores("\\frac{A}{B}", "\\frac{A}{B}") == (1, 0)  # the fork's lowered prediction no longer contains A, B
+    assert scores("x^{2}", "X^{2}") == (0, 1)  # 0.7.3 compares case-sensitively
+    assert scores("ABC", "\uff21\uff22\uff23", dataset="IIIT5K") == (1, 0)  # full-width letters: folded by 0.7.3 only
+    assert scores("square", "a Square", dataset="IIIT5K") == (1, 1)
+    assert {"ocrbench_accuracy", "ocrbench_accuracy_fork"} <= set(yaml_metrics("scope_ocrbench"))
+
+
+def test_paper_ocr_columns_are_compared_with_the_fork_scores():
+    from scope_eval.reports.reference import reference_long
+
+    table9 = set(reference_long().query("model == 'llava-1.5-7b' and method == 'scope' and budget == 64")["benchmark"])
+    assert {"DocVQA-fork", "OCRBench-fork", "ChartQA"} <= table9 and not {"DocVQA", "OCRBench"} & table9
+    assert averaged(["DocVQA", "DocVQA-fork", "ChartQA", "OCRBench", "OCRBench-fork"]) == ["DocVQA", "ChartQA", "OCRBench"]
