@@ -162,6 +162,41 @@ def test_mmvet_asks_the_judge_named_in_the_task(monkeypatch):
     assert upstream.get_chat_response is stock  # put back after the call
 
 
+def test_mmvet_asks_and_records_the_judge_of_the_task_config_in_use(monkeypatch):
+    """lmms-eval scores through its task object: a config in use whose metadata names another judge than the shipped
+    YAML gets that judge, and each sample records the judge asked beside the model that answered."""
+    from types import SimpleNamespace
+
+    from lmms_eval.api.task import ConfigurableTask
+
+    from scope_eval.lmms.tasks.paper import mmvet
+
+    asked = []
+
+    class Upstream:
+        @staticmethod
+        def get_chat_response(prompt, model="gpt-4o-2024-11-20", temperature=0.0):
+            asked.append(model)
+            return "0.5", model + "-served"
+
+        def mmvet_process_results(self, doc, results):
+            content, model = self.get_chat_response("prompt")
+            return {"gpt_eval_score": {"score": float(content), "eval_model": model}}
+
+    monkeypatch.setattr(mmvet, "_upstream", lambda: Upstream())
+
+    def task_with(metadata):
+        config = SimpleNamespace(process_results=mmvet.process_results, metadata=metadata, task="my_mmvet")
+        return SimpleNamespace(OUTPUT_TYPE="generate_until", config=config)
+
+    scored = ConfigurableTask.process_results(task_with({"version": 0.0, "judge_model": "gpt-4o-2024-08-06"}), {"question_id": "v1"}, ["square"])
+    assert asked == ["gpt-4o-2024-08-06"] != [mmvet.judge_model()]
+    assert scored["gpt_eval_score"]["judge_model"] == "gpt-4o-2024-08-06"
+    assert scored["gpt_eval_score"]["eval_model"] == "gpt-4o-2024-08-06-served"
+    with pytest.raises(RunAborted, match="sets no metadata.judge_model"):
+        ConfigurableTask.process_results(task_with({"version": 0.0}), {"question_id": "v1"}, ["square"])  # stops the run: not retried
+
+
 def test_mmmu_prompts_do_not_depend_on_the_chat_path_running_first():
     from lmms_eval.tasks.mmmu import utils as upstream
 
