@@ -257,3 +257,11 @@ def test_cdpruner_is_refused_on_the_original_codebase(tmp_path, text_encoder):
     with pytest.raises(PruningError, match="transformers backend"):
         prune(model, "cdpruner", 64, text_encoder=text_encoder)
     assert "prepare_inputs_labels_for_multimodal" not in vars(model)
+
+
+def test_vispruner_flops_count_the_rounds_products():
+    """N = 20, T = 8, ratio 0.5: residual 16 -> A, B of 8 (2*8*8*D), 8 dropped; then 4 and 4 (2*4*4*D), 4 dropped."""
+    from scope_eval.pruning.cost import SelectionWork
+
+    work = SelectionWork(groups=2, tokens=20, keep=8, vision_width=3, text_width=5)
+    assert build_method("vispruner").selection_flops(work) == 2 * (2 * 8 * 8 * 3 + 2 * 4 * 4 * 3)
