@@ -120,6 +120,7 @@ class PyramidDropMethod(LlmStageMethod):
         return counts
 
     def choose(self, tokens: LlmTokens, keep: int, stage: int) -> torch.Tensor:
-        attention = tokens.attention("at", tokens.last_query)  # [B, H, 1, L]
+        # the official code casts the softmax back to the model's dtype before the head mean and top-k
+        attention = tokens.attention("at", tokens.last_query).to(tokens.hidden.dtype)  # [B, H, 1, L]
         received = attention.mean(dim=1)[:, 0].gather(1, tokens.visual)
         return top_k_ascending(received, keep)

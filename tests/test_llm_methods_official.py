@@ -1,5 +1,6 @@
-"""DART as its authors' code computes it (ZichenWen1/DART modeling_llama_self.py, get_retained_image_token), on
-random tie-free inputs without a model: the kept set, the official count option, the model's dtype."""
+"""In-LLM methods as their authors' code ranks, without a model: DART's kept set (ZichenWen1/DART
+modeling_llama_self.py, get_retained_image_token) on random tie-free inputs, its official count option, and the
+model's dtype in DART's key norms and in FastV's and PDrop's attention ranking."""
 
 from __future__ import annotations
 
@@ -87,3 +88,23 @@ def test_dart_ranks_key_norms_in_the_model_dtype():
     assert method.choose(tokens, 1, 0).tolist() == [[0]]
     tokens_32 = LlmTokens(tokens.hidden.float(), tokens.visual, tokens.attention, lambda which: keys.float(), tokens.final_norm)
     assert method.choose(tokens_32, 1, 0).tolist() == [[1]]
+
+
+@pytest.mark.parametrize("method, which", [("fastv", "before"), ("pdrop", "at")])
+def test_fastv_and_pdrop_rank_the_attention_in_the_model_dtype(method, which):
+    """Official FastV and PDrop cast the float32 softmax to the model's dtype (fp16) before the head mean and top-k:
+    received attention 0.30001 and 0.30002 are one float16 value (a tie, lower index first), while float32 would
+    keep the second."""
+    length = START + VISUAL + TEXT
+    probabilities = torch.full((1, 2, 1, length), 1e-3)
+    probabilities[..., START] = 0.30001
+    probabilities[..., START + 1] = 0.30002
+
+    def attention(asked, queries):
+        assert asked == which
+        return probabilities
+
+    for dtype, expected in ((torch.float16, [[0]]), (torch.float32, [[1]])):
+        tokens = tokens_for(0, dtype)
+        tokens.attention = attention
+        assert build_method(method, budget_unit="after_layer").choose(tokens, 1, 0).tolist() == expected
