@@ -26,9 +26,9 @@ PUBLISHED_RATIOS = {((2, 8, 16), 64, 576, 32): 0.19}
 class PyramidDropMethod(LlmStageMethod):
     """Before each layer of ``layers`` (0-based) the visual tokens shrink to int(N * ratio**j), j = 1, 2, ...
 
-    ``ratio``: the authors' published one where it exists for this budget (``schedule="published"``, only
+    ``ratio``: the authors' published one where it exists for this budget (``schedule_from="published"``, only
     64 tokens with layers (2, 8, 16) on 576 tokens / 32 layers: 0.19, counts 109 / 20 / 3); otherwise, or
-    with ``schedule="search"``, solved from the budget as the authors' recipe says (issue #29: keep the
+    with ``schedule_from="search"``, solved from the budget as the authors' recipe says (issue #29: keep the
     lambda, lambda^2, lambda^3 structure and solve the average for the target): the largest ratio whose
     counts meet the budget unit. Score at a drop before layer l: layer l's own input norm and q/k
     projections applied to the hidden states entering it (the "next layer" of the official code); the
