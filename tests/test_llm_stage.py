@@ -165,11 +165,9 @@ def test_generate_matches_recomputation_without_cache(backend, method):
     torch.testing.assert_close(logits, scores, atol=1e-4, rtol=1e-4)  # raw logits; EOS was suppressed
 
 
-def test_eager_attention_masks(deep_configs, tmp_path, monkeypatch):
-    """Under eager attention the decoder passes full masks: each pruned layer must get its own rows/columns."""
-    backend = build("hf", deep_configs, tmp_path, monkeypatch)
-    backend.model.set_attn_implementation("eager")
-    with prune(backend.model, "pdrop", 192, layers=(1, 2, 4)) as handle:
+def decoded_and_recomputed(backend, method: str, budget: int, **options) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits of a full recomputation with the same tokens dropped, logits of 3 decoded steps on the pruned caches)."""
+    with prune(backend.model, method, budget, **options) as handle:
         chosen = []
         stock_choose = handle.plan.method.choose
         handle.plan.method.choose = lambda t, k, s: chosen.append(stock_choose(t, k, s)) or chosen[-1]
@@ -178,6 +176,14 @@ def test_eager_attention_masks(deep_configs, tmp_path, monkeypatch):
         handle.plan.method.choose = lambda t, k, s: next(replay)
         logits = backend.logits(new[:-1])[-3:]
         del handle.plan.method.choose
+    return logits, scores
+
+
+def test_eager_attention_masks(deep_configs, tmp_path, monkeypatch):
+    """Under eager attention the decoder passes full masks: each pruned layer must get its own rows/columns."""
+    backend = build("hf", deep_configs, tmp_path, monkeypatch)
+    backend.model.set_attn_implementation("eager")
+    logits, scores = decoded_and_recomputed(backend, "pdrop", 192, layers=(1, 2, 4))
     torch.testing.assert_close(logits, scores, atol=1e-4, rtol=1e-4)
 
 
@@ -272,3 +278,85 @@ def test_pdrop_smallest_layer_averaged_budget_is_the_documented_one(layers, leas
     assert method.schedule(least, 576, 32).layer_average() <= least
     with pytest.raises(PruningError):
         method.schedule(least - 1, 576, 32)
+
+
+def stage_two_probe(backend, **options):
+    """PDrop with layers (1, 2): what stage 2 (before layer 2) is given, and the position ids each layer gets."""
+    with prune(backend.model, "pdrop", BUDGET["hf"], layers=(1, 2), **options) as handle:
+        given = []
+        stock_choose = handle.plan.method.choose
+
+        def probing(tokens, keep, stage):
+            if stage == 1:
+                given.append((tokens.hidden, tokens.attention("at", tokens.last_query)))
+            return stock_choose(tokens, keep, stage)
+
+        handle.plan.method.choose = probing
+        positions, hooks = [], []
+        for layer in backend.decoder_layers:
+            hooks.append(layer.register_forward_pre_hook(lambda m, a, k: positions.append(k.get("position_ids")), with_kwargs=True))
+        backend.logits()
+        for hook in hooks:
+            hook.remove()
+        del handle.plan.method.choose
+    return given[0], positions
+
+
+def last_token_attention_at(backend, layer_index: int, hidden: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+    """[1, H, 1, L] the last token's attention in decoder layer ``layer_index`` on ``hidden``, RoPE at ``position_ids``:
+    written out from the layer's weights (norm, q/k projections, rotary, scaled dot product, causal softmax)."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    layer = backend.decoder_layers[layer_index]
+    rotary = backend.model.model.language_model.rotary_emb
+    normed = layer.input_layernorm(hidden)
+    length, head_dim = hidden.shape[1], layer.self_attn.head_dim
+    q = layer.self_attn.q_proj(normed).view(1, length, -1, head_dim).transpose(1, 2)
+    k = layer.self_attn.k_proj(normed).view(1, length, -1, head_dim).transpose(1, 2)
+    cos, sin = rotary(hidden, position_ids=position_ids)
+    q, k = apply_rotary_pos_emb(q, k, cos, sin)
+    k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
+    logits = (q[:, :, -1:].float() @ k.float().transpose(-1, -2)) * head_dim**-0.5  # the last row: nothing is in its future
+    return torch.softmax(logits, dim=-1)
+
+
+def test_pdrop_scores_later_stages_at_renumbered_positions(deep_configs, tmp_path, monkeypatch):
+    """PyramidDrop's official code renumbers the sequence 0..L'-1 after a drop (modeling_llama_pdrop.py, the tail of
+    pdrop_rank_drop) and scores the next stage with RoPE at those positions; positions=original keeps the originals."""
+    backend = build("hf", deep_configs, tmp_path, monkeypatch)
+    with torch.no_grad():
+        (hidden, scores), positions = stage_two_probe(backend)
+        length = hidden.shape[1]
+        renumbered = torch.arange(length).unsqueeze(0)
+        torch.testing.assert_close(scores, last_token_attention_at(backend, 2, hidden, renumbered), atol=1e-5, rtol=1e-4)
+        assert all(torch.equal(p.expand(1, -1)[0], torch.arange(p.shape[-1])) for p in positions[1:])  # after the first drop
+        assert positions[0].shape[-1] > length > positions[2].shape[-1]
+
+        (hidden_o, scores_o), positions_o = stage_two_probe(backend, positions="original")
+        original = positions_o[1].expand(1, -1)  # what layer 1 ran at: the sequence entering stage 2
+        assert original.shape[1] == length and original[0, -1] > length - 1  # gaps where tokens were dropped
+        torch.testing.assert_close(scores_o, last_token_attention_at(backend, 2, hidden_o, original), atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(scores_o, last_token_attention_at(backend, 2, hidden_o, renumbered), atol=1e-5)
+
+
+def test_pdrop_original_positions_decode_like_recomputation(deep_configs, tmp_path, monkeypatch):
+    """The option keeps today's behaviour: decoding on the pruned caches = recomputation, original positions."""
+    backend = build("hf", deep_configs, tmp_path, monkeypatch)
+    logits, scores = decoded_and_recomputed(backend, "pdrop", BUDGET["hf"], layers=(1, 2, 4), positions="original")
+    torch.testing.assert_close(logits, scores, atol=1e-4, rtol=1e-4)
+
+
+def test_pdrop_published_schedule_at_64():
+    """The authors' low-budget recipe (PyramidDrop issue #29): layers 2/8/16, lambda 0.19 -> 109 / 20 / 3 at 64 tokens;
+    budgets without a published ratio (and schedule_from=search) take the search."""
+    from scope_eval.pruning import PruningError, build_method
+
+    published = build_method("pdrop").schedule(64, 576, 32)
+    assert published.keep == (109, 20, 3)
+    assert abs(published.layer_average() - 62.9375) < 1e-9
+    assert build_method("pdrop", schedule_from="search").schedule(64, 576, 32).keep == (110, 21, 4)
+    assert build_method("pdrop").schedule(128, 576, 32).keep == build_method("pdrop", schedule_from="search").schedule(128, 576, 32).keep
+    assert build_method("pdrop", budget_unit="after_layer").schedule(64, 576, 32).keep != (109, 20, 3)
+    for bad in ({"positions": "shifted"}, {"schedule_from": "paper"}):
+        with pytest.raises(PruningError, match="must be one of"):
+            build_method("pdrop", **bad)

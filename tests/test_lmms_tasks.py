@@ -13,6 +13,8 @@ from scope_eval.lmms.benchmarks import BENCHMARKS, DataSource, benchmark
 from scope_eval.lmms.errors import RunAborted
 from scope_eval.lmms.local_data import find_copies, find_copy, write_tasks_dir
 from scope_eval.lmms.tasks import TASKS_DIR
+from scope_eval.sweeps.metrics import averaged
+from scope_eval.sweeps.tasks import yaml_metrics
 from scope_eval.sweeps.validate_tasks import validate_directory
 
 
@@ -160,6 +162,41 @@ def test_mmvet_asks_the_judge_named_in_the_task(monkeypatch):
     assert upstream.get_chat_response is stock  # put back after the call
 
 
+def test_mmvet_asks_and_records_the_judge_of_the_task_config_in_use(monkeypatch):
+    """lmms-eval scores through its task object: a config in use whose metadata names another judge than the shipped
+    YAML gets that judge, and each sample records the judge asked beside the model that answered."""
+    from types import SimpleNamespace
+
+    from lmms_eval.api.task import ConfigurableTask
+
+    from scope_eval.lmms.tasks.paper import mmvet
+
+    asked = []
+
+    class Upstream:
+        @staticmethod
+        def get_chat_response(prompt, model="gpt-4o-2024-11-20", temperature=0.0):
+            asked.append(model)
+            return "0.5", model + "-served"
+
+        def mmvet_process_results(self, doc, results):
+            content, model = self.get_chat_response("prompt")
+            return {"gpt_eval_score": {"score": float(content), "eval_model": model}}
+
+    monkeypatch.setattr(mmvet, "_upstream", lambda: Upstream())
+
+    def task_with(metadata):
+        config = SimpleNamespace(process_results=mmvet.process_results, metadata=metadata, task="my_mmvet")
+        return SimpleNamespace(OUTPUT_TYPE="generate_until", config=config)
+
+    scored = ConfigurableTask.process_results(task_with({"version": 0.0, "judge_model": "gpt-4o-2024-08-06"}), {"question_id": "v1"}, ["square"])
+    assert asked == ["gpt-4o-2024-08-06"] != [mmvet.judge_model()]
+    assert scored["gpt_eval_score"]["judge_model"] == "gpt-4o-2024-08-06"
+    assert scored["gpt_eval_score"]["eval_model"] == "gpt-4o-2024-08-06-served"
+    with pytest.raises(RunAborted, match="sets no metadata.judge_model"):
+        ConfigurableTask.process_results(task_with({"version": 0.0}), {"question_id": "v1"}, ["square"])  # stops the run: not retried
+
+
 def test_mmmu_prompts_do_not_depend_on_the_chat_path_running_first():
     from lmms_eval.tasks.mmmu import utils as upstream
 
@@ -199,3 +236,42 @@ def test_table9_ocr_tasks_score_like_lmms_eval():
     wrong = scored.ocrbench({"answer": ["circle"], "dataset": "IIIT5K", "question_type": "Regular Text Recognition"}, ["square"])
     results = [right["ocrbench_accuracy"], wrong["ocrbench_accuracy"]]
     assert scored.ocrbench_accuracy(results) == 0.5 == scored.ocrbench_accuracy(results)  # no tally carried over
+
+
+def test_docvqa_fork_metric_is_the_share_of_answers_any_reference_accepts():
+    """The paper's fork scores each reference alone and counts a question 1.0 if any scored above zero (lmms-eval
+    issue 363): beside true ANLS, never below it."""
+    from scope_eval.lmms.tasks.paper import scored
+
+    both = scored.docvqa_val({"answers": ["12/10/98", "December 10, 1998"]}, ["12/10/1998"])
+    assert both["anls"] == pytest.approx(0.8) and both["anls_fork"] == 1.0  # 2 edits over 10 characters
+    near = scored.docvqa_val({"answers": ["abcdefghij"]}, ["abcdefwxyz"])  # 4 edits over 10: 0.6
+    assert near["anls"] == pytest.approx(0.6) and near["anls_fork"] == 1.0
+    far = scored.docvqa_val({"answers": ["abcdefghij"]}, ["abcdtuvwxyz"])  # 7 edits over 11: below 0.5, both 0
+    assert far["anls"] == 0.0 == far["anls_fork"]
+    wrong = scored.docvqa_val({"answers": ["square", "box"]}, ["circle"])
+    assert wrong["anls"] == 0.0 == wrong["anls_fork"]
+    assert {"anls", "anls_fork"} <= set(yaml_metrics("scope_docvqa_val"))
+
+
+def test_ocrbench_fork_metric_lower_cases_before_the_handwritten_maths_check():
+    from scope_eval.lmms.tasks.paper import scored
+
+    def scores(answer: str, prediction: str, dataset: str = "HME100k") -> tuple[int, int]:
+        doc = {"answer": [answer], "dataset": dataset, "question_type": "Handwritten Mathematical Expression Recognition"}
+        both = scored.ocrbench(doc, [prediction])
+        return both["ocrbench_accuracy"]["score"], both["ocrbench_accuracy_fork"]["score"]
+
+    assert scores("\\frac{A}{B}", "\\frac{A}{B}") == (1, 0)  # the fork's lowered prediction no longer contains A, B
+    assert scores("x^{2}", "X^{2}") == (0, 1)  # 0.7.3 compares case-sensitively
+    assert scores("ABC", "\uff21\uff22\uff23", dataset="IIIT5K") == (1, 0)  # full-width letters: folded by 0.7.3 only
+    assert scores("square", "a Square", dataset="IIIT5K") == (1, 1)
+    assert {"ocrbench_accuracy", "ocrbench_accuracy_fork"} <= set(yaml_metrics("scope_ocrbench"))
+
+
+def test_paper_ocr_columns_are_compared_with_the_fork_scores():
+    from scope_eval.reports.reference import reference_long
+
+    table9 = set(reference_long().query("model == 'llava-1.5-7b' and method == 'scope' and budget == 64")["benchmark"])
+    assert {"DocVQA-fork", "OCRBench-fork", "ChartQA"} <= table9 and not {"DocVQA", "OCRBench"} & table9
+    assert averaged(["DocVQA", "DocVQA-fork", "ChartQA", "OCRBench", "OCRBench-fork"]) == ["DocVQA", "ChartQA", "OCRBench"]

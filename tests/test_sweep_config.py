@@ -66,7 +66,9 @@ def test_toy_configs_run_every_method_at_the_paper_budgets():
 def test_table1_matrix_is_the_papers():
     config = load_sweep(CONFIGS / "llava15_7b_table1.yaml")
     cells = expand(config)
-    assert len(cells) == 8 * (1 + 11 * 3)  # 8 tasks x (unpruned + 11 methods at 3 budgets)
+    assert len(cells) == 8 * (1 + 12 * 3)  # 8 tasks x (unpruned + 11 methods and DART's official count at 3 budgets)
+    official_count = {c.method.label for c in cells if c.method.options.get("count") == "official"}
+    assert official_count == {"dart_official_count"}  # the row says which DART convention it ran
     assert {c.budget for c in cells} == {None, 192, 128, 64}
     assert {c.table_budget for c in cells if c.method.name == "none"} == {576}
     assert config.model.paper == "llava-1.5-7b"

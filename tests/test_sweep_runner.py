@@ -16,7 +16,7 @@ import yaml
 from rich.console import Console
 
 from scope_eval.sweeps.cells import CELL_FILE, cell_dir, expand
-from scope_eval.sweeps.config import SweepConfigError, sweep_from_dict, with_overrides
+from scope_eval.sweeps.config import SweepConfigError, load_sweep, sweep_from_dict, with_overrides
 from scope_eval.sweeps.runner import SweepSetupError, describe_plan, run_sweep
 
 FAKE = Path(__file__).resolve().parent / "fake_lmms_eval.py"
@@ -198,3 +198,20 @@ def test_data_dir_needs_the_plugin_tasks(tmp_path):
         sweep_from_dict(sweep_data(tmp_path / "runs", tasks=["gqa"], data_dir=str(tmp_path)))
     with pytest.raises(SweepConfigError, match="is not a folder"):
         sweep_from_dict(sweep_data(tmp_path / "runs", tasks=["scope_gqa"], data_dir=str(tmp_path / "nope")))
+
+
+def test_records_paths_as_the_config_wrote_them(tmp_path):
+    """A path written relative to the config runs resolved but is recorded as written: no machine's absolute path."""
+    (tmp_path / "weights" / "clip").mkdir(parents=True)
+    (tmp_path / "configs").mkdir()
+    methods = ["none", {"name": "cdpruner", "options": {"text_encoder": "../weights/clip"}, "label": "cdpruner"}]
+    (tmp_path / "configs" / "sweep.yaml").write_text(yaml.safe_dump(sweep_data(tmp_path / "runs", methods=methods, tasks=["gqa"], limit=2)))
+    config = load_sweep(tmp_path / "configs" / "sweep.yaml")
+    summary = run_sweep(config, fake(), quiet())
+    assert summary.ok
+    cell = next(c for c in expand(config) if c.method.name == "cdpruner")
+    text = (cell_dir(config, cell) / CELL_FILE).read_text()
+    record = json.loads(text)
+    assert record["cell"]["options"] == {"text_encoder": "../weights/clip"}
+    assert record["config"]["methods"][1]["options"] == {"text_encoder": "../weights/clip"}
+    assert str((tmp_path / "weights").resolve()) in " ".join(record["command"])  # the run itself used the resolved folder

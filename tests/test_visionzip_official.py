@@ -163,3 +163,37 @@ def test_selection_dtype_model_computes_in_the_features_dtype(name):
     half = VisualTokens(tokens.features.half(), tokens.saliency.half(), tokens.keys.half(), project=lambda x: x)
     kept = build_method(name, selection_dtype="model").select(half, 16)
     assert kept.count == 16 and (kept.merged is None or kept.merged.dtype == torch.float16)
+
+
+def test_official_packing_follows_the_scope_repository_on_llava_next():
+    """packing=official (kinredon/SCOPE scope/llava_arch.py): base crop [CLS, dominant, contextual], then the grid's
+    dominant tokens in full-grid raster order, the grid crops' CLS, then their contextual tokens. Every token is
+    labelled by its crop and slot so the order can be read off; the default packs the same tokens grouped."""
+    side, crops = 4, 5  # a base crop and a 2 x 2 grid of 16-token crops
+    features = torch.arange(crops * side * side, dtype=torch.float64).view(crops, side * side, 1).expand(-1, -1, 3).clone()
+    generator = torch.Generator().manual_seed(4)
+    image = ImageCrops(
+        features=features, saliency=torch.rand(crops, side * side, generator=generator, dtype=torch.float64),
+        keys=torch.randn(crops, side * side, 2, generator=generator, dtype=torch.float64),
+        cls=-1.0 - torch.arange(crops, dtype=torch.float64).view(crops, 1).expand(-1, 3), grid=(2, 2),
+    )
+    plan = PruningPlan.build("visionzip", 5 * 8, contextual=2, packing="official")  # per crop: CLS + 5 patches + 2
+    (official,) = prune_images(plan, [image], lambda x: x)
+    (grouped,) = prune_images(PruningPlan.build("visionzip", 5 * 8, contextual=2), [image], lambda x: x)
+    assert official.count == grouped.count == 40 and torch.equal(official.kept_indices, grouped.kept_indices)
+    base = official.kept_indices[official.kept_indices < side * side]
+    grid = official.kept_indices[official.kept_indices >= side * side]
+    assert base.tolist() == sorted(base.tolist()) and len(base) == 5
+
+    def rows_of(packed, start, count):
+        return packed.tokens[start:start + count, 0]
+
+    contextual = grouped.tokens[-10:, 0]  # grouped: 5 CLS, 25 kept, then 5 crops x 2 contextual
+    assert torch.equal(rows_of(official, 0, 1), torch.tensor([-1.0], dtype=torch.float64))  # base CLS
+    assert torch.equal(rows_of(official, 1, 5), base.double())  # base dominant, ascending
+    assert torch.equal(rows_of(official, 6, 2), contextual[:2])  # base contextual
+    assert torch.equal(rows_of(official, 8, 20), grid.double())  # grid dominant, full-grid raster order
+    assert torch.equal(rows_of(official, 28, 4), torch.tensor([-2.0, -3.0, -4.0, -5.0], dtype=torch.float64))  # grid CLS
+    assert torch.equal(rows_of(official, 32, 8), contextual[2:])  # grid contextual, crop order
+    assert torch.equal(rows_of(grouped, 0, 5), -1.0 - torch.arange(5, dtype=torch.float64))
+    assert sorted(official.tokens[:, 0].tolist()) == sorted(grouped.tokens[:, 0].tolist())

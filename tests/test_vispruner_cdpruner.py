@@ -56,6 +56,44 @@ def test_vispruner_exact_budget_with_odd_residual_and_many_rounds():
             assert set(important[row].tolist()) <= set(kept.indices[row].tolist())
 
 
+def vispruner_as_officially_written(features: torch.Tensor, attention: torch.Tensor, budget: int, ratio: float) -> list[list[int]]:
+    """VisPruner's encode_images selection (Theia-4869/VisPruner llava/model/llava_arch.py), restated in our words:
+    rank by head-mean CLS attention; the first int(T*ratio) stay; then, while more than T - T_imp residual tokens
+    remain, unit-length residual rows are split by position into evens (A) and odds (B), each A row scored by its
+    largest dot product with the B rows (one A @ B^T per round, in the features' dtype), the min(8, surplus)
+    highest-scoring A rows go, and the next list is the other A rows by descending score, then all of B."""
+    important_count = int(budget * ratio)
+    diverse_count = budget - important_count
+    order = attention.argsort(dim=-1, descending=True)
+    unit = features / features.norm(dim=-1, keepdim=True)
+    kept = []
+    for row in range(features.shape[0]):
+        residual = order[row, important_count:]
+        while min(8, residual.shape[0] - diverse_count) > 0:
+            drop = min(8, residual.shape[0] - diverse_count)
+            evens, odds = residual[0::2], residual[1::2]
+            best = (unit[row, evens] @ unit[row, odds].T).max(dim=-1).values
+            residual = torch.cat([evens[best.argsort(descending=True)[drop:]], odds])
+        kept.append(sorted(order[row, :important_count].tolist() + residual.tolist()))
+    return kept
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_vispruner_matches_the_official_rounds(dtype):
+    """Random tie-free cases at the paper's size (N = 576, budgets 64 / 128 / 192, ratios 0.5 / 0.75): the kept sets
+    equal the official loop's in float64 and, since each round multiplies the current A and B afresh as the
+    official loop does, in float32 too (before issue 21, 4 of 36 float32 cases differed). 3 draws x 2 rows x 6
+    settings = 36 cases per dtype."""
+    generator = torch.Generator().manual_seed(21)
+    for _case in range(3):
+        features = torch.randn(2, 576, 64, generator=generator, dtype=torch.float64)
+        attention = torch.rand(2, 576, generator=generator, dtype=torch.float64)
+        features, attention = features.to(dtype), attention.to(dtype)
+        for budget, ratio in itertools.product((64, 128, 192), (0.5, 0.75)):
+            ours = build_method("vispruner", important_ratio=ratio).select(VisualTokens(features, attention), budget)
+            assert ours.indices.tolist() == vispruner_as_officially_written(features, attention, budget, ratio)
+
+
 def test_vispruner_refuses_a_bad_ratio_and_missing_saliency():
     with pytest.raises(PruningError, match="important_ratio must be"):
         build_method("vispruner", important_ratio=1.5)
@@ -219,3 +257,11 @@ def test_cdpruner_is_refused_on_the_original_codebase(tmp_path, text_encoder):
     with pytest.raises(PruningError, match="transformers backend"):
         prune(model, "cdpruner", 64, text_encoder=text_encoder)
     assert "prepare_inputs_labels_for_multimodal" not in vars(model)
+
+
+def test_vispruner_flops_count_the_rounds_products():
+    """N = 20, T = 8, ratio 0.5: residual 16 -> A, B of 8 (2*8*8*D), 8 dropped; then 4 and 4 (2*4*4*D), 4 dropped."""
+    from scope_eval.pruning.cost import SelectionWork
+
+    work = SelectionWork(groups=2, tokens=20, keep=8, vision_width=3, text_width=5)
+    assert build_method("vispruner").selection_flops(work) == 2 * (2 * 8 * 8 * 3 + 2 * 4 * 4 * 3)

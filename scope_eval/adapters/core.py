@@ -5,7 +5,8 @@ with their CLS saliency and keys, and the crop grid (LLaVA-NeXT). It gets back, 
 projected tokens that go to the language model, in the packing order of docs/semantics.md#packing-order:
 any prefix tokens a method keeps (VisionZip's CLS, one per crop), the base crop's kept tokens, then the
 kept high-resolution tokens in raster order of the full (rows*side) x (cols*side) grid, then any merged
-tokens a method created.
+tokens a method created. A method with ``packing="official"`` (VisionZip) on several crops packs the base
+crop's [prefix, kept, merged] first, then the grid's kept tokens, prefixes and merged tokens.
 """
 
 from __future__ import annotations
@@ -97,13 +98,32 @@ def prune_images(
         order = torch.argsort(rank[flat_indices])
         flat_indices = flat_indices[order]
         features = image.features.reshape(-1, image.features.shape[-1])[flat_indices]
-        if merged is not None:
-            features = torch.cat([features, merged.to(features.dtype)], dim=0)
-        if prefix is not None:  # VisionZip's CLS token(s) go first, as its official code packs them (1.5)
-            features = torch.cat([prefix.to(features.dtype), features], dim=0)
+        if getattr(selection.method, "packing", None) == "official" and not selection.flattened and n > 1:
+            base_count = int((flat_indices < tokens_per_crop).sum())
+            features = _base_crop_first(features, base_count, prefix, merged, n)
+        else:
+            if merged is not None:
+                features = torch.cat([features, merged.to(features.dtype)], dim=0)
+            if prefix is not None:  # VisionZip's CLS token(s) go first, as its official code packs them (1.5)
+                features = torch.cat([prefix.to(features.dtype), features], dim=0)
         degenerate = kept.degenerate is not None and bool(kept.degenerate.any())
         packed.append(PackedImage(project(features.to(_input_dtype(project, features.dtype))), flat_indices, degenerate))
     return packed
+
+
+def _base_crop_first(kept: torch.Tensor, base_count: int, prefix: torch.Tensor | None, merged: torch.Tensor | None, num_crops: int) -> torch.Tensor:
+    """The SCOPE repository's LLaVA-NeXT order for VisionZip (``packing="official"``): the base crop's own
+    [prefix, kept, merged] block, then the grid's kept tokens (already in full-grid raster order), the grid
+    crops' prefixes, then their merged tokens (crop order)."""
+    empty = kept[:0]
+    prefix = empty if prefix is None else prefix.to(kept.dtype)
+    merged = empty if merged is None else merged.to(kept.dtype)
+    per_crop_merged = merged.shape[0] // num_crops
+    per_crop_prefix = prefix.shape[0] // num_crops
+    return torch.cat([
+        prefix[:per_crop_prefix], kept[:base_count], merged[:per_crop_merged],
+        kept[base_count:], prefix[per_crop_prefix:], merged[per_crop_merged:],
+    ])
 
 
 def _input_dtype(project: Callable, default: torch.dtype) -> torch.dtype:

@@ -4,8 +4,11 @@ The adapter tells ``LlmStage`` where the visual tokens of the next prefill are (
 On that prefill, the pre-hook of each drop layer l hands the method ``LlmTokens`` and shortens the
 sequence to what it keeps; the pre-hook of every layer from the first drop on gathers that layer's
 position embeddings, position ids and attention mask to the kept rows. Positions stay the ORIGINAL ones
-(RoPE as if nothing had been dropped), as FastV's and DART's official code keep them. Each layer's KV
-cache then holds only the tokens that layer saw: layers before the first drop all of them.
+(RoPE as if nothing had been dropped), as FastV's and DART's official code keep them, unless the method
+``renumbers_positions`` (PyramidDrop's official code): then a layer after a drop sees positions 0..L'-1,
+and while decoding each such layer's new tokens are shifted back by the tokens dropped before it (the
+official decode-time decrement), i.e. they continue that layer's own numbering. Each layer's KV cache
+then holds only the tokens that layer saw: layers before the first drop all of them.
 
 Decoding continues on that cache. The decoder builds one mask for the full length (layer 0's cache,
 which also sets the next position ids = the original ones); the pre-hooks give each pruned layer the
@@ -138,6 +141,8 @@ class LlmStage:
             mask = kwargs.get("attention_mask")
             if mask is not None:
                 kwargs["attention_mask"] = _mask_columns(mask, rows, self._full_length)
+            if self.method.renumbers_positions():
+                kwargs = self._shift_positions(kwargs, hidden, dropped=self._full_length - rows.shape[1])
             return args, kwargs
         if self._mode != "prefill":
             return None
@@ -147,7 +152,10 @@ class LlmStage:
         if self._rows_at or index in self._schedule.layers:
             rows = self._rows
             self._rows_at[index] = rows
-            kwargs = _gather_inputs(kwargs, rows, self._full_length)
+            positions = rows
+            if self.method.renumbers_positions():
+                positions = torch.arange(rows.shape[1], device=rows.device).expand_as(rows)
+            kwargs = _gather_inputs(kwargs, rows, positions, self._full_length)
         self._previous = (layer, hidden, kwargs["position_embeddings"])
         if args:
             args = (hidden, *args[1:])
@@ -216,6 +224,20 @@ class LlmStage:
         self._rows, self._visual = torch.stack(rows), torch.stack(visual)
         return torch.stack(states)
 
+    def _shift_positions(self, kwargs: dict, hidden: torch.Tensor, dropped: int) -> dict:
+        """Decode step under renumbered positions: this layer's new tokens sit ``dropped`` places earlier."""
+        position_ids = kwargs.get("position_ids")
+        rotary = getattr(self.decoder, "rotary_emb", None)
+        if position_ids is None or rotary is None:
+            raise PruningError(
+                f"{self.method.name} positions=renumbered needs the decoder's position_ids and rotary_emb while "
+                "decoding; this decoder does not pass them: use positions=original"
+            )
+        kwargs = dict(kwargs)
+        kwargs["position_ids"] = position_ids - dropped
+        kwargs["position_embeddings"] = rotary(hidden, position_ids=kwargs["position_ids"])
+        return kwargs
+
     def _after_decoder(self, module: nn.Module, args: tuple, output: Any) -> None:
         if self._mode == "prefill":
             batch = self._rows.shape[0]
@@ -275,12 +297,14 @@ def _gather_rows(tensor: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return expanded.gather(1, index)
 
 
-def _gather_inputs(kwargs: dict, rows: torch.Tensor, full_length: int) -> dict:
+def _gather_inputs(kwargs: dict, rows: torch.Tensor, positions: torch.Tensor, full_length: int) -> dict:
+    """A layer's inputs for the kept ``rows`` [B, L'] of the prefill, at ``positions`` [B, L'] (indices
+    into the prefill's position embeddings: ``rows`` itself, or 0..L'-1 when renumbered)."""
     kwargs = dict(kwargs)
     cos, sin = kwargs["position_embeddings"]
-    kwargs["position_embeddings"] = (_gather_rows(cos, rows), _gather_rows(sin, rows))
+    kwargs["position_embeddings"] = (_gather_rows(cos, positions), _gather_rows(sin, positions))
     if kwargs.get("position_ids") is not None:
-        kwargs["position_ids"] = _gather_rows(kwargs["position_ids"], rows)
+        kwargs["position_ids"] = _gather_rows(kwargs["position_ids"], positions)
     mask = kwargs.get("attention_mask")
     if mask is not None:
         if mask.dim() == 4:  # [B or 1, 1, L, L]: the kept query rows, and the kept key columns

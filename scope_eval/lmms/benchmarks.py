@@ -86,14 +86,21 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         _SAME + "; prompts immune to the chat path's module-level interleaved_format flag in lmms-eval's mmmu utils",
     ),
     Benchmark("vqav2_val", DataSource("lmms-lab-encoder/VQAv2", None, "validation"), _SAME + " (papers report test-dev via EvalAI)"),
-    # SCOPE App. Table 9 (OCR); the paper fork's definitions equal lmms-eval 0.7.3's in prompt and length
-    Benchmark("docvqa_val", DataSource("lmms-lab-encoder/DocVQA", "DocVQA", "validation"), _SAME + " (ANLS)"),
+    # SCOPE App. Table 9 (OCR); the paper fork's definitions equal lmms-eval 0.7.3's in prompt and length, not
+    # in scoring: both scorings are recorded (the fork's as *_fork metrics, which the paper's numbers match)
+    Benchmark(
+        "docvqa_val",
+        DataSource("lmms-lab-encoder/DocVQA", "DocVQA", "validation"),
+        "prompt and length of the built-in task; anls = true ANLS (the default), anls_fork = the paper's fork's "
+        "score (a question counts 1.0 when any reference answer has ANLS >= 0.5; lmms-eval issue 363)",
+    ),
     Benchmark("chartqa", DataSource("lmms-lab-encoder/ChartQA", None, "test"), _SAME + " (relaxed accuracy)"),
     Benchmark(
         "ocrbench",
         DataSource("echo840/OCRBench", None, "test"),
         _SAME + "; accuracy = correct / questions scored (the built-in's tally is never reset between runs and "
-        "always divides by 1000)",
+        "always divides by 1000); ocrbench_accuracy_fork = the paper's fork's case handling (prediction "
+        "lower-cased before the case-sensitive HME100k check, no full-width folding)",
     ),
 )
 

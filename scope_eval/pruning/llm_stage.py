@@ -35,7 +35,8 @@ class LlmTokens:
     visual:     [B, n] positions in this sequence of the visual tokens still present, ascending.
     attention:  (which, query positions [B, q]) -> [B, H, q, L] float32 attention probabilities of those
                 queries over the whole sequence (causal, softmax over the keys), recomputed from q/k
-                projections with RoPE at the tokens' original positions. which="before": what the layer
+                projections with RoPE at the tokens' current positions (the original ones, or 0..L-1 after
+                a drop when the method ``renumbers_positions``). which="before": what the layer
                 before the drop computed (its own norm and projections, on its input); which="at": the drop
                 layer's norm and projections applied to ``hidden``.
     keys:       (which) -> [B, L, H*d] keys after RoPE of that layer, heads side by side (model dtype).
@@ -147,6 +148,12 @@ class LlmStageMethod(PruningMethod):
     def drop_layers(self) -> tuple[int, ...]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def renumbers_positions(self) -> bool:
+        """True: after each drop the sequence's positions become 0..L'-1 (RoPE of later layers, later stages'
+        scores and decoding use them; PyramidDrop's official code). False: every token keeps its original
+        position (FastV's and DART's official code)."""
+        return False
+
     def keep_counts(self, budget: int, num_visual: int, num_layers: int) -> tuple[int, ...]:  # pragma: no cover
         raise NotImplementedError
 
@@ -184,8 +191,10 @@ def last_query_scoring_flops(work: DropWork) -> int:
 
 
 def top_k_ascending(scores: torch.Tensor, keep: int) -> torch.Tensor:
-    """[B, keep] indices of the largest scores (equal scores: lower index first), sorted ascending."""
-    order = torch.sort(scores.float(), dim=-1, descending=True, stable=True).indices
+    """[B, keep] indices of the largest scores (equal scores: lower index first), sorted ascending.
+
+    Ranked in the scores' own dtype, as the official codes rank (a float32 copy would split half-precision ties)."""
+    order = torch.sort(scores, dim=-1, descending=True, stable=True).indices
     return order[:, :keep].sort(dim=-1).values
 
 

@@ -91,12 +91,26 @@ class SweepConfig:
     data_dir: str | None = None  # local copies of the benchmarks, handed to the plugin
     output: str = "./runs"
     source: str | None = None  # the YAML file it came from
+    # (resolved path, as written) for every value written relative to the config file (./ or ../): the
+    # runs use the resolved path, the records the written one (no machine's absolute path in results)
+    written_paths: tuple[tuple[str, str], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def as_written(self, value: Any) -> Any:
+        """``value`` (a string, or dicts / lists of them) with every resolved config-relative path put back
+        as the config wrote it."""
+        if isinstance(value, str):
+            return dict(self.written_paths).get(value, value)
+        if isinstance(value, dict):
+            return {key: self.as_written(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(self.as_written(item) for item in value)
+        return value
 
-_TOP_KEYS = {f.name for f in dataclasses.fields(SweepConfig)} - {"source"}
+
+_TOP_KEYS = {f.name for f in dataclasses.fields(SweepConfig)} - {"source", "written_paths"}
 _MODEL_KEYS = {f.name for f in dataclasses.fields(ModelSpec)}
 _METHOD_KEYS = {f.name for f in dataclasses.fields(MethodSpec)}
 
@@ -111,26 +125,31 @@ def load_sweep(path: str | Path) -> SweepConfig:
         raise SweepConfigError(f"{path}: not valid YAML: {error}") from None
     if not isinstance(data, dict):
         raise SweepConfigError(f"{path}: a sweep config is a mapping with keys {', '.join(sorted(_TOP_KEYS))}")
+    written: dict[str, str] = {}
     model = data.get("model")
     if isinstance(model, dict):
-        checkpoint = _relative_to_config(path, model.get("pretrained"))
+        checkpoint = _relative_to_config(path, model.get("pretrained"), written)
         if checkpoint != model.get("pretrained"):
             if not Path(checkpoint).is_dir():
                 raise SweepConfigError(f"{path}: model.pretrained {model['pretrained']} -> {checkpoint} is not a folder")
             data["model"] = {**model, "pretrained": checkpoint}
     if isinstance(data.get("methods"), list):  # method options naming local files (cdpruner's text_encoder), likewise
         data["methods"] = [
-            {**entry, "options": {key: _relative_to_config(path, value) for key, value in entry["options"].items()}}
+            {**entry, "options": {key: _relative_to_config(path, value, written) for key, value in entry["options"].items()}}
             if isinstance(entry, dict) and isinstance(entry.get("options"), dict) else entry
             for entry in data["methods"]
         ]
-    return sweep_from_dict(data, where=str(path))
+    config = sweep_from_dict(data, where=str(path))
+    return dataclasses.replace(config, written_paths=tuple(sorted(written.items())))
 
 
-def _relative_to_config(path: Path, value: Any) -> Any:
-    """A local path written relative (./ or ../) is relative to the config file, not to the cwd: made absolute."""
+def _relative_to_config(path: Path, value: Any, written: dict[str, str]) -> Any:
+    """A local path written relative (./ or ../) is relative to the config file, not to the cwd: made absolute
+    (and noted in ``written``, resolved -> as written, for the records)."""
     if isinstance(value, str) and value.startswith(("./", "../")):
-        return str((path.parent / value).resolve())
+        resolved = str((path.parent / value).resolve())
+        written[resolved] = value
+        return resolved
     return value
 
 

@@ -60,6 +60,11 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("DocVQA", ("scope_docvqa_val", "docvqa_val"), ("anls",), 100.0),
     Benchmark("ChartQA", ("scope_chartqa", "chartqa"), ("relaxed_overall",), 100.0),
     Benchmark("OCRBench", ("scope_ocrbench", "ocrbench"), ("ocrbench_accuracy",), 100.0),
+    # The same answers scored as the paper's lmms-eval fork scores them (its Table 9 numbers): DocVQA's share
+    # of questions with ANLS >= 0.5 (lmms-eval issue 363), OCRBench with the fork's case handling. Second
+    # views, not averaged beside the correct ones; the paper's columns are compared with these.
+    Benchmark("DocVQA-fork", ("scope_docvqa_val",), ("anls_fork",), 100.0, in_avg=False),
+    Benchmark("OCRBench-fork", ("scope_ocrbench",), ("ocrbench_accuracy_fork",), 100.0, in_avg=False),
     # The synthetic toy tasks (scope_eval/lmms/tasks/toy), in the same units as their real counterparts.
     Benchmark("Toy-POPE", ("scope_toy_pope",), ("pope_f1_score",), 100.0),
     Benchmark("Toy-POPE-wide", ("scope_toy_pope_wide",), ("pope_f1_score",), 100.0),

@@ -9,7 +9,10 @@ import torch
 from ..base import PruningError
 from ..cost import DropWork
 from ..llm_stage import LlmStageMethod, LlmTokens, one_drop_keep
+from ..model_dtype import unit_rows_in_dtype
 from ..registry import register
+
+COUNTS = ("budget", "official")
 
 
 @register
@@ -24,7 +27,11 @@ class DartMethod(LlmStageMethod):
     model's final norm. Kept: the visual pivots plus every pivot's picks, R in all (R from the budget
     unit); the quota of R - pivots over 2*pivots pivots is split evenly, the first pivots taking one
     more while a remainder is left (the official code gives each floor(B/8), so it keeps 4 + 8*floor(B/8)).
-    Original positions are kept. Official code: ZichenWen1/DART, see docs/official_differences_llm.md.
+    Original positions are kept. ``count="official"`` keeps the official count for R instead:
+    pivots + 2*pivots*floor(R / (2*pivots)), i.e. 4 + 8*floor(R/8) (68 / 132 / 196 at R = 64 / 128 / 192),
+    which can exceed the budget by up to ``pivots`` tokens; the realised count is recorded either way.
+    Key norms and cosines are computed in the model's dtype, as officially. Official code:
+    ZichenWen1/DART, see docs/official_differences_llm.md.
     """
 
     name = "dart"
@@ -32,10 +39,13 @@ class DartMethod(LlmStageMethod):
     report_rank = 120
     layer: int = 2
     pivots: int = 4
+    count: str = "budget"
 
     def __post_init__(self) -> None:
         if isinstance(self.pivots, bool) or not isinstance(self.pivots, int) or self.pivots < 1:
             raise PruningError(f"dart: pivots must be a whole number >= 1 (official 4), got {self.pivots!r}")
+        if self.count not in COUNTS:
+            raise PruningError(f"dart: count must be one of {', '.join(COUNTS)} (budget: exactly R; official: 4 + 8*floor(R/8)), got {self.count!r}")
         super().__post_init__()
 
     def scoring_flops(self, work: DropWork) -> int:
@@ -47,12 +57,15 @@ class DartMethod(LlmStageMethod):
         return (self.layer,)
 
     def keep_counts(self, budget: int, num_visual: int, num_layers: int) -> tuple[int, ...]:
-        return (one_drop_keep(budget, self.budget_unit, self.layer, num_visual, num_layers),)
+        keep = one_drop_keep(budget, self.budget_unit, self.layer, num_visual, num_layers)
+        if self.count == "official":  # every one of the 2*pivots pivots takes floor(R / (2*pivots)) (l.409)
+            keep = min(self.pivots + 2 * self.pivots * (keep // (2 * self.pivots)), num_visual)
+        return (keep,)
 
     def choose(self, tokens: LlmTokens, keep: int, stage: int) -> torch.Tensor:
-        key_norms = tokens.keys("before").float().abs().sum(dim=-1)  # [B, L] L1 norm per token
-        normed = tokens.final_norm(tokens.hidden).float()
-        normed = normed / normed.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        # in the model's dtype, as officially (a float32 copy would rank half-precision near-ties differently)
+        key_norms = tokens.keys("before").abs().sum(dim=-1)  # [B, L] L1 norm per token
+        normed = unit_rows_in_dtype(tokens.final_norm(tokens.hidden))
         rows = [self._choose_row(norms, unit, visual, keep) for norms, unit, visual in zip(key_norms, normed, tokens.visual)]
         return torch.stack(rows)
 

@@ -39,6 +39,7 @@ class FastVMethod(LlmStageMethod):
         return (one_drop_keep(budget, self.budget_unit, self.layer, num_visual, num_layers),)
 
     def choose(self, tokens: LlmTokens, keep: int, stage: int) -> torch.Tensor:
-        attention = tokens.attention("before", tokens.last_query)  # [B, H, 1, L]
+        # the official code casts the softmax back to the model's dtype before the head mean and top-k
+        attention = tokens.attention("before", tokens.last_query).to(tokens.hidden.dtype)  # [B, H, 1, L]
         received = attention.mean(dim=1)[:, 0].gather(1, tokens.visual)  # [B, n]
         return top_k_ascending(received, keep)

@@ -16,6 +16,11 @@ from ..similarity import cross_cosine_similarity, top_k_lowest_index, working_pr
 # SCOPE repository's 135+25 / 270+50 / 540+100 for LLaVA-NeXT, are budget * 10 // 64 contextual tokens.
 CONTEXTUAL_PER_64 = 10
 CROP_SPLITS = ("floor", "official")
+# LLaVA-NeXT order of the packed tokens (scope_eval/adapters/core.py): "grouped" = every crop's CLS, the kept
+# patches (base crop, then the high-resolution grid in raster order), every crop's contextual tokens;
+# "official" = the SCOPE repository's: base crop [CLS, kept, contextual], grid kept (raster), grid CLS, grid
+# contextual (kinredon/SCOPE scope/llava_arch.py, restore_image_features_sorted).
+PACKINGS = ("grouped", "official")
 
 
 @register
@@ -40,6 +45,10 @@ class VisionZipMethod(PruningMethod):
     tokens, so n * floor(K / n) reach the LM; "official" realises the SCOPE repository's split, each crop
     keeping round-half-up((dominant - 1) / n) patches + its CLS + round-half-up(contextual / n)
     contextual tokens (165 / 325 / 645 at K = 160 / 320 / 640 on 5 crops).
+    ``packing`` (LLaVA-NeXT, per-crop selection): "grouped" (default) packs every crop's CLS first, then the
+    kept patches, then every crop's contextual tokens; "official" packs as the SCOPE repository does: the
+    base crop's CLS, kept patches and contextual tokens, then the grid's kept patches (full-grid raster
+    order), the grid crops' CLS tokens, then their contextual tokens. Same tokens, different order.
     ``selection_dtype``: "float32" (default) or "model" (the features' dtype, as the official code).
     """
 
@@ -52,10 +61,13 @@ class VisionZipMethod(PruningMethod):
 
     contextual: int | None = None
     crop_split: str = "floor"
+    packing: str = "grouped"
     selection_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         self.selection_dtype = check_selection_dtype(self.name, self.selection_dtype)
+        if self.packing not in PACKINGS:
+            raise PruningError(f"visionzip: packing must be one of {', '.join(PACKINGS)}, got {self.packing!r}")
         if self.crop_split not in CROP_SPLITS:
             raise PruningError(
                 f"visionzip: crop_split must be one of {', '.join(CROP_SPLITS)}, got {self.crop_split!r}"

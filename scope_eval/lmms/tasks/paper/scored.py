@@ -19,15 +19,49 @@ scienceqa_img = scienceqa.sqa_process_results
 textvqa_val = textvqa.textvqa_process_results
 vqav2_val = vqav2.vqav2_process_results_val
 chartqa = chartqa_utils.chartqa_process_results
-ocrbench = ocrbench_utils.ocrbench_process_results
+
+
+def _as_list(answers) -> list[str]:
+    return list(answers) if isinstance(answers, (list, tuple)) else [answers]
 
 
 def _docvqa_anls(doc: dict, results: list[str]) -> dict:
-    """lmms-eval's docvqa_val scores with its built-in ``anls`` metric (no process_results); the same here."""
-    return anls(doc["answers"], results)
+    """``anls``: lmms-eval's docvqa_val score, its built-in ``anls`` metric over all reference answers (the
+    best similarity, 0 below 0.5): true ANLS, the default. ``anls_fork``: the paper's lmms-eval fork
+    (kinredon/SCOPE ``lmms_eval/api/task.py``, the multiple-target branch of ``process_results``; lmms-eval
+    issue 363) scores each reference answer on its own and then gives the question 1.0 if any scored above
+    zero, else 0.0: the share of questions whose ANLS is at least 0.5, never below ``anls``."""
+    per_answer = [anls([answer], results)["anls"] for answer in _as_list(doc["answers"])]
+    return {**anls(doc["answers"], results), "anls_fork": 1.0 if any(per_answer) else 0.0}
 
 
 docvqa_val = _docvqa_anls
+
+
+def _squeezed(text: str) -> str:
+    return text.strip().replace("\n", " ").replace(" ", "")
+
+
+def ocrbench_fork_score(doc: dict, prediction: str) -> int:
+    """1 if the paper's fork (kinredon/SCOPE ``lmms_eval/tasks/ocrbench/utils.py``) counts ``prediction`` as
+    correct. It lower-cases the prediction first, also for the handwritten-maths questions (HME100k), which
+    compare it case-sensitively with the answer (spaces and newlines removed), so an answer with a capital
+    letter can never match there; and it does not fold full-width characters (lmms-eval 0.7.3 does)."""
+    lowered = prediction.lower().strip()
+    answers = _as_list(doc["answer"])
+    if doc["dataset"] == "HME100k":
+        return int(any(_squeezed(answer) in _squeezed(lowered) for answer in answers))
+    return int(any(answer.lower().strip().replace("\n", " ") in lowered.replace("\n", " ") for answer in answers))
+
+
+def _ocrbench_both(doc: dict, results: list[str]) -> dict:
+    """``ocrbench_accuracy``: lmms-eval 0.7.3's scoring (the default); ``ocrbench_accuracy_fork``: the fork's."""
+    scored = ocrbench_utils.ocrbench_process_results(doc, results)
+    fork = {**scored["ocrbench_accuracy"], "score": ocrbench_fork_score(doc, results[0])}
+    return {**scored, "ocrbench_accuracy_fork": fork}
+
+
+ocrbench = _ocrbench_both
 
 
 def ocrbench_accuracy(results: list[dict], args=None) -> float:
