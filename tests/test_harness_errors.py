@@ -52,7 +52,7 @@ def write_yaml(path: Path, data: dict) -> Path:
         ({"model": {"name": "m", "backend": "llava_hf_scope", "pretrained": "org/m", "family": "llava-1.5",
                     "model_args": ["device", "cpu"]}}, ["model: model_args: must be a mapping", "device: cpu"]),
         ({"model": {"name": "m", "backend": "llava_hf_scope", "pretrained": "/ckpt,v2", "family": "llava-1.5"}},
-         ["contains ',' or '='", "rename or symlink"]),
+         ["contains ',', where lmms-eval splits", "rename or symlink"]),
         ({"model": {"name": "m", "backend": "llava_hf_scope", "pretrained": "/no/such/checkpoint", "family": "llava-1.5"}},
          ["model.pretrained /no/such/checkpoint is not a folder", "hub id"]),
         ({"model": {"name": "m", "backend": "llava_hf_scope", "pretrained": "org/m", "family": "llava-1.5",

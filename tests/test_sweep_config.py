@@ -130,7 +130,7 @@ def test_limit_goes_into_the_folder_name(tmp_path):
         ({"limit": 1.5}, "limit must be"),
         ({"num_processes": 0}, "num_processes must be"),
         ({"seed": -1}, "seed must be"),
-        ({"gen_kwargs": {"until": "a,b"}}, "contains ',' or '='"),
+        ({"gen_kwargs": {"until": "a,b"}}, "contains ',', where lmms-eval splits"),
     ],
 )
 def test_bad_configs_are_errors_naming_the_problem(changes, message):
@@ -202,9 +202,10 @@ def test_command_is_an_argument_list_with_the_plugin_model_args(tmp_path):
     config = config_with(num_processes=4, limit=20, gen_kwargs={"max_new_tokens": 16}, output=str(tmp_path))
     scope_cell = next(c for c in expand(config) if c.method.name == "scope" and c.budget == 64)
     command = lmms_eval_command(config, scope_cell.method, 64, ["gqa", "mme"], tmp_path / "work")
-    assert command[1:6] == ["-m", "accelerate.commands.launch", "--num_processes", "4", "-m"]
-    assert command[6] == "lmms_eval"
-    args = dict(zip(command[7::1], command[8::1]))
+    # --multi_gpu: accelerate's multi-process launcher, without which a CPU-only machine runs one process
+    assert command[1:7] == ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "4", "-m"]
+    assert command[7] == "lmms_eval"
+    args = dict(zip(command[8::1], command[9::1]))
     assert args["--model"] == "llava_scope"
     assert args["--model_args"] == "pretrained=liuhaotian/llava-v1.5-7b,method=scope,budget=64,conv_template=vicuna_v1"
     assert args["--tasks"] == "gqa,mme"

@@ -26,6 +26,7 @@ from torch import nn
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from scope_eval.pruning import PruningError
+from scope_eval.pruning.base import check_picks
 from scope_eval.pruning.llm_stage import LlmSchedule, LlmStageMethod, LlmTokens
 
 
@@ -184,6 +185,7 @@ class LlmStage:
         chosen = self.method.choose(tokens, keep, self._schedule.layers.index(index))
         if chosen.shape != (hidden.shape[0], keep):
             raise AssertionError(f"{self.method.name} chose {tuple(chosen.shape)} tokens, expected {(hidden.shape[0], keep)}")
+        check_picks(self.method.name, chosen, hidden.shape[0], self._visual.shape[1])
         retained = torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
         retained.scatter_(1, self._visual, False)
         retained.scatter_(1, self._visual.gather(1, chosen), True)

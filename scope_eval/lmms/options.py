@@ -14,6 +14,7 @@ from typing import Any
 from scope_eval.adapters.families import visual_tokens_per_image
 from scope_eval.checkpoints import looks_like_local_path
 from scope_eval.pruning import METHODS, PruningError, method_options
+from scope_eval.pruning.registry import BROKEN_PLUGINS
 from scope_eval.pruning.plan import BUDGET_POLICIES, PruningPlan
 
 # lmms-eval adds these itself (create_from_arg_string); they are not model_args a user types.
@@ -37,6 +38,8 @@ def split_model_args(model_id: str, kwargs: dict[str, Any], wrapper_args: set[st
             "(method=none evaluates the unpruned model; the paper's setting is method=scope,budget=64)"
         )
     if not isinstance(method, str) or method not in _method_names():
+        if isinstance(method, str) and method in BROKEN_PLUGINS:
+            method_options(method)  # raises, naming the package of the plugin that failed to import
         raise PruningError(f"{model_id}: unknown pruning method {method!r}; choose one of: {', '.join(_method_names())}")
     own_keys = {"method", "budget", "budget_policy"} | _all_method_option_names()
     upstream = {key: value for key, value in kwargs.items() if key not in own_keys}
@@ -96,7 +99,7 @@ def check_checkpoint(model_id: str, upstream: dict[str, Any]) -> None:
         if not Path(pretrained).expanduser().is_dir():
             raise PruningError(
                 f"{model_id}: pretrained={pretrained} is not a folder; give the folder of a local checkpoint, "
-                "or a hub id such as liuhaotian/llava-v1.5-7b (no ',' or '=' in either: lmms-eval splits model_args on them)"
+                "or a hub id such as liuhaotian/llava-v1.5-7b (without ',': lmms-eval splits model_args at commas)"
             )
 
 
