@@ -193,7 +193,9 @@ def validate(config: SweepConfig, where: str) -> None:
     _reject_duplicates("budgets", config.budgets, where)
     for method in config.methods:  # every cell's plan, validated as the run will build it, before any run
         for budget in () if method.keeps_all else config.budgets:
-            problem = method_catalog.check_plan(method.name, method.options, budget, config.budget_policy or "per_crop", model.visual_tokens)
+            problem = method_catalog.check_plan(
+                method.name, method.options, budget, config.budget_policy or "per_crop", model.visual_tokens, model.backend, model.pretrained
+            )
             if problem:
                 raise SweepConfigError(f"{where}: method {method.label} at budget {budget!r}: {problem}")
     _check_tasks(config.tasks, where)
