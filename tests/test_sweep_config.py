@@ -262,7 +262,8 @@ def test_method_option_paths_are_relative_to_the_config_file(tmp_path):
     encoder.mkdir(parents=True)
     configs = tmp_path / "configs"
     configs.mkdir()
-    data = {**BASE, "methods": ["none", {"name": "cdpruner", "options": {"text_encoder": "../weights/clip"}, "label": "cdpruner"}]}
+    hf_model = {**BASE["model"], "backend": "llava_hf_scope", "pretrained": "llava-hf/llava-1.5-7b-hf", "model_args": {}}  # cdpruner's backend
+    data = {**BASE, "model": hf_model, "methods": ["none", {"name": "cdpruner", "options": {"text_encoder": "../weights/clip"}, "label": "cdpruner"}]}
     (configs / "sweep.yaml").write_text(yaml.safe_dump(data))
     config = load_sweep(configs / "sweep.yaml")
     assert config.methods[1].options == {"text_encoder": str(encoder.resolve())}
