@@ -12,8 +12,8 @@ in their package metadata, e.g. in their pyproject.toml:
 from __future__ import annotations
 
 import importlib
+import logging
 import pkgutil
-import warnings
 from importlib.metadata import entry_points
 
 from ..registry import BROKEN_PLUGINS
@@ -41,7 +41,9 @@ def _import_plugin_modules() -> None:
                 f"{type(error).__name__}: {error}; fix or uninstall that package"
             )
             BROKEN_PLUGINS[entry_point.name] = problem
-            warnings.warn(f"{problem} (its methods are unavailable; the others work)", RuntimeWarning, stacklevel=2)
+            # logged, not warnings.warn: lmms-eval's process ignores every warning (a dependency installs an
+            # "ignore" filter for Warning), and this line must reach the user of every command
+            logging.getLogger(__name__).warning("warning: %s (its methods are unavailable; the others work)", problem)
 
 
 _import_own_modules()
