@@ -637,3 +637,16 @@ def test_regress_says_when_the_baseline_environment_differs_and_still_compares(t
     output = " ".join(differs.output.split())
     assert differs.exit_code == 0 and "ok: 1 metrics checked" in output, differs.output
     assert f"warning: environment differs from the baseline's: transformers 4.0.0 in the baseline, {regression.recorded_environment()['versions']['transformers']} now; compared anyway" in output
+
+
+@pytest.mark.slow
+def test_a_two_process_sweep_runs_two_cpu_processes_with_the_one_process_numbers(toy_runs, tmp_path):
+    runs = tmp_path / "runs"
+    result = cli("sweep", str(REPO / "configs" / "smoke_toy.yaml"), "--output", str(runs), "--num-processes", "2", timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for one in sorted(toy_runs.rglob(CELL_FILE)):
+        two = runs / one.relative_to(toy_runs)
+        assert "Running on rank 1" in (two.parent / "lmms_eval.log").read_text()  # a second process, on the CPU
+        first, second = json.loads(one.read_text()), json.loads(two.read_text())
+        assert second["results"] == first["results"] and second["visual_tokens"] == first["visual_tokens"]
+        assert second["n_samples"] == first["n_samples"] == 8
