@@ -291,23 +291,28 @@ TOY_WEIGHTS = Path(__file__).resolve().parents[1] / "scope_eval" / "toy" / "weig
 
 @pytest.fixture(scope="module")
 def clip_folders(tmp_path_factory) -> dict[str, str]:
-    """CLIP checkpoints for the tiny LLaVA (vision width 32): a complete one, one without its text projection
-    (transformers would fill it with random values), one of another vision width (the toy's, 64)."""
+    """CLIP checkpoints for the tiny LLaVA (vision width 32): a complete one; one without its text projection
+    (seen in the file's header, before loading) and one without a text layer's weights (seen in the load
+    report), which transformers would both fill with random values; one of another vision width (the toy's, 64)."""
     from safetensors.torch import load_file, save_file
     from tiny_models import tiny_clip
 
     complete = tiny_clip(tmp_path_factory.mktemp("clip"))
-    incomplete = tmp_path_factory.mktemp("clip_incomplete")
-    shutil.copytree(complete, incomplete, dirs_exist_ok=True)
-    weights = load_file(incomplete / "model.safetensors")
-    save_file({k: v for k, v in weights.items() if not k.startswith("text_projection.")}, incomplete / "model.safetensors")
-    return {"complete": str(complete), "incomplete": str(incomplete), "other_width": str(TOY_WEIGHTS / "clip_text")}
+    folders = {"complete": str(complete), "other_width": str(TOY_WEIGHTS / "clip_text")}
+    for name, dropped in (("no_projection", "text_projection."), ("no_text_layer", "text_model.encoder.layers.1.")):
+        folder = tmp_path_factory.mktemp(name)
+        shutil.copytree(complete, folder, dirs_exist_ok=True)
+        weights = load_file(folder / "model.safetensors")
+        save_file({k: v for k, v in weights.items() if not k.startswith(dropped)}, folder / "model.safetensors")
+        folders[name] = str(folder)
+    return folders
 
 
 # (text_encoder: a clip_folders key or a path, the words of the refusal)
 BAD_TEXT_ENCODERS = [
     (str(TOY_WEIGHTS / "llava15"), "is a llava checkpoint (config.json model_type), not a CLIP model"),  # the official code's wording slip
-    ("incomplete", "lacks 1 CLIP weight(s) the instruction needs (e.g. text_projection.weight)"),
+    ("no_projection", "holds no text_projection weights, which transformers would fill with random values"),
+    ("no_text_layer", "CLIP weight(s) the instruction needs (e.g. text_model.encoder.layers.1."),
     ("other_width", "has 64-d vision features but this model's vision tower gives 32-d ones"),
     ("/no/such/clip", "text_encoder='/no/such/clip' is not a folder"),
 ]

@@ -522,6 +522,23 @@ def test_dry_run_runs_the_checks_the_lmms_eval_edge_runs_before_loading(tmp_path
     assert result.exit_code == 2 and words[-1] in " ".join(result.output.split()), result.output
 
 
+def test_dry_run_refuses_a_clip_text_encoder_without_the_weights_it_needs(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    clip = tmp_path / "clip"
+    shutil.copytree(TOY.parent / "clip_text", clip)
+    weights = load_file(clip / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if not k.startswith("visual_projection.")}, clip / "model.safetensors")
+    methods = [{"name": "cdpruner", "options": {"text_encoder": str(clip)}, "label": "cdp"}]
+    path = write_yaml(tmp_path / "sweep.yaml", sweep_data(tmp_path / "runs", model=TOY_MODEL, methods=methods))
+    result = CliRunner().invoke(app, ["sweep", str(path), "--dry-run"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and "holds no visual_projection weights, which transformers would fill with random values" in text, text
+    intact = write_yaml(tmp_path / "intact.yaml", sweep_data(tmp_path / "runs", model=TOY_MODEL, methods=[
+        {"name": "cdpruner", "options": {"text_encoder": str(TOY.parent / "clip_text")}, "label": "cdp"}]))
+    assert CliRunner().invoke(app, ["sweep", str(intact), "--dry-run"]).exit_code == 0
+
+
 def test_pdrop_layers_as_a_list_in_a_sweep_config_run_as_the_api_takes_them(tmp_path):
     config = sweep_from_dict(sweep_data(tmp_path, methods=[{"name": "pdrop", "options": {"layers": [1, 2]}}]))
     method = config.methods[0]

@@ -101,6 +101,36 @@ def check_text_encoder(source: Any, feature_width: int | None = None) -> None:
     config = checkpoint_config(source)
     if config is not None:
         check_clip_config(source, config, feature_width)
+    stored = _stored_weight_names(Path(source).expanduser()) if Path(source).expanduser().is_dir() else None
+    absent = [part for part in USED_WEIGHTS if stored is not None and not any(name.startswith(part) for name in stored)]
+    if absent:
+        raise PruningError(
+            f"text_encoder={source!r} holds no {', '.join(part.rstrip('.') for part in absent)} weights, which transformers "
+            f"would fill with random values; {FULL_CLIP_HINT}"
+        )
+
+
+def _stored_weight_names(folder: Path) -> set[str] | None:
+    """The weight names a local safetensors checkpoint stores (its index, or the file's header alone); None
+    for other formats, left to the load report."""
+    import json
+
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            return set(json.loads(index.read_text())["weight_map"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    single = folder / "model.safetensors"
+    if not single.is_file():
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(single), framework="pt") as weights:
+            return set(weights.keys())
+    except (OSError, ValueError, RuntimeError):
+        return None
 
 
 def check_clip_config(source: str, config: dict[str, Any], feature_width: int | None) -> None:
