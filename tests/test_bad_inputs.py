@@ -6,7 +6,10 @@ from __future__ import annotations
 import copy
 import pickle
 import re
+import shutil
 import warnings
+from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -15,9 +18,11 @@ from conftest import random_image
 
 from scope_eval import PruningError, handle_of, prune, restore
 from scope_eval.lmms.options import split_model_args
-from scope_eval.pruning import VisualTokens, build_method
+from scope_eval.pruning import KeptTokens, PruningMethod, VisualTokens, build_method
+from scope_eval.pruning.plan import PruningPlan
 
 MODEL_ARGS = {"pretrained", "device_map", "dtype", "device", "batch_size"}
+TOY_LLAVA = Path(__file__).resolve().parents[1] / "scope_eval" / "toy" / "weights" / "llava15"
 PRUNING_METHODS = ["random", "saliency", "coverage", "scope", "divprune", "visionzip"]
 
 
@@ -42,13 +47,25 @@ BAD_MODEL_ARGS = [
     ({"method": "scope", "budget": 0.0}, "at least 1"),
     ({"method": "visionzip", "budget": 64, "contextual": 100}, "contextual=100 exceeds the budget 64; lower contextual"),
     ({"method": "visionzip", "budget": "64.0", "contextual": 65}, "contextual=65 exceeds the budget 64"),
-]
+    # issue 22: an option the policy would ignore, and in-LLM settings the model cannot run (toy: 3 decoder layers)
+    ({"method": "visionzip", "budget": 64, "crop_split": "official", "budget_policy": "global"},
+     "budget_policy=global selects over all crops at once; drop crop_split or use per_crop"),
+    ({"method": "fastv", "budget": 400, "layer": 3, "pretrained": str(TOY_LLAVA)}, "beyond this language model's 3 decoder layers (0..2); pass layer <= 2"),
+    ({"method": "fastv", "budget": 64, "pretrained": str(TOY_LLAVA)}, "raise the budget to >= 385, drop at an earlier layer"),
+    ({"method": "cdpruner", "budget": 64, "text_encoder": "/no/such/clip"}, "text_encoder='/no/such/clip' is not a folder"),
+    ({"method": "cdpruner", "budget": 64, "text_encoder": str(TOY_LLAVA)}, "is a llava checkpoint (config.json model_type), not a CLIP"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("args, message", BAD_MODEL_ARGS, ids=[repr(a) for a, _ in BAD_MODEL_ARGS])
 def test_bad_model_args_fail_before_loading(args, message):
     with pytest.raises(PruningError, match=re.escape(message)):
         split_model_args("llava_hf_scope", {"pretrained": "x", **args}, MODEL_ARGS)
+
+
+def test_cdpruner_on_the_original_llava_backend_is_refused_before_loading(tmp_path):
+    with pytest.raises(PruningError, match="original-LLaVA adapter cannot decode .* run it on the transformers backend"):
+        split_model_args("llava_scope", {"pretrained": "x", "method": "cdpruner", "budget": 64, "text_encoder": str(tmp_path)}, MODEL_ARGS)
 
 
 @pytest.mark.parametrize("budget", [64, 64.0, "64", "64.0", " 64 "])
@@ -266,3 +283,142 @@ def test_a_pruned_model_cannot_be_copied(method, copier):
             copier(model)
     duplicate = copy.deepcopy(model)  # restored: copies as the stock model
     assert "get_image_features" not in vars(duplicate.model) and "generate" not in vars(duplicate)
+
+
+# -- issue 22: text encoders, the method contract, register(), options that would be ignored ------------
+TOY_WEIGHTS = Path(__file__).resolve().parents[1] / "scope_eval" / "toy" / "weights"
+
+
+@pytest.fixture(scope="module")
+def clip_folders(tmp_path_factory) -> dict[str, str]:
+    """CLIP checkpoints for the tiny LLaVA (vision width 32): a complete one; one without its text projection
+    (seen in the file's header, before loading) and one without a text layer's weights (seen in the load
+    report), which transformers would both fill with random values; one of another vision width (the toy's, 64)."""
+    from safetensors.torch import load_file, save_file
+    from tiny_models import tiny_clip
+
+    complete = tiny_clip(tmp_path_factory.mktemp("clip"))
+    folders = {"complete": str(complete), "other_width": str(TOY_WEIGHTS / "clip_text")}
+    for name, dropped in (("no_projection", "text_projection."), ("no_text_layer", "text_model.encoder.layers.1.")):
+        folder = tmp_path_factory.mktemp(name)
+        shutil.copytree(complete, folder, dirs_exist_ok=True)
+        weights = load_file(folder / "model.safetensors")
+        save_file({k: v for k, v in weights.items() if not k.startswith(dropped)}, folder / "model.safetensors")
+        folders[name] = str(folder)
+    return folders
+
+
+# (text_encoder: a clip_folders key or a path, the words of the refusal)
+BAD_TEXT_ENCODERS = [
+    (str(TOY_WEIGHTS / "llava15"), "is a llava checkpoint (config.json model_type), not a CLIP model"),  # the official code's wording slip
+    ("no_projection", "holds no text_projection weights, which transformers would fill with random values"),
+    ("no_text_layer", "CLIP weight(s) the instruction needs (e.g. text_model.encoder.layers.1."),
+    ("other_width", "has 64-d vision features but this model's vision tower gives 32-d ones"),
+    ("/no/such/clip", "text_encoder='/no/such/clip' is not a folder"),
+]
+
+
+@pytest.mark.parametrize("source, words", BAD_TEXT_ENCODERS, ids=[w.split(" ")[0] + str(i) for i, (_, w) in enumerate(BAD_TEXT_ENCODERS)])
+def test_a_text_encoder_that_is_not_a_complete_fitting_clip_is_refused(hf_llava, clip_folders, source, words):
+    model, processor = hf_llava
+    with pytest.raises(PruningError, match=re.escape(words)) as error:
+        prune(model, "cdpruner", 64, processor=processor, text_encoder=clip_folders.get(source, source))
+    assert "openai/clip-vit-large-patch14-336" in str(error.value) or "own vision tower" in str(error.value)  # the fix
+    assert handle_of(model) is None and "get_image_features" not in vars(model.model)
+
+
+def test_a_complete_clip_text_encoder_is_accepted(hf_llava, clip_folders):
+    model, processor = hf_llava
+    with prune(model, "cdpruner", 64, processor=processor, text_encoder=clip_folders["complete"]) as handle, torch.no_grad():
+        model(**one_image(processor))
+        assert handle.take_counts() == [64]
+
+
+def _picks(indices):
+    """A vision method whose selection returns ``indices(batch, n, k)``, as a broken plugin might."""
+
+    @dataclass
+    class FixedPicks(PruningMethod):
+        name = "fixed_picks"
+
+        def _select(self, tokens, budget):
+            return KeptTokens(indices=indices(tokens.batch, tokens.num_tokens, budget))
+
+    return FixedPicks()
+
+
+BAD_PICKS = [  # (how the method breaks the contract, its picks for [B, k] of N)
+    ("64 copies of index 0", lambda b, n, k: torch.zeros(b, k, dtype=torch.long)),
+    ("descending", lambda b, n, k: torch.arange(k).flip(0).expand(b, k)),
+    ("out of range", lambda b, n, k: torch.arange(n - k + 1, n + 1).expand(b, k)),
+    ("negative", lambda b, n, k: torch.arange(-1, k - 1).expand(b, k)),
+]
+
+
+@pytest.mark.parametrize("broken, indices", BAD_PICKS, ids=[name for name, _ in BAD_PICKS])
+def test_picks_that_break_the_contract_are_refused_naming_the_method(broken, indices):
+    with pytest.raises(AssertionError, match=r"method 'fixed_picks' broke the method contract: kept indices must be distinct, ascending"):
+        _picks(indices).select(tokens(), 8)
+
+
+def test_duplicate_picks_are_refused_through_prune(hf_llava):
+    model, processor = hf_llava
+    plan = PruningPlan.build(_picks(lambda b, n, k: torch.zeros(b, k, dtype=torch.long)), 64)
+    with prune(model, plan), torch.no_grad(), pytest.raises(AssertionError, match="method 'fixed_picks' broke the method contract"):
+        model(**one_image(processor))
+
+
+def test_duplicate_in_llm_picks_are_refused_naming_the_method(hf_llava):
+    from scope_eval.pruning.methods.fastv import FastVMethod
+
+    @dataclass
+    class RepeatingFastV(FastVMethod):
+        name = "repeating_fastv"
+
+        def choose(self, tokens, keep, stage):
+            return torch.zeros(tokens.visual.shape[0], keep, dtype=torch.long, device=tokens.visual.device)
+
+    model, processor = hf_llava
+    plan = PruningPlan.build(RepeatingFastV(layer=1, budget_unit="after_layer"), 64)
+    with prune(model, plan), torch.no_grad(), pytest.raises(AssertionError, match="method 'repeating_fastv' broke the method contract"):
+        model(**one_image(processor))
+
+
+class NotAMethod:
+    name = "not_a_method"
+
+
+class UndecoratedMethod(PruningMethod):
+    name = "undecorated"
+    offset: int = 0  # without @dataclass this is no option: build_method(offset=...) would not see it
+
+
+@pytest.mark.parametrize(
+    "cls, words",
+    [
+        (NotAMethod, "register() takes a PruningMethod subclass (a dataclass), got"),
+        (UndecoratedMethod, "UndecoratedMethod must be a dataclass (its options are its fields): put @dataclass below @register"),
+        (dataclass(type("Nameless", (PruningMethod,), {})), "Nameless must set a class attribute 'name'"),
+    ],
+    ids=["not-a-method", "not-a-dataclass", "no-name"],
+)
+def test_register_refuses_what_is_not_a_method_dataclass(cls, words):
+    from scope_eval.pruning import METHODS, register
+
+    before = dict(METHODS)
+    with pytest.raises(TypeError, match=re.escape(words)):
+        register(cls)
+    assert METHODS == before
+
+
+@pytest.mark.parametrize("make", [lambda: tokens(saliency=torch.zeros(2, 24)), lambda: tokens(features=ZEROS)], ids=["zero-saliency", "zero-features"])
+def test_scope_select_warns_on_degenerate_input_as_prune_does(make):
+    from scope_eval.pruning import scope_select
+
+    given = make()
+    with pytest.warns(RuntimeWarning, match=r"scope_select: 2 of 2 image\(s\) had a degenerate selection"):
+        kept = scope_select(given.features, given.saliency, 8)
+    assert kept.tolist() == [list(range(8))] * 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an ordinary input: no warning
+        scope_select(tokens().features, tokens().saliency, 8)

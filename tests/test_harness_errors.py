@@ -14,13 +14,16 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
+from lmms_eval.utils import simple_parse_args_string
 from typer.testing import CliRunner
 
 from scope_eval.cli import app
 from scope_eval.sweeps import runner
-from scope_eval.sweeps.cells import CELL_FILE, cell_dir, expand
+from scope_eval.pruning import build_method
+from scope_eval.sweeps.cells import CELL_FILE, cell_dir, expand, lmms_eval_command
 from scope_eval.sweeps.config import SweepConfigError, load_sweep, sweep_from_dict
 from scope_eval.reports.regression import measured
 from scope_eval.sweeps.runner import SweepSetupError, describe_plan, run_sweep, stop_stale_child
@@ -52,7 +55,7 @@ def write_yaml(path: Path, data: dict) -> Path:
         ({"model": {"name": "m", "backend": "llava_hf_scope", "pretrained": "org/m", "family": "llava-1.5",
                     "model_args": ["device", "cpu"]}}, ["model: model_args: must be a mapping", "device: cpu"]),
         ({"model": {"name": "m", "backend": "llava_hf_scope", "pretrained": "/ckpt,v2", "family": "llava-1.5"}},
-         ["contains ',' or '='", "rename or symlink"]),
+         ["contains ',', where lmms-eval splits", "rename or symlink"]),
         ({"model": {"name": "m", "backend": "llava_hf_scope", "pretrained": "/no/such/checkpoint", "family": "llava-1.5"}},
          ["model.pretrained /no/such/checkpoint is not a folder", "hub id"]),
         ({"model": {"name": "m", "backend": "llava_hf_scope", "pretrained": "org/m", "family": "llava-1.5",
@@ -386,3 +389,281 @@ def test_sweep_reruns_a_damaged_cell_of_a_real_sweep_and_keeps_the_intact_one(to
     assert len(list((run / "scope" / "b64").glob(".damaged-scope_toy_pope-*/lmms"))) == 1
     report = cli("report", str(runs))
     assert report.returncode == 0 and "not in this table" not in report.stdout
+
+
+# --- issue 22: new surfaces (plugins, bench options, sweep pre-load checks, report rows, the seal) -------------
+
+BROKEN_PLUGINS = [  # (what is wrong, the module's source, its entry point)
+    ("raises on import", "raise RuntimeError('the plugin is broken')\n", "broken = broken_plugin"),
+    ("re-registers scope", "from dataclasses import dataclass\nfrom scope_eval.pruning import PruningMethod, register\n"
+     "@register\n@dataclass\nclass Again(PruningMethod):\n    name = 'scope'\n", "broken = broken_plugin"),
+    ("has no name", "from dataclasses import dataclass\nfrom scope_eval.pruning import PruningMethod, register\n"
+     "@register\n@dataclass\nclass Nameless(PruningMethod):\n    pass\n", "broken = broken_plugin"),
+    ("names a missing attribute", "x = 1\n", "broken = broken_plugin:missing"),
+]  # fmt: skip
+
+
+def install_broken_plugin(site: Path, source: str, entry_point: str) -> dict[str, str]:
+    """The module and dist-info metadata `pip install` of package broken-plugin would leave; the environment
+    of a child that sees it."""
+    from scope_eval.pruning.methods import ENTRY_POINT_GROUP
+
+    (site / "broken_plugin.py").write_text(source)
+    info = site / "broken_plugin-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n{entry_point}\n")
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(REPO)]))
+
+
+PLUGIN_PROBE = """
+import json
+from scope_eval.pruning import METHODS, PruningError, build_method
+build_method("scope", alpha=0.5)  # unused by the broken plugin: works
+try:
+    build_method("broken")
+    asked = "accepted"
+except PruningError as error:
+    asked = str(error)
+print(json.dumps({"asked": asked, "scope": METHODS["scope"].__module__}))
+"""
+
+
+@pytest.mark.parametrize("source, entry_point", [p[1:] for p in BROKEN_PLUGINS], ids=[p[0] for p in BROKEN_PLUGINS])
+def test_a_broken_plugin_warns_once_and_fails_only_when_asked_for(tmp_path, source, entry_point):
+    env = install_broken_plugin(tmp_path, source, entry_point)
+    result = subprocess.run([sys.executable, "-c", PLUGIN_PROBE], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    warned = [line for line in result.stderr.splitlines() if "pruning method plugin 'broken'" in line]
+    assert len(warned) == 1 and warned[0].startswith("warning: "), result.stderr[-3000:]  # once, though asked for twice
+    assert "from broken-plugin failed to import" in warned[0] and "fix or uninstall that package" in warned[0]
+    assert outcome["asked"].startswith("method 'broken' is unavailable: pruning method plugin 'broken'")
+    assert "fix or uninstall that package" in outcome["asked"]
+    assert outcome["scope"] == "scope_eval.pruning.methods.scope"  # the built-in, not the plugin's
+
+
+def test_a_broken_plugin_leaves_sweeps_that_do_not_use_it_running(tmp_path):
+    env = install_broken_plugin(tmp_path, BROKEN_PLUGINS[0][1], BROKEN_PLUGINS[0][2])
+    unused = write_yaml(tmp_path / "unused.yaml", sweep_data(tmp_path / "runs"))
+    used = write_yaml(tmp_path / "used.yaml", sweep_data(tmp_path / "runs", methods=["none", "broken"]))
+    dry = [sys.executable, "-m", "scope_eval", "sweep", "--dry-run"]
+    fine = subprocess.run([*dry, str(unused)], capture_output=True, text=True, env=env, timeout=300)
+    assert fine.returncode == 0 and "plugin 'broken'" in fine.stderr and "Traceback" not in fine.stderr, fine.stderr[-3000:]
+    refused = subprocess.run([*dry, str(used)], capture_output=True, text=True, env=env, timeout=300)
+    text = " ".join(refused.stdout.split())
+    assert refused.returncode == 2 and "method 'broken' is unavailable" in text and "from broken-plugin failed to import" in text
+    assert "Traceback" not in refused.stdout + refused.stderr
+
+
+def test_a_broken_plugin_fails_an_lmms_eval_run_that_asks_for_it_naming_the_package(tmp_path):
+    env = install_broken_plugin(tmp_path, BROKEN_PLUGINS[0][1], BROKEN_PLUGINS[0][2])
+    model_args = f"pretrained={TOY},method=broken,budget=64,device_map=cpu,device=cpu,dtype=float32"
+    command = [sys.executable, "-m", "lmms_eval", "--model", "llava_hf_scope", "--model_args", model_args, "--tasks", "scope_toy_pope",
+               "--include_path", str(REPO / "scope_eval" / "lmms" / "tasks"), "--limit", "1", "--output_path", str(tmp_path / "out")]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert result.returncode != 0 and "method 'broken' is unavailable" in result.stderr and "broken-plugin" in result.stderr
+    assert not list((tmp_path / "out").rglob("*_results.json"))
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--method-option", "SCOPE.alpha=0"], "--method-option 'SCOPE.alpha=0' names no method 'SCOPE'; choose from: "),
+        (["--method-option", "scoop.alpha=0"], "names no method 'scoop'; choose from: "),
+        (["--method-option", "fastv.layer=1"], "is for fastv, which is not in --methods (scope); add fastv to --methods or drop the option"),
+    ],
+    ids=["case", "misspelt", "not-benchmarked"],
+)
+def test_bench_method_option_for_no_benchmarked_method_is_refused(args, words):
+    result = CliRunner().invoke(app, ["bench", "--shape", "tiny-llava-1.5", "--methods", "scope", "--budgets", "8", *args])
+    assert result.exit_code == 2 and words in " ".join(result.output.split()), result.output
+
+
+def test_bench_selection_bad_device_is_a_clear_error():
+    result = CliRunner().invoke(app, ["bench-selection", "--device", "foo"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and "unknown --device 'foo'; use cpu, cuda or cuda:N" in text, result.output
+    assert not isinstance(result.exception, RuntimeError)
+
+
+TOY_MODEL = {"name": "toy", "backend": "llava_hf_scope", "pretrained": str(TOY), "family": "llava-1.5"}
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"model": TOY_MODEL, "methods": [{"name": "fastv", "options": {"layer": 3}}], "budgets": [400]},
+         ["(", "3 decoder layers): layer 3 is beyond this language model's 3 decoder layers (0..2); pass layer <= 2"]),
+        ({"model": TOY_MODEL, "methods": ["fastv"], "budgets": [64]},
+         ["method fastv at budget 64", "raise the budget to >= 385, drop at an earlier layer, or pass budget_unit=after_layer"]),
+        ({"model": TOY_MODEL, "methods": [{"name": "cdpruner", "options": {"text_encoder": str(TOY)}, "label": "cdp"}]},
+         ["is a llava checkpoint (config.json model_type), not a CLIP model", "openai/clip-vit-large-patch14-336"]),
+        ({"model": TOY_MODEL, "methods": [{"name": "cdpruner", "options": {"text_encoder": "/no/such/clip"}, "label": "cdp"}]},
+         ["text_encoder='/no/such/clip' is not a folder"]),
+        ({"model": {**TOY_MODEL, "backend": "llava_scope"}, "methods": [{"name": "cdpruner", "options": {"text_encoder": str(TOY.parent / "clip_text")}, "label": "cdp"}]},
+         ["original-LLaVA adapter cannot decode", "run it on the transformers backend (model llava_hf_scope"]),
+        ({"methods": [{"name": "cdpruner", "options": {"text_encoder": "/models/clip"}}]},
+         ["add `label: <name>` to this entry, e.g. label: cdpruner"]),
+        ({"model": {**TOY_MODEL, "pretrained": str(TOY.parent / "llava_next"), "family": "llava-next"}, "budget_policy": "global", "budgets": [640],
+          "methods": [{"name": "visionzip", "options": {"crop_split": "official"}}]},
+         ["budget_policy=global selects over all crops at once; drop crop_split or use per_crop"]),
+    ],
+    ids=["drop-layer-beyond-depth", "layer-average-budget-too-low", "llava-folder-as-text-encoder", "missing-text-encoder",
+         "cdpruner-on-original-backend", "cdpruner-without-label", "visionzip-crop-split-under-global"],
+)  # fmt: skip
+def test_dry_run_runs_the_checks_the_lmms_eval_edge_runs_before_loading(tmp_path, change, words):
+    path = write_yaml(tmp_path / "sweep.yaml", sweep_data(tmp_path / "runs", **change))
+    with pytest.raises(SweepConfigError) as error:
+        load_sweep(path)
+    for word in words:
+        assert word in str(error.value), error.value
+    result = CliRunner().invoke(app, ["sweep", str(path), "--dry-run"])
+    assert result.exit_code == 2 and words[-1] in " ".join(result.output.split()), result.output
+
+
+def test_dry_run_refuses_a_clip_text_encoder_without_the_weights_it_needs(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    clip = tmp_path / "clip"
+    shutil.copytree(TOY.parent / "clip_text", clip)
+    weights = load_file(clip / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if not k.startswith("visual_projection.")}, clip / "model.safetensors")
+    methods = [{"name": "cdpruner", "options": {"text_encoder": str(clip)}, "label": "cdp"}]
+    path = write_yaml(tmp_path / "sweep.yaml", sweep_data(tmp_path / "runs", model=TOY_MODEL, methods=methods))
+    result = CliRunner().invoke(app, ["sweep", str(path), "--dry-run"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and "holds no visual_projection weights, which transformers would fill with random values" in text, text
+    intact = write_yaml(tmp_path / "intact.yaml", sweep_data(tmp_path / "runs", model=TOY_MODEL, methods=[
+        {"name": "cdpruner", "options": {"text_encoder": str(TOY.parent / "clip_text")}, "label": "cdp"}]))
+    assert CliRunner().invoke(app, ["sweep", str(intact), "--dry-run"]).exit_code == 0
+
+
+def test_pdrop_layers_as_a_list_in_a_sweep_config_run_as_the_api_takes_them(tmp_path):
+    config = sweep_from_dict(sweep_data(tmp_path, methods=[{"name": "pdrop", "options": {"layers": [1, 2]}}]))
+    method = config.methods[0]
+    assert method.label == "pdrop_layers1-2" and method.options == {"layers": "1-2"}
+    command = lmms_eval_command(config, method, 64, ["gqa"], tmp_path / "work")
+    model_args = simple_parse_args_string(command[command.index("--model_args") + 1])  # as lmms-eval reads them
+    assert build_method("pdrop", layers=model_args["layers"]).layers == build_method("pdrop", layers=[1, 2]).layers == (1, 2)
+
+
+def test_checkpoint_path_with_an_equals_sign_reaches_lmms_eval_intact(tmp_path):
+    link = tmp_path / "ckpt=v2"
+    link.symlink_to(TOY)
+    model = {**TOY_MODEL, "pretrained": str(link)}
+    config = sweep_from_dict(sweep_data(tmp_path / "runs", model=model, methods=["none"]))
+    command = lmms_eval_command(config, config.methods[0], None, ["gqa"], tmp_path / "work")
+    assert simple_parse_args_string(command[command.index("--model_args") + 1])["pretrained"] == str(TOY.resolve())
+    unresolved = sweep_from_dict(sweep_data(tmp_path / "runs", model={**TOY_MODEL, "pretrained": "org/model=v2"}, methods=["none"]))
+    command = lmms_eval_command(unresolved, unresolved.methods[0], None, ["gqa"], tmp_path / "work")
+    assert simple_parse_args_string(command[command.index("--model_args") + 1])["pretrained"] == "org/model=v2"
+
+
+def test_two_processes_are_launched_as_two_processes(tmp_path):
+    config = sweep_from_dict(sweep_data(tmp_path, num_processes=2, methods=["none"]))
+    command = lmms_eval_command(config, config.methods[0], None, ["gqa"], tmp_path / "work")
+    # accelerate runs one process on a machine with fewer than two GPUs unless its multi-process launcher is
+    # asked for; tests/test_plugin_cli.py runs it on the CPU and finds the one-process numbers
+    assert command[1:6] == ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+
+
+# report rows: one setting and one checkpoint each
+def test_report_refuses_a_row_that_would_mix_options(tmp_path):
+    runs = tmp_path / "runs"
+    assert run_sweep(sweep_from_dict(sweep_data(runs, methods=["none", "scope"], budgets=[64, 128])), fake(), quiet()).ok
+    same = sweep_from_dict(sweep_data(runs, methods=[{"name": "scope", "options": {"alpha": 1.0}, "label": "scope"}], budgets=[192]))
+    assert run_sweep(same, fake(), quiet()).ok  # alpha written out at its default: the same setting
+    assert cli("report", str(runs)).returncode == 0
+    other = sweep_from_dict(sweep_data(runs, methods=[{"name": "scope", "options": {"alpha": 0.0}, "label": "scope"}], budgets=[32]))
+    assert run_sweep(other, fake(), quiet()).ok
+    result = cli("report", str(runs))
+    text = " ".join(result.stderr.split())
+    assert result.returncode == 2 and "row scope of run tiny would mix cells made with other settings" in text, result.stderr
+    assert "alpha=0.0" in text and "alpha=1.0" in text and "give each variant its own label" in text
+    assert "| scope" not in result.stdout
+
+
+def test_report_refuses_a_table_of_two_checkpoints_and_names_the_checkpoint(tmp_path):
+    runs = tmp_path / "runs"
+    assert run_sweep(sweep_from_dict(sweep_data(runs, methods=["none", "scope"])), fake(), quiet()).ok
+    result = cli("report", str(runs))
+    assert result.returncode == 0 and "Checkpoint: org/tiny (backend llava_hf_scope)" in result.stdout
+    assert "Checkpoint: org/tiny (backend llava_hf_scope)" in (runs / "report" / "table_tiny.md").read_text()
+    other = {"name": "tiny", "backend": "llava_hf_scope", "pretrained": "org/other", "family": "llava-1.5"}
+    assert run_sweep(sweep_from_dict(sweep_data(runs, model=other, methods=["scope"], budgets=[32])), fake(), quiet()).ok
+    result = cli("report", str(runs))
+    text = " ".join(result.stderr.split())
+    assert result.returncode == 2 and "run tiny holds cells of 2 checkpoints: org/tiny" in text and "org/other" in text
+    assert "give each checkpoint its own model.name" in text
+
+
+# the seal covers every file a later command reads
+def _one_cell(tmp_path: Path) -> tuple[Path, object]:
+    config = sweep_from_dict(sweep_data(tmp_path / "runs", methods=["none"], tasks=["gqa"]))
+    assert run_sweep(config, fake(), quiet()).ok
+    return cell_dir(config, expand(config)[0]), config
+
+
+def _edit_a_sample(folder: Path) -> str:
+    samples = folder / json.loads((folder / CELL_FILE).read_text())["files"]["samples"]
+    lines = samples.read_text().splitlines()
+    sample = json.loads(lines[0])
+    sample["resps"] = [["a hand-edited answer"]]
+    samples.write_text("\n".join([json.dumps(sample), *lines[1:]]) + "\n")
+    return f"{samples} was changed or truncated after the cell finished"
+
+
+def _drop_the_seal(folder: Path) -> str:
+    record = json.loads((folder / CELL_FILE).read_text())
+    del record["integrity"]
+    (folder / CELL_FILE).write_text(json.dumps(record))
+    return f"{folder / CELL_FILE} has no seal"
+
+
+@pytest.mark.parametrize("damage_cell", [_edit_a_sample, _drop_the_seal], ids=["edited-sample-line", "seal-deleted"])
+def test_edited_samples_or_a_missing_seal_is_damage_reported_and_rerun(tmp_path, damage_cell):
+    folder, config = _one_cell(tmp_path)
+    reason = damage_cell(folder)
+    report = cli("report", str(tmp_path / "runs"))
+    assert report.returncode == 2 and reason in " ".join((report.stdout + report.stderr).split())
+    summary = run_sweep(config, fake(), quiet())
+    assert summary.ok and len(summary.finished) == 1 and reason in summary.damaged[0][1]
+    assert len(list(folder.parent.glob(".damaged-gqa-*"))) == 1
+    assert cli("report", str(tmp_path / "runs")).returncode == 0
+
+
+# regression baselines record the environment
+def test_regress_says_when_the_baseline_environment_differs_and_still_compares(tmp_path, monkeypatch):
+    from scope_eval.reports import regression
+
+    config = regression_files(tmp_path)
+    metric = {"model": "tiny", "method_label": "none", "budget": 576, "task": "gqa", "benchmark": "GQA", "value": 80.0}
+    current = pd.DataFrame([{**metric, "items": None}])
+    regression.write_baseline(tmp_path / "baseline.json", current, regression.load_regression(config))
+    recorded = json.loads((tmp_path / "baseline.json").read_text())["environment"]
+    assert recorded == regression.recorded_environment() and recorded["versions"]["transformers"]
+    monkeypatch.setattr(regression, "run_subset", lambda *args: True)
+    monkeypatch.setattr(regression, "measured", lambda *args: current)
+    same = CliRunner().invoke(app, ["regress", str(config)])
+    assert same.exit_code == 0 and "environment differs" not in same.output, same.output
+    recorded["versions"]["transformers"] = "4.0.0"
+    text = (tmp_path / "baseline.json").read_text()
+    (tmp_path / "baseline.json").write_text(text.replace(json.dumps(regression.recorded_environment()["versions"]["transformers"]), '"4.0.0"', 1))
+    differs = CliRunner().invoke(app, ["regress", str(config)])
+    output = " ".join(differs.output.split())
+    assert differs.exit_code == 0 and "ok: 1 metrics checked" in output, differs.output
+    assert f"warning: environment differs from the baseline's: transformers 4.0.0 in the baseline, {regression.recorded_environment()['versions']['transformers']} now; compared anyway" in output
+
+
+@pytest.mark.slow
+def test_a_two_process_sweep_runs_two_cpu_processes_with_the_one_process_numbers(toy_runs, tmp_path):
+    runs = tmp_path / "runs"
+    result = cli("sweep", str(REPO / "configs" / "smoke_toy.yaml"), "--output", str(runs), "--num-processes", "2", timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for one in sorted(toy_runs.rglob(CELL_FILE)):
+        two = runs / one.relative_to(toy_runs)
+        assert "Running on rank 1" in (two.parent / "lmms_eval.log").read_text()  # a second process, on the CPU
+        first, second = json.loads(one.read_text()), json.loads(two.read_text())
+        assert second["results"] == first["results"] and second["visual_tokens"] == first["visual_tokens"]
+        assert second["n_samples"] == first["n_samples"] == 8

@@ -67,14 +67,6 @@ def test_an_installed_plugin_method_runs_in_a_real_model(tmp_path):
     assert outcome == {"registered": True, "module": "keep_first_plugin", "counts": [16]}
 
 
-def test_a_broken_plugin_names_its_package(tmp_path):
-    install_plugin(tmp_path, entry_point="keep_first = keep_first_plugin_missing")
-    result = run_python("import scope_eval.pruning", tmp_path)
-    assert result.returncode != 0
-    assert "pruning method plugin 'keep_first'" in result.stderr
-    assert "from keep-first-plugin failed to import" in result.stderr and "fix or uninstall that package" in result.stderr
-
-
 def test_the_plugin_is_costed_by_the_bench_and_placed_by_the_reports(tmp_path):
     """Nothing outside the method's file knows about it, yet the FLOP model prices it, the report orders it
     and the lmms-eval model args accept its option."""

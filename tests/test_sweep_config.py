@@ -132,7 +132,7 @@ def test_limit_goes_into_the_folder_name(tmp_path):
         ({"limit": 1.5}, "limit must be"),
         ({"num_processes": 0}, "num_processes must be"),
         ({"seed": -1}, "seed must be"),
-        ({"gen_kwargs": {"until": "a,b"}}, "contains ',' or '='"),
+        ({"gen_kwargs": {"until": "a,b"}}, "contains ',', where lmms-eval splits"),
     ],
 )
 def test_bad_configs_are_errors_naming_the_problem(changes, message):
@@ -204,9 +204,10 @@ def test_command_is_an_argument_list_with_the_plugin_model_args(tmp_path):
     config = config_with(num_processes=4, limit=20, gen_kwargs={"max_new_tokens": 16}, output=str(tmp_path))
     scope_cell = next(c for c in expand(config) if c.method.name == "scope" and c.budget == 64)
     command = lmms_eval_command(config, scope_cell.method, 64, ["gqa", "mme"], tmp_path / "work")
-    assert command[1:6] == ["-m", "accelerate.commands.launch", "--num_processes", "4", "-m"]
-    assert command[6] == "lmms_eval"
-    args = dict(zip(command[7::1], command[8::1]))
+    # --multi_gpu: accelerate's multi-process launcher, without which a CPU-only machine runs one process
+    assert command[1:7] == ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "4", "-m"]
+    assert command[7] == "lmms_eval"
+    args = dict(zip(command[8::1], command[9::1]))
     assert args["--model"] == "llava_scope"
     assert args["--model_args"] == "pretrained=liuhaotian/llava-v1.5-7b,method=scope,budget=64,conv_template=vicuna_v1"
     assert args["--tasks"] == "gqa,mme"
@@ -263,7 +264,8 @@ def test_method_option_paths_are_relative_to_the_config_file(tmp_path):
     encoder.mkdir(parents=True)
     configs = tmp_path / "configs"
     configs.mkdir()
-    data = {**BASE, "methods": ["none", {"name": "cdpruner", "options": {"text_encoder": "../weights/clip"}, "label": "cdpruner"}]}
+    hf_model = {**BASE["model"], "backend": "llava_hf_scope", "pretrained": "llava-hf/llava-1.5-7b-hf", "model_args": {}}  # cdpruner's backend
+    data = {**BASE, "model": hf_model, "methods": ["none", {"name": "cdpruner", "options": {"text_encoder": "../weights/clip"}, "label": "cdpruner"}]}
     (configs / "sweep.yaml").write_text(yaml.safe_dump(data))
     config = load_sweep(configs / "sweep.yaml")
     assert config.methods[1].options == {"text_encoder": str(encoder.resolve())}

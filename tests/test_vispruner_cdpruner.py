@@ -244,7 +244,7 @@ def test_cdpruner_refusals_name_the_fix(hf_llava, text_encoder, tmp_path):
         prune(model, "cdpruner", 64, processor=processor)
     with pytest.raises(PruningError, match="pass processor="):
         prune(model, "cdpruner", 64, text_encoder=text_encoder)
-    with pytest.raises(PruningError, match="could not be loaded as a CLIP model"):
+    with pytest.raises(PruningError, match="is not a folder; pass the path or hub id of a full CLIP checkpoint"):
         prune(model, "cdpruner", 64, processor=processor, text_encoder=str(tmp_path / "missing"))
     assert "get_image_features" not in vars(model.model)  # nothing left patched
 

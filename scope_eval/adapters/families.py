@@ -44,6 +44,26 @@ def visual_tokens_per_image(config: Mapping[str, Any]) -> int:
     return (image_size // patch_size) ** 2 * most_crops(pinpoints, image_size)
 
 
+def checkpoint_config(source: str) -> dict[str, Any] | None:
+    """A checkpoint's config.json as a dict, from a local folder or the local hub cache only (a check before
+    loading must not wait on the network); None when it cannot be read so."""
+    import json
+
+    from transformers.utils import cached_file
+
+    try:
+        path = cached_file(source, "config.json", _raise_exceptions_for_missing_entries=False, local_files_only=True)
+    except (OSError, ValueError):
+        return None
+    if path is None:
+        return None
+    try:
+        config = json.loads(open(path, encoding="utf-8").read())
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
 def family_visual_tokens(family: str) -> int:
     """The reference total of a family: 576 for llava-1.5, 5 x 576 for llava-next."""
     if family not in FAMILIES:
@@ -51,4 +71,4 @@ def family_visual_tokens(family: str) -> int:
     return visual_tokens_per_image(FAMILIES[family])
 
 
-__all__ = ["FAMILIES", "NEXT_GRID_PINPOINTS", "family_visual_tokens", "most_crops", "visual_tokens_per_image"]
+__all__ = ["FAMILIES", "NEXT_GRID_PINPOINTS", "checkpoint_config", "family_visual_tokens", "most_crops", "visual_tokens_per_image"]

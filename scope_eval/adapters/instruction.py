@@ -15,6 +15,7 @@ post-prompt, which the official LLaVA question files also carry.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -54,6 +55,17 @@ def _strip_assistant_marker(text: str) -> str:
     return text
 
 
+def original_backend_refusal(method: str) -> PruningError:
+    """The original-LLaVA adapter cannot give a method the prompt's text: said the same at every edge."""
+    # The prompt reaches that adapter only as token ids, and prune() hands it no tokenizer to read them with
+    # (lmms-eval's llava wrapper keeps its own), so the instruction cannot be embedded.
+    return PruningError(
+        f"method '{method}' needs the prompt's text, which the original-LLaVA adapter cannot decode "
+        "(it is given token ids and no tokenizer); run it on the transformers backend (model llava_hf_scope, "
+        "or prune() on a LlavaForConditionalGeneration / LlavaNextForConditionalGeneration with processor=)"
+    )
+
+
 def host_tokenizer(processor: Any, method: str) -> Any:
     """The tokenizer that decodes the host's prompt ids: the processor's, or the processor if it is one."""
     tokenizer = getattr(processor, "tokenizer", processor)
@@ -65,25 +77,99 @@ def host_tokenizer(processor: Any, method: str) -> Any:
     return tokenizer
 
 
+FULL_CLIP_HINT = (
+    "pass the path or hub id of a full CLIP checkpoint (text and vision towers with their projections), the CLIP of "
+    "the model's own vision tower, e.g. openai/clip-vit-large-patch14-336 for LLaVA-1.5/NeXT (not the LLaVA checkpoint)"
+)
+# The CLIP weights the instruction and the joint-space map read; a checkpoint without them would run on
+# randomly initialised values (transformers fills missing weights and only lists them in its load report).
+USED_WEIGHTS = ("text_model.", "text_projection.", "vision_model.post_layernorm.", "visual_projection.")
+
+
+def check_text_encoder(source: Any, feature_width: int | None = None) -> None:
+    """What can be known of ``text_encoder`` before any weights load: a local path exists, its config.json
+    is a CLIP model's, and its vision width is the host vision tower's (``feature_width``, when known).
+    A hub id not in the local cache is left to the load (InstructionEncoder), which checks it all."""
+    from scope_eval.checkpoints import looks_like_local_path
+
+    from .families import checkpoint_config
+
+    if not isinstance(source, str) or not source:
+        raise PruningError(f"text_encoder must be a path or hub id, got {source!r}; {FULL_CLIP_HINT}")
+    if looks_like_local_path(source) and not Path(source).expanduser().is_dir():
+        raise PruningError(f"text_encoder={source!r} is not a folder; {FULL_CLIP_HINT}")
+    config = checkpoint_config(source)
+    if config is not None:
+        check_clip_config(source, config, feature_width)
+    stored = _stored_weight_names(Path(source).expanduser()) if Path(source).expanduser().is_dir() else None
+    absent = [part for part in USED_WEIGHTS if stored is not None and not any(name.startswith(part) for name in stored)]
+    if absent:
+        raise PruningError(
+            f"text_encoder={source!r} holds no {', '.join(part.rstrip('.') for part in absent)} weights, which transformers "
+            f"would fill with random values; {FULL_CLIP_HINT}"
+        )
+
+
+def _stored_weight_names(folder: Path) -> set[str] | None:
+    """The weight names a local safetensors checkpoint stores (its index, or the file's header alone); None
+    for other formats, left to the load report."""
+    import json
+
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            return set(json.loads(index.read_text())["weight_map"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    single = folder / "model.safetensors"
+    if not single.is_file():
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(single), framework="pt") as weights:
+            return set(weights.keys())
+    except (OSError, ValueError, RuntimeError):
+        return None
+
+
+def check_clip_config(source: str, config: dict[str, Any], feature_width: int | None) -> None:
+    from transformers import CLIPVisionConfig
+
+    model_type = config.get("model_type")
+    if model_type != "clip":
+        raise PruningError(
+            f"text_encoder={source!r} is a {model_type or 'untyped'} checkpoint (config.json model_type), not a CLIP "
+            f"model; {FULL_CLIP_HINT}"
+        )
+    width = (config.get("vision_config") or {}).get("hidden_size", CLIPVisionConfig().hidden_size)
+    if feature_width is not None and width != feature_width:
+        raise PruningError(
+            f"text_encoder={source!r} has {width}-d vision features but this model's vision tower gives "
+            f"{feature_width}-d ones, so its joint space does not fit; pass the CLIP checkpoint of the model's own vision tower"
+        )
+
+
 class InstructionEncoder:
     """CLIP text tower + tokenizer + the vision side's post-LayerNorm and visual projection, float32."""
 
     def __init__(self, source: str, feature_width: int, device: torch.device):
         from transformers import AutoTokenizer, CLIPModel
 
+        check_text_encoder(source, feature_width)
         try:
-            clip = CLIPModel.from_pretrained(source)
+            clip, loading = CLIPModel.from_pretrained(source, output_loading_info=True)
             self.tokenizer = AutoTokenizer.from_pretrained(source)
         except (OSError, ValueError) as error:
             raise PruningError(
-                f"text_encoder={source!r} could not be loaded as a CLIP model with its tokenizer ({error}); pass the "
-                "path or hub id of a full CLIP checkpoint, e.g. openai/clip-vit-large-patch14-336 for LLaVA-1.5/NeXT"
+                f"text_encoder={source!r} could not be loaded as a CLIP model with its tokenizer ({error}); {FULL_CLIP_HINT}"
             ) from error
-        width = clip.config.vision_config.hidden_size
-        if width != feature_width:
+        check_clip_config(source, clip.config.to_dict(), feature_width)
+        missing = sorted(key for key in loading.get("missing_keys", ()) if key.startswith(USED_WEIGHTS))
+        if missing:
             raise PruningError(
-                f"text_encoder={source!r} has {width}-d vision features but this model's vision tower gives "
-                f"{feature_width}-d ones; pass the CLIP checkpoint of the model's own vision tower"
+                f"text_encoder={source!r} lacks {len(missing)} CLIP weight(s) the instruction needs (e.g. "
+                f"{', '.join(missing[:3])}), which transformers would fill with random values; {FULL_CLIP_HINT}"
             )
         clip = clip.float().eval().to(device)
         self.text_model, self.text_projection = clip.text_model, clip.text_projection

@@ -26,6 +26,7 @@ from scope_eval.pruning.plan import PruningPlan
 
 from .base import PruningHandle
 from .families import most_crops
+from .instruction import original_backend_refusal
 
 IMAGE_TOKEN_INDEX = -200  # llava.constants.IMAGE_TOKEN_INDEX
 
@@ -54,13 +55,7 @@ class LlavaOriginalHandle(PruningHandle):
         if getattr(tower, "select_feature", "patch") != "patch":
             raise PruningError("pruning expects mm_vision_select_feature='patch' (CLS dropped), as in LLaVA-1.5/NeXT")
         if plan.method.needs_instruction:
-            # The prompt reaches this adapter only as token ids, and prune() hands it no tokenizer to read
-            # them with (lmms-eval's llava wrapper keeps its own), so the instruction cannot be embedded.
-            raise PruningError(
-                f"method '{plan.method.name}' needs the prompt's text, which the original-LLaVA adapter cannot decode "
-                "(it is given token ids and no tokenizer); run it on the transformers backend (model llava_hf_scope, "
-                "or prune() on a LlavaForConditionalGeneration / LlavaNextForConditionalGeneration with processor=)"
-            )
+            raise original_backend_refusal(plan.method.name)
         self._stock_prepare = model.prepare_inputs_labels_for_multimodal
         compatible_forward = _forward_accepting_cache(model.forward)
         if compatible_forward is not None:

@@ -29,6 +29,7 @@ from torch import nn
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from scope_eval.pruning import PruningError
+from scope_eval.pruning.base import check_picks
 from scope_eval.pruning.llm_stage import LlmSchedule, LlmStageMethod, LlmTokens, Recycled
 
 
@@ -200,6 +201,7 @@ class LlmStage:
         selected = keep - (0 if merged is None else merged.shape[1])
         if chosen.shape != (hidden.shape[0], selected):
             raise AssertionError(f"{self.method.name} chose {tuple(chosen.shape)} tokens, expected {(hidden.shape[0], selected)}")
+        check_picks(self.method.name, chosen, hidden.shape[0], self._visual.shape[1])
         retained = torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
         retained.scatter_(1, self._visual, False)
         retained.scatter_(1, self._visual.gather(1, chosen), True)

@@ -68,11 +68,13 @@ def bench(
             raise BenchError(f"unknown --attention {attention!r}; choose one of: {', '.join(ATTENTION_IMPLEMENTATIONS)}")
         if threads is not None:
             torch.set_num_threads(threads)
-        target = resolve_device(_device_name(device))
+        chosen = _method_list(methods)
+        options = _method_options(method_option, chosen)  # before the model loads: a typo costs nothing
+        target = resolve_device(device)
         bench_model = load_bench_model(shape or model, target, resolve_dtype(dtype, target), attention)
         settings = BenchSettings(
-            methods=_method_list(methods),
-            method_options=_method_options(method_option),
+            methods=chosen,
+            method_options=options,
             budgets=_int_list(budgets, "--budgets") if budgets else list(PAPER_BUDGETS[bench_model.family]),
             budget_policy=budget_policy,
             repeats=repeats,
@@ -126,29 +128,17 @@ def _check_numbers(**values: int | None) -> None:
             raise BenchError(f"{option} must be at least {minimum[name]}, got {value}")
 
 
-def _device_name(device: str | None) -> str | None:
-    """The --device text, checked the way torch parses it, so a typo names the accepted forms."""
-    import torch
-
-    from .loading import BenchError
-
-    if device is None:
-        return None
-    try:
-        torch.device(device)
-    except (RuntimeError, ValueError):
-        raise BenchError(f"unknown --device {device!r}; use cpu, cuda or cuda:N") from None
-    return device
-
-
 def _method_list(text: str) -> list[str]:
     import importlib
 
-    from scope_eval.pruning import METHODS, PruningError
+    from scope_eval.pruning import METHODS, PruningError, method_options
+    from scope_eval.pruning.registry import BROKEN_PLUGINS
 
     importlib.import_module("scope_eval.pruning.methods")  # registers every method
     names = list(METHODS) if text.strip() == "all" else [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in METHODS]
+    for name in set(unknown) & set(BROKEN_PLUGINS):
+        method_options(name)  # raises, naming the package of the plugin that failed to import
     if unknown or not names:
         raise PruningError(
             f"unknown method(s) {', '.join(unknown) or '(none given)'}; choose from: {', '.join(METHODS)}, or all"
@@ -156,10 +146,13 @@ def _method_list(text: str) -> list[str]:
     return names
 
 
-def _method_options(items: list[str]) -> dict[str, dict[str, object]]:
+def _method_options(items: list[str], chosen: list[str]) -> dict[str, dict[str, object]]:
     """``["cdpruner.text_encoder=PATH", "fastv.layer=1"]`` -> {method: {option: value}}; values read as YAML
-    scalars (1 -> int, 0.5 -> float, true -> bool), as in a sweep config."""
+    scalars (1 -> int, 0.5 -> float, true -> bool), as in a sweep config. An option for a method that is not
+    benchmarked (unknown, misspelt, or left out of ``--methods``) would be ignored without a word: refused."""
     import yaml
+
+    from scope_eval.pruning import METHODS
 
     from .loading import BenchError
 
@@ -169,7 +162,17 @@ def _method_options(items: list[str]) -> dict[str, dict[str, object]]:
         method, dot, key = target.partition(".")
         if not separator or not dot or not method or not key:
             raise BenchError(f"--method-option takes METHOD.KEY=VALUE, e.g. fastv.layer=1; got {item!r}")
-        options.setdefault(method.strip(), {})[key.strip()] = yaml.safe_load(value)
+        method = method.strip()
+        if method not in METHODS:
+            raise BenchError(
+                f"--method-option {item!r} names no method {method!r}; choose from: {', '.join(METHODS)}"
+            )
+        if method not in chosen:
+            raise BenchError(
+                f"--method-option {item!r} is for {method}, which is not in --methods ({', '.join(chosen)}); "
+                f"add {method} to --methods or drop the option"
+            )
+        options.setdefault(method, {})[key.strip()] = yaml.safe_load(value)
     return options
 
 

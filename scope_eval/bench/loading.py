@@ -42,10 +42,18 @@ class BenchModel:
         return sum(p.numel() for p in self.model.parameters())
 
 
+def parse_device(device: str) -> torch.device:
+    """The --device text read the way torch reads it, so that a typo names the accepted forms."""
+    try:
+        return torch.device(device)
+    except (RuntimeError, ValueError):
+        raise BenchError(f"unknown --device {device!r}; use cpu, cuda or cuda:N") from None
+
+
 def resolve_device(device: str | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
+    resolved = parse_device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise BenchError(f"--device {device} asked for CUDA, but torch sees no GPU here; use --device cpu")
     return resolved

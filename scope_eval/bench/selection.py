@@ -28,6 +28,7 @@ import typer
 
 from scope_eval.provenance import provenance
 
+from .loading import BenchError, parse_device
 from .summary import hardware
 from scope_eval.pruning.plan import PruningPlan
 from scope_eval.pruning.greedy import scope_select
@@ -39,9 +40,9 @@ SelectFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 
 IMPLEMENTATIONS: dict[str, SelectFn] = {
     "naive": naive_scope_select,
-    "inplace": partial(scope_select, variant="inplace"),
-    "lazy": partial(scope_select, variant="lazy"),
-    "auto": scope_select,
+    "inplace": partial(scope_select, variant="inplace", warn_degenerate=False),
+    "lazy": partial(scope_select, variant="lazy", warn_degenerate=False),
+    "auto": partial(scope_select, warn_degenerate=False),  # as the methods call it
 }
 BASELINE = "naive"
 EXACT = "inplace"  # the selection every other implementation is compared with
@@ -297,7 +298,10 @@ def bench_selection(
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if dtype not in dtypes:
         raise typer.BadParameter(f"choose one of {', '.join(dtypes)}", param_hint="--dtype")
-    torch_device = torch.device(device)
+    try:
+        torch_device = parse_device(device)
+    except BenchError as error:
+        raise typer.BadParameter(str(error), param_hint="--device") from None
     if torch_device.type == "cuda" and not torch.cuda.is_available():
         raise typer.BadParameter("CUDA is not available here; use --device cpu", param_hint="--device")
     if threads is not None:

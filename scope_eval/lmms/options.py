@@ -7,15 +7,17 @@ unknown ones) and validated up front, so a typo fails before the model is loaded
 from __future__ import annotations
 
 import inspect
-import json
 from pathlib import Path
 from typing import Any
 
-from scope_eval.adapters.families import visual_tokens_per_image
+from scope_eval.adapters.families import checkpoint_config, visual_tokens_per_image
+from scope_eval.adapters.instruction import check_text_encoder, original_backend_refusal
 from scope_eval.checkpoints import looks_like_local_path
 from scope_eval.pruning import METHODS, PruningError, method_options
+from scope_eval.pruning.registry import BROKEN_PLUGINS
 from scope_eval.pruning.plan import BUDGET_POLICIES, PruningPlan
 
+ORIGINAL_BACKEND = "llava_scope"  # the plugin model on the original LLaVA codebase (scope_eval/lmms/models)
 # lmms-eval adds these itself (create_from_arg_string); they are not model_args a user types.
 _INJECTED = ("batch_size", "max_batch_size", "device")
 
@@ -37,6 +39,8 @@ def split_model_args(model_id: str, kwargs: dict[str, Any], wrapper_args: set[st
             "(method=none evaluates the unpruned model; the paper's setting is method=scope,budget=64)"
         )
     if not isinstance(method, str) or method not in _method_names():
+        if isinstance(method, str) and method in BROKEN_PLUGINS:
+            method_options(method)  # raises, naming the package of the plugin that failed to import
         raise PruningError(f"{model_id}: unknown pruning method {method!r}; choose one of: {', '.join(_method_names())}")
     own_keys = {"method", "budget", "budget_policy"} | _all_method_option_names()
     upstream = {key: value for key, value in kwargs.items() if key not in own_keys}
@@ -52,8 +56,21 @@ def split_model_args(model_id: str, kwargs: dict[str, Any], wrapper_args: set[st
     # the budget's type and lower bound and the method's own limits (e.g. visionzip contextual <= budget)
     # now; the upper bound once prune() sees the loaded model
     plan = PruningPlan.build(method, _number(kwargs.get("budget")), kwargs.get("budget_policy", "per_crop"), **options)
-    check_llm_schedule(model_id, plan.method, plan.budget, upstream.get("pretrained"))
+    check_before_loading(model_id, plan, upstream.get("pretrained"))
     return plan, upstream
+
+
+def check_before_loading(model_id: str, plan: PruningPlan, pretrained: Any) -> None:
+    """Every check of a plan against its host that config files can answer, before the weights load: the
+    in-LLM schedule against the depth, and an instruction method's backend and text encoder. The sweep
+    config (and so ``scope-eval sweep --dry-run``) runs the same for each of its cells."""
+    check_llm_schedule(model_id, plan.method, plan.budget, pretrained)
+    if plan.method.needs_instruction:
+        if model_id == ORIGINAL_BACKEND:
+            raise original_backend_refusal(plan.method.name)
+        host = checkpoint_config(pretrained) if isinstance(pretrained, str) else None
+        width = ((host or {}).get("vision_config") or {}).get("hidden_size")  # llava-hf configs; None: known at load
+        check_text_encoder(plan.method.text_encoder, width if isinstance(width, int) else None)
 
 
 def check_llm_schedule(model_id: str, method: Any, budget: int | None, pretrained: Any) -> None:
@@ -66,16 +83,9 @@ def check_llm_schedule(model_id: str, method: Any, budget: int | None, pretraine
     """
     if getattr(method, "stage", "vision") != "llm" or budget is None or not isinstance(pretrained, str):
         return
-    from transformers.utils import cached_file
-
-    try:
-        # the local cache only: the check must not wait on the network (a hub id not cached is skipped)
-        path = cached_file(pretrained, "config.json", _raise_exceptions_for_missing_entries=False, local_files_only=True)
-    except (OSError, ValueError):
+    config = checkpoint_config(pretrained)  # the local cache only: a hub id not cached is skipped
+    if config is None:
         return
-    if path is None:
-        return
-    config = json.loads(Path(path).read_text())
     text = config.get("text_config") or config  # llava-hf nests the LM; the original codebase does not
     vision = config.get("vision_config") or {}
     num_layers = text.get("num_hidden_layers")
@@ -96,7 +106,7 @@ def check_checkpoint(model_id: str, upstream: dict[str, Any]) -> None:
         if not Path(pretrained).expanduser().is_dir():
             raise PruningError(
                 f"{model_id}: pretrained={pretrained} is not a folder; give the folder of a local checkpoint, "
-                "or a hub id such as liuhaotian/llava-v1.5-7b (no ',' or '=' in either: lmms-eval splits model_args on them)"
+                "or a hub id such as liuhaotian/llava-v1.5-7b (without ',': lmms-eval splits model_args at commas)"
             )
 
 

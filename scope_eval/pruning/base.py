@@ -139,6 +139,28 @@ def check_features(tokens: VisualTokens) -> None:
             raise PruningError("CLS saliency contains NaN or inf; check the vision tower's attention")
 
 
+def check_picks(method: str, indices: torch.Tensor, rows: int, num_tokens: int) -> None:
+    """The contract on a method's kept indices: [rows, k] integers, each row strictly ascending (so
+    distinct) and in [0, num_tokens). A plugin breaking it would otherwise feed the LM repeated or shifted
+    patches with the right count. Three reductions over [B, k]: cheap next to any selection."""
+    if indices.dtype not in (torch.int64, torch.int32) or indices.ndim != 2 or indices.shape[0] != rows:
+        raise AssertionError(
+            f"method '{method}' broke the method contract: indices must be an integer tensor [{rows}, k], "
+            f"got {indices.dtype} {tuple(indices.shape)}"
+        )
+    if indices.numel() == 0:
+        return
+    ascending = bool((indices[:, 1:] > indices[:, :-1]).all())
+    smallest, largest = int(indices.min()), int(indices.max())
+    if not ascending or smallest < 0 or largest >= num_tokens:
+        row = next((r for r in range(rows) if not bool((indices[r, 1:] > indices[r, :-1]).all())), 0)
+        raise AssertionError(
+            f"method '{method}' broke the method contract: kept indices must be distinct, ascending and in "
+            f"[0, {num_tokens}); got min {smallest}, max {largest}, row {row} starts {indices[row, :8].tolist()}. "
+            "Fix the method's _select (sort the picks, drop repeats), or uninstall the plugin that provides it"
+        )
+
+
 def all_finite(x: torch.Tensor) -> bool:
     """True when no entry is NaN or inf. min and max propagate NaN, and are far cheaper than isfinite().all()."""
     if x.numel() == 0:
@@ -212,6 +234,7 @@ class PruningMethod:
             kept = self._select(_detached(tokens), budget)
         if kept.count != budget:
             raise AssertionError(f"{self.name} returned {kept.count} tokens for budget {budget}")
+        check_picks(self.name, kept.indices, tokens.batch, tokens.num_tokens)
         if budget == tokens.num_tokens:  # every token kept: no tie could change the selection
             kept.degenerate = None
         return kept
@@ -231,6 +254,10 @@ class PruningMethod:
         Called with a validated budget by ``select`` and by PruningPlan.build (scope_eval.pruning.plan), so a bad combination fails
         before a model is loaded. Default: every budget fits.
         """
+
+    def check_policy(self, budget_policy: str) -> None:
+        """Raise PruningError (naming the fix) if an option of this method has no meaning under ``budget_policy``
+        (PruningPlan.build calls it), so that an option is never ignored without a word. Default: none."""
 
     def for_crops(self, budget: int, num_crops: int) -> tuple["PruningMethod", int]:
         """(method, budget per crop) for a budget split over an image's crops (LLaVA-NeXT, per_crop policy).

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 
 import torch
 
@@ -45,13 +46,17 @@ def scope_select(
     combine: str = "multi",
     *,
     variant: str = "auto",
+    warn_degenerate: bool = True,
 ) -> torch.Tensor:
     """LongTensor [B, k]: the k tokens SCOPE keeps per image, ascending (spatial order).
 
     features [B, N, D] (any float dtype; computed in float32 at least), saliency [B, N] or None (then
-    alpha must be 0). ``variant`` only changes speed, never the result.
+    alpha must be 0). ``variant`` only changes speed, never the result. Where the input gives the greedy
+    no preference (all-zero saliency or features: ``decided_by_ties``), a RuntimeWarning says so, as
+    ``prune()`` does; the methods pass ``warn_degenerate=False`` and flag it in ``KeptTokens.degenerate``.
     """
-    return scope_order(features, saliency, k, alpha, combine, variant=variant).sort(dim=-1).values
+    order = scope_order(features, saliency, k, alpha, combine, variant=variant, warn_degenerate=warn_degenerate)
+    return order.sort(dim=-1).values
 
 
 def scope_order(
@@ -62,13 +67,25 @@ def scope_order(
     combine: str = "multi",
     *,
     variant: str = "auto",
+    warn_degenerate: bool = True,
 ) -> torch.Tensor:
     """Like ``scope_select`` but in the order the greedy picks the tokens (first pick first)."""
     with torch.no_grad():  # selection never needs gradients; features that require them stay usable
-        return _scope_order(features, saliency, k, alpha, combine, variant)
+        order, weights = _scope_order(features, saliency, k, alpha, combine, variant)
+        if warn_degenerate:
+            degenerate = int(decided_by_ties(features, weights, order.shape[-1], combine).sum())
+            if degenerate:
+                warnings.warn(
+                    f"scope_select: {degenerate} of {features.shape[0]} image(s) had a degenerate selection: the inputs "
+                    "gave no preference among the tokens (all-zero saliency or features, or saliency**alpha underflowing), "
+                    "so the lowest indices were kept. Check the features and saliency passed in",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+    return order
 
 
-def _scope_order(features, saliency, k, alpha, combine, variant) -> torch.Tensor:
+def _scope_order(features, saliency, k, alpha, combine, variant) -> tuple[torch.Tensor, torch.Tensor]:
     weights = scope_weights(features, saliency, alpha, combine)
     k = check_budget(k, features.shape[1], what="k")
     if variant not in VARIANTS:
@@ -76,7 +93,7 @@ def _scope_order(features, saliency, k, alpha, combine, variant) -> torch.Tensor
     if variant == "auto":
         variant = choose_variant(features.shape[0], features.shape[1], features.device)
     similarity = quantise_similarity(cosine_similarity(features))
-    return _ORDER_FUNCTIONS[variant](similarity, weights, k, combine)
+    return _ORDER_FUNCTIONS[variant](similarity, weights, k, combine), weights
 
 
 def scope_weights(

@@ -63,6 +63,7 @@ class PruningPlan:
             built = method
         else:
             built = build_method(method, **options)
+        built.check_policy(budget_policy)
         if built.keeps_all and budget is not None:
             raise PruningError(f"method '{built.name}' keeps every token and takes no budget; drop the budget")
         if not built.keeps_all and budget is None:

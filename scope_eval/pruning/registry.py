@@ -8,9 +8,19 @@ from typing import Any
 from .base import PruningError, PruningMethod
 
 METHODS: dict[str, type[PruningMethod]] = {}
+# entry-point name -> why that plugin failed to import (scope_eval.pruning.methods fills it, warning once)
+BROKEN_PLUGINS: dict[str, str] = {}
 
 
 def register(cls: type[PruningMethod]) -> type[PruningMethod]:
+    """Register a method class by its ``name``; refuses, at once, what would fail on first use."""
+    if not isinstance(cls, type) or not issubclass(cls, PruningMethod):
+        raise TypeError(
+            f"register() takes a PruningMethod subclass (a dataclass), got {cls!r}; subclass "
+            "scope_eval.pruning.PruningMethod and decorate it with @register above @dataclass"
+        )
+    if "__dataclass_fields__" not in vars(cls):  # inherited fields alone would hide its own options
+        raise TypeError(f"{cls.__name__} must be a dataclass (its options are its fields): put @dataclass below @register")
     if not cls.name:
         raise TypeError(f"{cls.__name__} must set a class attribute 'name'")
     if cls.name in METHODS:
@@ -40,5 +50,8 @@ def _lookup(name: str) -> type[PruningMethod]:
     from . import methods  # noqa: F401  (imports every method file, which registers it)
 
     if name not in METHODS:
-        raise PruningError(f"unknown pruning method '{name}'; choose one of: {', '.join(sorted(METHODS))}")
+        if name in BROKEN_PLUGINS:
+            raise PruningError(f"method '{name}' is unavailable: {BROKEN_PLUGINS[name]}")
+        broken = f" (plugins that failed to import: {', '.join(sorted(BROKEN_PLUGINS))})" if BROKEN_PLUGINS else ""
+        raise PruningError(f"unknown pruning method '{name}'; choose one of: {', '.join(sorted(METHODS))}{broken}")
     return METHODS[name]

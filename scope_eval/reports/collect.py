@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +17,7 @@ from ..sweeps.tasks import yaml_metrics
 TIDY_COLUMNS = [
     "run", "model", "paper_model", "method", "method_label", "options", "budget", "budget_policy", "limit",
     "task", "benchmark", "metric", "value", "n", "tokens_min", "tokens_mean", "tokens_max", "cell_dir", "environment",
+    "pretrained", "backend", "setting",
 ]  # fmt: skip
 TIDY_COLUMNS += COST_COLUMNS  # per-sample cost of the cell: median and p90 (scope_eval/sweeps/cost.py)
 
@@ -58,6 +60,63 @@ def tidy(runs_dir: Path, damaged: list[tuple[Path, str]] | None = None) -> pd.Da
                 "tokens_max": tokens.get("max"),
                 "cell_dir": str(record_path.parent.relative_to(runs_dir)),
                 "environment": describe_environment(record),
+                "pretrained": cell.get("pretrained"),
+                "backend": cell.get("backend"),
+                "setting": _describe_setting(cell["method"], cell["options"], cell.get("budget_policy")),
                 **cost_columns(record.get("cost")),
             })  # fmt: skip
-    return pd.DataFrame(rows, columns=TIDY_COLUMNS)
+    table = pd.DataFrame(rows, columns=TIDY_COLUMNS)
+    check_one_setting_per_row(table)
+    return table
+
+
+class MixedCellsError(ValueError):
+    """Cells that would share a report row or table although they were made with other settings."""
+
+
+def check_one_setting_per_row(table: pd.DataFrame) -> None:
+    """A table (run) holds one checkpoint, and a row (method label) one method with one set of options: cells
+    of two sweeps written into one folder under the same model name or label must not pass as one setting."""
+    cells = table.drop_duplicates("cell_dir")
+    for run, in_run in cells.groupby("run", sort=True):
+        models = _settings(in_run, lambda row: f"{row.pretrained} (backend {row.backend})")
+        if len(models) > 1:
+            raise MixedCellsError(
+                f"run {run} holds cells of {len(models)} checkpoints: {_listing(models)}. One table is one checkpoint: "
+                "give each checkpoint its own model.name in its sweep config (or its own --output folder) and move the "
+                "cells already made to that folder"
+            )
+        for label, in_row in in_run.groupby("method_label", sort=True):
+            settings = _settings(in_row, lambda row: row.setting)
+            if len(settings) > 1:
+                raise MixedCellsError(
+                    f"row {label} of run {run} would mix cells made with other settings: {_listing(settings)}. One row is "
+                    "one setting: give each variant its own label (label: in the sweep config) and move or remove the "
+                    "cells of the other, or write the variants to separate --output folders"
+                )
+
+
+def _settings(cells: pd.DataFrame, describe) -> dict[str, list[str]]:
+    """{setting: the cells made with it ('b64/gqa')} in the order first seen."""
+    found: dict[str, list[str]] = {}
+    for row in cells.itertuples():
+        found.setdefault(describe(row), []).append("/".join(str(row.cell_dir).split("/")[-2:]))
+    return found
+
+
+def _listing(settings: dict[str, list[str]]) -> str:
+    return "; ".join(f"{setting} in {', '.join(sorted(where))}" for setting, where in settings.items())
+
+
+def _describe_setting(method: str, options: dict, budget_policy: object) -> str:
+    """The method with every option's value as the method holds it (defaults filled in, values normalised by
+    the method: alpha 1 or 1.0, written or left out, is one setting)."""
+    from scope_eval.pruning import PruningError, build_method
+
+    try:
+        built = build_method(method, **options)
+        values = {f.name: getattr(built, f.name) for f in dataclasses.fields(built) if f.init}
+    except (PruningError, TypeError, ValueError):  # a method or option this version does not know: as recorded
+        values = dict(options)
+    policy = "" if budget_policy is None else f", budget_policy={budget_policy}"
+    return f"{method}({', '.join(f'{key}={value!r}' for key, value in sorted(values.items()))}{policy})"

@@ -9,7 +9,7 @@ from typing import List, Optional
 import pandas as pd
 import typer
 
-from .collect import tidy
+from .collect import MixedCellsError, tidy
 from .gaps import Gap, find_gaps
 from .plots import plot_accuracy_vs_cost, plot_run, plot_time_breakdown
 from .reference import reference_long
@@ -85,7 +85,11 @@ def report(
     if out_dir.exists() and not out_dir.is_dir():
         typer.echo(f"error: --output {out_dir} is a file; pass a folder (it is created if missing)", err=True)
         raise typer.Exit(2)
-    cells, gaps = read_runs(runs_dir)
+    try:
+        cells, gaps = read_runs(runs_dir)
+    except MixedCellsError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from None
     if cells.empty:
         typer.echo(f"error: no finished cells (cell.json) under {runs_dir}; run `scope-eval sweep CONFIG` first"
                    + _gaps_note(None, gaps), err=True)  # fmt: skip
@@ -99,6 +103,7 @@ def report(
     reference = reference_long()
     for run in sorted(cells["run"].unique()):
         typer.echo(f"\n## {run}: reproduced\n")
+        typer.echo(f"{_checkpoint_line(cells, run)}\n")
         typer.echo(markdown(select_rows(paper_layout(cells, run), methods or (), budgets or ())))
         typer.echo(_gaps_note(run, gaps).lstrip("\n"))
         grid = comparison_grid(compare_with_paper(cells, run, reference))
@@ -144,6 +149,8 @@ def _markdown_page(run: str, cells: pd.DataFrame, table: pd.DataFrame) -> str:
     lines = [
         f"# {run}",
         "",
+        _checkpoint_line(cells, run),
+        "",
         f"Reproduced with scope_eval from {data['cell_dir'].nunique()} finished cells (cell.json files).",
         "Avg = mean over the benchmarks of score / unpruned score x 100 (the paper's definition); "
         "SEED-I beside SEED is not counted twice.",
@@ -157,3 +164,10 @@ def _markdown_page(run: str, cells: pd.DataFrame, table: pd.DataFrame) -> str:
               else f"**Cells computed in {len(environments)} different environments:**", ""]
     lines += [f"- {environment}" for environment in environments]
     return "\n".join(lines)
+
+
+def _checkpoint_line(cells: pd.DataFrame, run: str) -> str:
+    """Which model computed the table (one checkpoint per run: collect.check_one_setting_per_row)."""
+    data = cells[cells["run"] == run]
+    checkpoint, backend = data["pretrained"].iloc[0], data["backend"].iloc[0]
+    return f"Checkpoint: {checkpoint} (backend {backend})"

@@ -33,6 +33,7 @@ from rich.console import Console
 from ..sweeps.cells import CELL_FILE
 from ..sweeps.config import SweepConfigError, load_sweep, with_overrides
 from ..sweeps.runner import print_summary, run_sweep
+from .collect import MixedCellsError
 
 KEY_COLUMNS = ["model", "method_label", "budget", "task", "benchmark"]
 _KEYS = {"description", "sweeps", "methods", "budgets", "tasks", "limit", "baseline", "false_alarm", "net_flips_per_sqrt_doc",
@@ -320,7 +321,31 @@ def read_baseline(path: Path, limit: int | float | None = None) -> pd.DataFrame:
         raise SweepConfigError(f"baseline '{path}' holds no metrics{' with ' + ', '.join(missing) if missing else ''}; {fix}")
     if record.get("limit") != limit:
         raise SweepConfigError(f"baseline '{path}' was made with limit {record.get('limit')}, the config asks for {limit}; {fix}")
+    table.attrs["environment"] = record.get("environment")  # versions + lock digest it was recorded under
     return table
+
+
+def recorded_environment() -> dict[str, Any]:
+    """What a baseline records of the environment it was made in: package versions and the lock's digest."""
+    from ..provenance import lock_digest, package_versions
+
+    return {"versions": package_versions(), "lock_sha256": lock_digest()}
+
+
+def environment_differences(recorded: Mapping[str, Any] | None, current: Mapping[str, Any]) -> list[str]:
+    """One line per way the baseline's environment differs from this one (empty when they agree). A number
+    may move with a library version, so the comparison goes on, but says why it might."""
+    if not isinstance(recorded, Mapping):
+        return ["the baseline records no package versions or lock digest (made before they were recorded); "
+                "re-record it with --update-baseline to have them checked"]  # fmt: skip
+    lines = []
+    then, now = recorded.get("versions") or {}, current.get("versions") or {}
+    for name in sorted(set(then) | set(now)):
+        if then.get(name) != now.get(name):
+            lines.append(f"{name} {then.get(name) or 'absent'} in the baseline, {now.get(name) or 'absent'} now")
+    if recorded.get("lock_sha256") != current.get("lock_sha256"):
+        lines.append(f"lock sha256 {str(recorded.get('lock_sha256'))[:12]} in the baseline, {str(current.get('lock_sha256'))[:12]} now")
+    return lines
 
 
 def write_baseline(path: Path, current: pd.DataFrame, config: RegressionConfig) -> None:
@@ -329,6 +354,7 @@ def write_baseline(path: Path, current: pd.DataFrame, config: RegressionConfig) 
         "description": config.description,
         "made_by": "scope-eval regress --update-baseline",
         "limit": config.limit,
+        "environment": recorded_environment(),
         "items": "per metric: {doc_id: [score, answer]} from lmms-eval's logged samples",
     }
     rows = current.sort_values(KEY_COLUMNS).to_dict(orient="records")
@@ -364,9 +390,11 @@ def regress(
                 console.print(f"baseline written: {config.baseline} ({len(current)} metrics)")
                 return
             verdict = compare(current, baseline, config.rule)
-    except SweepConfigError as error:
+    except (SweepConfigError, MixedCellsError) as error:
         console.print(f"[red]error:[/] {error}")
         raise typer.Exit(2) from None
+    for line in environment_differences(baseline.attrs.get("environment"), recorded_environment()):
+        console.print(f"[yellow]warning:[/] environment differs from the baseline's: {line}; compared anyway", highlight=False)
     for drop in verdict.drops:
         console.print(f"[red]REGRESSION[/] {drop.describe()}", markup=True, highlight=False)
     status = "[green]ok[/]" if verdict.ok else f"[red]{len(verdict.drops)} regression(s)[/]"

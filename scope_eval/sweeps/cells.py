@@ -131,7 +131,11 @@ def lmms_eval_command(
     evaluator = list(evaluator or [sys.executable, "-m", "lmms_eval"])
     if config.num_processes > 1:
         python, target = evaluator[0], evaluator[1:]
-        evaluator = [python, "-m", "accelerate.commands.launch", "--num_processes", str(config.num_processes), *target]
+        # --multi_gpu is accelerate's multi-process launcher (torch.distributed; gloo where there is no GPU):
+        # without it, a machine with fewer than two GPUs gets one process whatever --num_processes says.
+        # accelerate has no --multi_cpu; on the CPU this launcher runs the processes asked for
+        # (tests/test_plugin_cli.py: two CPU processes give the one-process numbers).
+        evaluator = [python, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(config.num_processes), *target]
     command = [
         *evaluator,
         "--model", config.model.backend,

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from ..checkpoints import looks_like_local_path
+from ..checkpoints import looks_like_local_path, model_arg_problem
 from . import methods as method_catalog
 from .metrics import benchmarks_for_task
 from .tasks import INCLUDE_DIR, known_tasks
@@ -212,7 +212,9 @@ def validate(config: SweepConfig, where: str) -> None:
     _reject_duplicates("budgets", config.budgets, where)
     for method in config.methods:  # every cell's plan, validated as the run will build it, before any run
         for budget in () if method.keeps_all else config.budgets:
-            problem = method_catalog.check_plan(method.name, method.options, budget, config.budget_policy or "per_crop", model.visual_tokens)
+            problem = method_catalog.check_plan(
+                method.name, method.options, budget, config.budget_policy or "per_crop", model.visual_tokens, model.backend, model.pretrained
+            )
             if problem:
                 raise SweepConfigError(f"{where}: method {method.label} at budget {budget!r}: {problem}")
     _check_tasks(config.tasks, where)
@@ -295,15 +297,30 @@ def _parse_method(entry: Any, where: str) -> MethodSpec:
     _reject_unknown(entry, _METHOD_KEYS, where)
     name = entry["name"]
     options = _as_mapping(entry.get("options"), f"{where}: options", "options: {alpha: 0.5}")
+    options = {key: _list_as_model_arg(value) for key, value in options.items()}
     problem = method_catalog.check(name, options)
     if problem:
         raise SweepConfigError(f"{where}: {problem}")
     for key, value in options.items():
         _check_arg_value(f"{where}: options.{key}", value)
+    if entry.get("label") is None and not _SAFE_NAME.match(method_label(name, options)):
+        shown = ", ".join(f"{key}={value}" for key, value in options.items())
+        raise SweepConfigError(
+            f"{where}: {name} with {shown} needs a name for its folder and table row, and its options cannot make one "
+            f"(only letters, digits, '.', '_' and '-'); add `label: <name>` to this entry, e.g. label: {name}"
+        )
     label = entry.get("label") or method_label(name, options)
     if not isinstance(label, str) or not _SAFE_NAME.match(label):
         raise SweepConfigError(f"{where}: label {label!r} must use only letters, digits, '.', '_' and '-' (it names folders)")
     return MethodSpec(name=name, options=options, label=label)
+
+
+def _list_as_model_arg(value: Any) -> Any:
+    """A YAML list of whole numbers (pdrop ``layers: [2, 8, 16]``) in the one form lmms-eval model_args carry
+    a list in, ``2-8-16`` (a comma would split the argument); anything else as it is."""
+    if isinstance(value, list) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return "-".join(str(v) for v in value)
+    return value
 
 
 def normalise_checkpoint(pretrained: str) -> str:
@@ -317,10 +334,10 @@ def normalise_checkpoint(pretrained: str) -> str:
 
 def _check_pretrained(model: ModelSpec, where: str) -> None:
     pretrained = model.pretrained
-    if "," in pretrained or "=" in pretrained:
+    problem = model_arg_problem(pretrained)
+    if problem:
         raise SweepConfigError(
-            f"{where}: model.pretrained {pretrained!r} contains ',' or '=', which lmms-eval's k=v,... model_args cannot "
-            f"carry; rename or symlink the checkpoint folder to a path without them"
+            f"{where}: model.pretrained {pretrained!r} {problem}; rename or symlink the checkpoint folder to a path without it"
         )
     if looks_like_local_path(pretrained) and not Path(pretrained).expanduser().is_dir():
         raise SweepConfigError(
@@ -409,8 +426,9 @@ def _reject_duplicates(name: str, values: tuple[Any, ...], where: str) -> None:
 def _check_arg_value(where: str, value: Any) -> None:
     if not isinstance(value, (str, int, float, bool)):
         raise SweepConfigError(f"{where}: must be a single value (string, number or boolean), got {value!r}")
-    if isinstance(value, str) and ("," in value or "=" in value):
-        raise SweepConfigError(f"{where}: {value!r} contains ',' or '=', which lmms-eval's k=v,... arguments cannot carry")
+    problem = model_arg_problem(value) if isinstance(value, str) else None
+    if problem:
+        raise SweepConfigError(f"{where}: {value!r} {problem}; give a value without it (a path: rename or symlink it)")
 
 
 def _reject_unknown(data: Mapping[str, Any], allowed: set[str], where: str) -> None:

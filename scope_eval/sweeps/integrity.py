@@ -1,10 +1,12 @@
 """Whether a finished cell still holds what it claimed when it was written.
 
-A finished cell is trusted by `sweep` (skipped) and by `report` (counted), so a damaged one must be caught
-before either: a truncated results json, a hand-edited or zeroed `cell.json`, a cut-off `cell.json`.
-The runner seals every cell: `cell.json` stores the sha256 of its own content (everything but the seal)
-and of the lmms-eval results json it was read from. Cells written before seals existed are validated
-instead: the results json must parse and hold exactly the numbers `cell.json` reports.
+A finished cell is trusted by `sweep` (skipped) and by `report` and `regress` (counted), so a damaged one
+must be caught before either: a truncated results json, a hand-edited or zeroed `cell.json`, a cut-off
+`cell.json`, an edited per-sample line. The runner seals every cell: `cell.json` stores the sha256 of its
+own content (everything but the seal) and of every file a later command reads from the cell folder
+(`SEALED_FILES`: the lmms-eval results json and the per-sample jsonl that intervals, agreement and the
+paired regression test read). A cell without a seal, or whose seal leaves out one of those files (written
+by an older version), cannot be checked, and counts as damaged: the sweep moves it aside and runs it again.
 """
 
 from __future__ import annotations
@@ -35,9 +37,15 @@ def record_digest(record: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def seal(record: dict[str, Any], cell_folder: Path, results_file: str | None) -> dict[str, Any]:
-    """The record with its seal; results_file is relative to cell_folder (None when there is none)."""
-    files = {results_file: sha256_file(cell_folder / results_file)} if results_file else {}
+# The entries of cell.json's "files" that report / regress read, so the seal must cover them.
+SEALED_FILES = ("results", "samples")
+
+
+def seal(record: dict[str, Any], cell_folder: Path) -> dict[str, Any]:
+    """The record with its seal over itself and every file of ``SEALED_FILES`` it names (paths relative
+    to cell_folder, as in record["files"])."""
+    named = record.get("files") or {}
+    files = {named[kind]: sha256_file(cell_folder / named[kind]) for kind in SEALED_FILES if named.get(kind)}
     return {**record, SEAL: {"record_sha256": record_digest(record), "files_sha256": files}}
 
 
@@ -51,7 +59,9 @@ def read_cell(record_path: Path) -> tuple[dict[str, Any] | None, str | None]:
         return None, f"{record_path} is not valid JSON (truncated?): {error}"
     if not isinstance(record, dict) or not all(isinstance(record.get(key), dict) for key in ("cell", "results", "fingerprint")):
         return None, f"{record_path} is not a cell record (no cell, results and fingerprint)"
-    problem = _check_sealed(record, record_path) if SEAL in record else _check_unsealed(record, record_path)
+    if SEAL not in record:
+        return record, f"{record_path} has no seal (checksums of the cell's files), so changes to them cannot be detected"
+    problem = _check_sealed(record, record_path)
     if problem is None:
         problem = _check_metrics(record, record_path)
     return record, problem
@@ -61,27 +71,17 @@ def _check_sealed(record: dict[str, Any], record_path: Path) -> str | None:
     stored = record[SEAL] if isinstance(record[SEAL], dict) else {}
     if stored.get("record_sha256") != record_digest(record):
         return f"{record_path} was changed after it was written (its checksum does not match its content)"
-    for name, digest in (stored.get("files_sha256") or {}).items():
+    sealed = stored.get("files_sha256") or {}
+    named = record.get("files") if isinstance(record.get("files"), dict) else {}
+    for kind in SEALED_FILES:
+        if named.get(kind) and named[kind] not in sealed:
+            return f"{record_path.parent / named[kind]} is not covered by the cell's seal (sealed by an older version)"
+    for name, digest in sealed.items():
         path = record_path.parent / name
         if not path.is_file():
             return f"{path} is missing (cell.json was computed from it)"
         if sha256_file(path) != digest:
             return f"{path} was changed or truncated after the cell finished (checksum mismatch)"
-    return None
-
-
-def _check_unsealed(record: dict[str, Any], record_path: Path) -> str | None:
-    """A cell from before seals: its numbers must be the ones in the results json beside it."""
-    found = sorted((record_path.parent / "lmms").glob("**/*_results.json"))
-    if not found:
-        return f"{record_path.parent} holds no lmms-eval results json to back cell.json's numbers"
-    try:
-        data = json.loads(found[-1].read_text())
-        task_results = data["results"][record["cell"]["task"]]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        return f"{found[-1]} is unreadable or truncated ({type(error).__name__}: {error})"
-    if _json_roundtrip(task_results) != _json_roundtrip(record["results"]):
-        return f"{record_path}'s results differ from those in {found[-1]}"
     return None
 
 
@@ -95,7 +95,3 @@ def _check_metrics(record: dict[str, Any], record_path: Path) -> str | None:
     if missing:
         return f"{record_path}: metric(s) {', '.join(missing)} missing or not finite"
     return None
-
-
-def _json_roundtrip(value: object) -> object:
-    return json.loads(json.dumps(value, default=str))

@@ -22,14 +22,21 @@ def check(name: str, options: Mapping[str, Any]) -> str | None:
     return None
 
 
-def check_plan(name: str, options: Mapping[str, Any], budget: Any, budget_policy: str, visual_tokens: int) -> str | None:
+def check_plan(
+    name: str, options: Mapping[str, Any], budget: Any, budget_policy: str, visual_tokens: int, backend: str, pretrained: str
+) -> str | None:
     """None when the run's plan (scope_eval.pruning.plan.PruningPlan, the one validation of a budget) holds
-    for a model whose images bring at most ``visual_tokens`` tokens; otherwise the reason, naming the fix."""
+    for a model whose images bring at most ``visual_tokens`` tokens, and passes the checks the lmms-eval
+    edge runs before loading ``pretrained`` on ``backend`` (in-LLM schedule vs depth, text encoder);
+    otherwise the reason, naming the fix."""
+    from ..lmms.options import check_before_loading
     from ..pruning.base import PruningError
     from ..pruning.plan import PruningPlan
 
     try:
-        PruningPlan.build(name, budget, budget_policy, **options).check_available(visual_tokens)
+        plan = PruningPlan.build(name, budget, budget_policy, **options)
+        plan.check_available(visual_tokens)
+        check_before_loading(backend, plan, pretrained)
     except PruningError as error:
         return str(error)
     return None

@@ -368,7 +368,7 @@ def _finish_cell(config: SweepConfig, launch: Launch, cell: Cell, outcome: TaskO
             "results": results_file,
         },
     }
-    write_json_atomic(staging / CELL_FILE, seal(record, staging, results_file))
+    write_json_atomic(staging / CELL_FILE, seal(record, staging))  # results and samples: integrity.SEALED_FILES
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staging, final)  # fails, rather than overwrite, if a non-empty folder is already there
 

@@ -12,8 +12,11 @@ in their package metadata, e.g. in their pyproject.toml:
 from __future__ import annotations
 
 import importlib
+import logging
 import pkgutil
 from importlib.metadata import entry_points
+
+from ..registry import BROKEN_PLUGINS
 
 ENTRY_POINT_GROUP = "scope_eval.methods"
 
@@ -25,15 +28,22 @@ def _import_own_modules() -> None:
 
 
 def _import_plugin_modules() -> None:
+    """Import every plugin; one that fails (raises on import, registers a name twice, has no name, names a
+    missing attribute) is set aside with a warning naming its package, so that commands not using it go on.
+    Asking for it then fails with the same words (registry.BROKEN_PLUGINS)."""
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
         try:
             entry_point.load()
         except Exception as error:  # a broken third-party package must say which one it is
             source = entry_point.dist.name if entry_point.dist is not None else "an installed package"
-            raise ImportError(
+            problem = (
                 f"pruning method plugin '{entry_point.name}' ({entry_point.value}) from {source} failed to import: "
                 f"{type(error).__name__}: {error}; fix or uninstall that package"
-            ) from error
+            )
+            BROKEN_PLUGINS[entry_point.name] = problem
+            # logged, not warnings.warn: lmms-eval's process ignores every warning (a dependency installs an
+            # "ignore" filter for Warning), and this line must reach the user of every command
+            logging.getLogger(__name__).warning("warning: %s (its methods are unavailable; the others work)", problem)
 
 
 _import_own_modules()

@@ -31,6 +31,6 @@ class CoverageMethod(PruningMethod):
     def _select(self, tokens: VisualTokens, budget: int) -> KeptTokens:
         every_weight_one = torch.ones(tokens.features.shape[:2], dtype=torch.float64, device=tokens.features.device)
         return KeptTokens(
-            indices=scope_select(tokens.features, None, budget, alpha=0.0),
+            indices=scope_select(tokens.features, None, budget, alpha=0.0, warn_degenerate=False),
             degenerate=decided_by_ties(tokens.features, every_weight_one, budget, "multi"),
         )

@@ -47,6 +47,6 @@ class ScopeMethod(PruningMethod):
             order = scope_order_in_dtype(tokens.features, tokens.saliency, budget, self.alpha, self.combine)
             indices = order.sort(dim=-1).values
         else:
-            indices = scope_select(tokens.features, tokens.saliency, budget, self.alpha, self.combine)
+            indices = scope_select(tokens.features, tokens.saliency, budget, self.alpha, self.combine, warn_degenerate=False)
         weights = scope_weights(tokens.features, tokens.saliency, self.alpha, self.combine)
         return KeptTokens(indices=indices, degenerate=decided_by_ties(tokens.features, weights, budget, self.combine))

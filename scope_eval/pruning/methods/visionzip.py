@@ -91,6 +91,14 @@ class VisionZipMethod(PruningMethod):
     def check_fits(self, budget: int) -> None:
         self.split(budget)  # contextual above the budget fails here, before a model is loaded
 
+    def check_policy(self, budget_policy: str) -> None:
+        # crop_split says how a budget is shared by the crops; under global one selection sees all crops at once
+        if self.crop_split != "floor" and budget_policy != "per_crop":
+            raise PruningError(
+                f"visionzip: crop_split={self.crop_split!r} splits the budget over crops under budget_policy=per_crop, "
+                f"but budget_policy={budget_policy} selects over all crops at once; drop crop_split or use per_crop"
+            )
+
     def for_crops(self, budget: int, num_crops: int) -> tuple[PruningMethod, int]:
         if self.crop_split == "floor":
             return super().for_crops(budget, num_crops)
