@@ -231,3 +231,44 @@ def test_ratio_rounding_is_half_up_at_the_written_decimal():
     quarter = PruningPlan.build("scope", keep_ratio=0.25)
     assert [quarter.ratio_budget(n) for n in (2, 6, 10, 345)] == [1, 2, 3, 86]  # 0.5, 1.5, 2.5 round up
     assert PruningPlan.build("none").image_budget(10) is None
+
+
+def test_qwen25_window_order_is_undone():
+    """Qwen2.5-VL's blocks run in window order: the probe's saliency, per merged token in raster order,
+    equals a naive recomputation on the block's input put back in raster order first."""
+    from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import apply_rotary_pos_emb_vision
+    from transformers.vision_utils import get_vision_window_index
+
+    model = tiny_qwen("qwen2.5-vl")
+    visual = model.model.visual
+    block_index = visual.fullatt_block_indexes[-1]
+    block = visual.blocks[block_index]
+    inputs = qwen_inputs([[(12, 16), (8, 20)]])  # several 4x4-token windows, partial ones at the edges
+    grid = inputs["image_grid_thw"]
+    seen = {}
+    hook = block.register_forward_pre_hook(lambda m, a, k: seen.update(hidden=a[0], call=k), with_kwargs=True)
+    probe = QwenSaliencyProbe(visual, block_index)
+    with torch.no_grad():
+        visual(inputs["pixel_values"], grid_thw=grid)
+        saliency = probe.take(grid)
+    hook.remove()
+    probe.remove()
+    window_index, _ = get_vision_window_index(grid, spatial_merge_size=2, window_size=visual.window_size, patch_size=14)
+    assert not torch.equal(window_index, torch.arange(window_index.numel()))  # the order really is permuted
+    patch_order = (window_index[:, None] * 4 + torch.arange(4)).flatten()  # window position -> raster patch
+    raster = torch.argsort(patch_order)
+    hidden = seen["hidden"][raster]
+    cos, sin = (x[raster] for x in seen["call"]["position_embeddings"])
+    attention = block.attn
+    with torch.no_grad():
+        qkv = attention.qkv(block.norm1(hidden)).reshape(hidden.shape[0], 3, attention.num_heads, -1).permute(1, 0, 2, 3)
+        q, k = apply_rotary_pos_emb_vision(qkv[0], qkv[1], cos, sin)
+    expected = []
+    start = 0
+    for t, h, w in grid.tolist():
+        end = start + t * h * w
+        qi, ki = q[start:end].transpose(0, 1).float(), k[start:end].transpose(0, 1).float()
+        received = torch.softmax(qi @ ki.transpose(-1, -2) * attention.scaling, dim=-1).mean(dim=(0, 1))
+        expected.append(received.view(-1, 4).sum(dim=1))
+        start = end
+    assert torch.allclose(saliency, torch.cat(expected), atol=1e-6)
