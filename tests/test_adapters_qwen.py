@@ -272,3 +272,12 @@ def test_qwen25_window_order_is_undone():
         expected.append(received.view(-1, 4).sum(dim=1))
         start = end
     assert torch.allclose(saliency, torch.cat(expected), atol=1e-6)
+
+
+def test_saliency_bench_measures_one_image_at_max_pixels():
+    from scope_eval.bench.qwen_saliency import largest_grid, measure_saliency
+
+    assert largest_grid(1280 * 28 * 28) == (70, 72)  # 1260 LM tokens <= 1280
+    result = measure_saliency("tiny-qwen2.5-vl", 28 * 28 * 64, 0.25, 1, torch.device("cpu"))
+    assert result["lm_tokens"] == 64 and result["kept"] == 16 and result["default_saliency_block"] == 3
+    assert result["recompute_ms_median"] > 0 and result["scope_selection_ms_median"] > 0
