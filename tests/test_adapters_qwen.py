@@ -191,9 +191,9 @@ def test_saliency_is_attention_received_per_image(qwen):
     alone["pixel_values"] = both["pixel_values"][:96]
     with torch.no_grad():
         visual(both["pixel_values"], grid_thw=both["image_grid_thw"])
-        together = probe.take(both["image_grid_thw"])
+        together = probe.take()
         visual(alone["pixel_values"], grid_thw=alone["image_grid_thw"])
-        single = probe.take(alone["image_grid_thw"])
+        single = probe.take()
     probe.remove()
     assert together.shape == (24 + 15,)
     assert torch.allclose(together[:24].sum(), torch.tensor(1.0)) and torch.allclose(together[24:].sum(), torch.tensor(1.0))
@@ -250,7 +250,7 @@ def test_qwen25_window_order_is_undone():
     probe = QwenSaliencyProbe(visual, block_index)
     with torch.no_grad():
         visual(inputs["pixel_values"], grid_thw=grid)
-        saliency = probe.take(grid)
+        saliency = probe.take()
     hook.remove()
     probe.remove()
     window_index, _ = get_vision_window_index(grid, spatial_merge_size=2, window_size=visual.window_size, patch_size=14)
@@ -281,3 +281,34 @@ def test_saliency_bench_measures_one_image_at_max_pixels():
     result = measure_saliency("tiny-qwen2.5-vl", 28 * 28 * 64, 0.25, 1, torch.device("cpu"))
     assert result["lm_tokens"] == 64 and result["kept"] == 16 and result["default_saliency_block"] == 3
     assert result["recompute_ms_median"] > 0 and result["scope_selection_ms_median"] > 0
+
+
+def test_qwen_prefill_flops():
+    from scope_eval.bench.shapes import QWEN_SHAPES
+    from scope_eval.cost.flops import QwenVisionDims, qwen_prefill_flops, qwen_vision_flops
+
+    qwen2, qwen25 = QWEN_SHAPES["qwen2-vl-7b"].config(), QWEN_SHAPES["qwen2.5-vl-7b"].config()
+    grid = (1, 34, 46)  # a 640x480 photo: 391 LM tokens
+    unpruned = qwen_prefill_flops(qwen2, PruningPlan.build("none"), grid=grid, prefill_tokens=391 + 40)
+    pruned = qwen_prefill_flops(qwen2, PruningPlan.build("scope", keep_ratio=0.25), grid=grid, prefill_tokens=98 + 40)
+    assert pruned.language_model < unpruned.language_model and pruned.projector == unpruned.projector
+    patches, width = 34 * 46, 1280
+    assert pruned.vision - unpruned.vision == 2 * patches * patches * width  # the saliency recomputation
+    assert pruned.selection > 0
+    # Qwen2.5-VL's window blocks attend within windows: cheaper attention than 32 full blocks would cost
+    windowed = QwenVisionDims.of(qwen25.vision_config)
+    full = QwenVisionDims(**{**windowed.__dict__, "full_blocks": tuple(range(windowed.layers))})
+    assert qwen_vision_flops(windowed, grid) < qwen_vision_flops(full, grid)
+
+
+def test_bench_runs_a_qwen_shape():
+    from scope_eval.bench.loading import load_bench_model
+    from scope_eval.bench.runner import BenchSettings, run_bench
+
+    bench_model = load_bench_model("tiny-qwen2-vl", torch.device("cpu"), torch.float32)
+    settings = BenchSettings(methods=["scope"], budgets=[4], image_size=(112, 168), repeats=1, warmup=0, new_tokens=2, prompt_tokens=5)
+    run = run_bench(bench_model, settings, progress=lambda line: None)
+    unpruned, pruned = run.cases
+    assert (unpruned.visual_tokens, pruned.visual_tokens) == (24, 4)
+    assert unpruned.prefill_tokens - pruned.prefill_tokens == 20
+    assert pruned.flops.language_model < unpruned.flops.language_model

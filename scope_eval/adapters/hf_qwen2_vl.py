@@ -73,7 +73,8 @@ class HfQwen2VLHandle(PruningHandle):
             )
         if self.install_without_selection(base):
             return
-        self.probe = QwenSaliencyProbe(base.visual, self.saliency_block)
+        if plan.method.needs_saliency:  # its recomputation costs a ViT block's attention: only when used
+            self.probe = QwenSaliencyProbe(base.visual, self.saliency_block)
         self._patches.set(base, "get_image_features", self._get_pruned_image_features)
         self._patches.set(base, "get_video_features", self._refuse_video)
         self._hooks.append(base.register_forward_pre_hook(self._note_placeholders, with_kwargs=True))
@@ -107,7 +108,8 @@ class HfQwen2VLHandle(PruningHandle):
         if image_grid_thw is None:
             raise PruningError("Qwen2-VL needs image_grid_thw with pixel_values (the processor returns both)")
         out = self._stock_get_image_features(pixel_values, image_grid_thw, **kwargs)
-        saliency = self.probe.take(image_grid_thw).split([int(t.shape[0]) for t in out.pooler_output])  # type: ignore[union-attr]
+        sizes = [int(t.shape[0]) for t in out.pooler_output]
+        saliency = self.probe.take().split(sizes) if self.probe is not None else [None] * len(sizes)  # type: ignore[attr-defined]
         patch_rows = pixel_values.split((image_grid_thw.prod(-1)).tolist())
         tokens, keep, counts, degenerate = [], [], [], 0
         for image, image_saliency, pixels in zip(out.pooler_output, saliency, patch_rows):
@@ -121,14 +123,14 @@ class HfQwen2VLHandle(PruningHandle):
         out.pooler_output = tuple(tokens)
         return out
 
-    def _select(self, image: torch.Tensor, saliency: torch.Tensor, pixels: torch.Tensor):
+    def _select(self, image: torch.Tensor, saliency: torch.Tensor | None, pixels: torch.Tensor):
         """One image's tokens [N, D] with merged tokens at their places, its kept mask [N], the selection."""
         num_tokens = image.shape[0]
         selection = self.plan.crop_selection(1, num_tokens)
         method = selection.method
         visual = VisualTokens(
             features=image.unsqueeze(0),  # post-merger: what enters the LM (SCOPE's post-projector cosine)
-            saliency=saliency.unsqueeze(0),
+            saliency=None if saliency is None else saliency.unsqueeze(0),
             keys=None,
             project=torch.nn.Identity(),  # the tokens are already in the LM's space
             image_keys=pixel_keys(pixels.unsqueeze(0)) if method.needs_image_keys else None,

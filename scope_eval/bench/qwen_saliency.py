@@ -76,7 +76,7 @@ def measure_saliency(shape_name: str, max_pixels: int, keep_ratio: float, repeat
             tower.blocks[0](hidden, cu_seqlens=cu_seqlens, position_embeddings=embeddings)
             memory.start()
             started = clock.now()
-            saliency = probe.take(grid)
+            saliency = probe.compute(grid)
             took = clock.now() - started
             reading = memory.stop()
             selection_plan = plan.crop_selection(1, tokens)
