@@ -312,3 +312,28 @@ def test_bench_runs_a_qwen_shape():
     assert (unpruned.visual_tokens, pruned.visual_tokens) == (24, 4)
     assert unpruned.prefill_tokens - pruned.prefill_tokens == 20
     assert pruned.flops.language_model < unpruned.flops.language_model
+
+
+@pytest.mark.parametrize("method, options", [("scope", {"keep_ratio": 0.25}), ("fastv", {"budget": 12, "layer": 1, "budget_unit": "after_layer"})])
+def test_cost_meter_prices_every_qwen_sample(qwen, method, options):
+    """Per-sample timing and FLOPs (the lmms-eval wrappers' cost record) on Qwen: every field, the same
+    answer as without the meter, and fewer LM FLOPs than the unpruned sample."""
+    from scope_eval.lmms.models.cost import COST_FIELDS, CostMeter
+
+    inputs = qwen_inputs([[(8, 12), (6, 10)]])
+    generate = lambda: qwen.generate(**inputs, **GREEDY)
+    costs = {}
+    for name, kwargs in (("none", {}), (method, options)):
+        with prune(qwen, name, **kwargs) as handle, torch.no_grad():
+            plain = generate()
+            handle.take_counts(), handle.take_layer_counts()
+            meter = CostMeter(qwen, handle.plan)
+            timed, cost_of = meter.measure(generate)
+            costs[name] = cost_of(handle.take_counts(), handle.take_layer_counts())
+            meter.close()
+        assert torch.equal(plain, timed)
+        assert set(costs[name]) == set(COST_FIELDS) and costs[name]["vision_s"] > 0
+        assert costs[name]["prefill_flops"] > costs[name]["llm_prefill_flops"] > 0
+    assert costs[method]["llm_prefill_flops"] < costs["none"]["llm_prefill_flops"]
+    if method == "scope":
+        assert costs["scope"]["prefill_tokens"] == costs["none"]["prefill_tokens"] - (24 + 15) + (6 + 4)
