@@ -75,17 +75,23 @@ def test_pruned_generate_is_a_recomputation_of_the_kept_sequence(qwen, method):
         if method != "visionzip":
             kept_embeds = embeds[keep].unsqueeze(0)
         next_position = int(positions.max()) + 1
-        tokens = []
-        for step in range(generated.shape[1]):
+        step_logits = []
+        for step, token in enumerate(generated[0]):  # fed the generated tokens, to compare every step
             out = base.language_model(
                 inputs_embeds=kept_embeds, position_ids=kept_positions,
                 attention_mask=torch.ones(kept_embeds.shape[:2], dtype=torch.long),
             )
-            token = qwen.lm_head(out.last_hidden_state[:, -1]).argmax(-1)
-            tokens.append(int(token))
-            kept_embeds = torch.cat([kept_embeds, base.get_input_embeddings()(token)[:, None]], dim=1)
+            step_logits.append(qwen.lm_head(out.last_hidden_state[0, -1]))
+            kept_embeds = torch.cat([kept_embeds, base.get_input_embeddings()(token.view(1, 1))], dim=1)
             kept_positions = torch.cat([kept_positions, torch.full((3, 1, 1), next_position + step)], dim=2)
-    assert generated[0].tolist() == tokens
+    assert_greedy_choices(generated[0], step_logits)
+
+
+def assert_greedy_choices(tokens: torch.Tensor, step_logits: list[torch.Tensor], tie: float = 1e-4) -> None:
+    """Each token is the recomputation's argmax (or within ``tie`` of it: a near-tie may go either way
+    under another machine's rounding, and is the only leeway)."""
+    for step, (token, logits) in enumerate(zip(tokens.tolist(), step_logits)):
+        assert float(logits[token]) >= float(logits.max()) - tie, f"step {step}: {token} is not the argmax {int(logits.argmax())}"
 
 
 def test_language_model_gets_only_kept_tokens_with_a_2d_mask(qwen):
@@ -137,8 +143,15 @@ def test_batched_rows_keeping_different_counts_match_each_row_alone(qwen):
         for row in range(2):
             alone = qwen_inputs([grids[row]], [texts[row]], seed=4)
             alone["pixel_values"] = batch["pixel_values"][:96] if row == 0 else batch["pixel_values"][96:]
-            single = qwen.generate(**alone, **GREEDY)[:, alone["input_ids"].shape[1]:]
-            assert together[row].tolist() == single[0].tolist()
+            single = qwen.generate(**alone, **GREEDY, output_logits=True, return_dict_in_generate=True)
+            tokens = single.sequences[0, alone["input_ids"].shape[1]:]
+            differ = (together[row] != tokens).nonzero()
+            if len(differ):  # only a near-tie may split them (another machine's rounding)
+                step = int(differ[0])
+                logits = single.logits[step][0]
+                assert float(logits[together[row, step]]) >= float(logits.max()) - 1e-4
+            else:
+                assert together[row].tolist() == tokens.tolist()
 
 
 def test_each_image_gets_its_own_ratio_budget(qwen):
@@ -157,6 +170,13 @@ def test_in_llm_methods_generate_with_mrope_positions(qwen, method):
         counts = handle.take_layer_counts()
     assert out.shape[1] == inputs["input_ids"].shape[1] + GREEDY["max_new_tokens"]
     assert counts and counts[0].per_layer[0] == 24 and min(counts[0].per_layer) < 24
+
+
+def test_in_llm_keep_ratio_applies_to_the_prefill_visual_tokens(qwen):
+    inputs = qwen_inputs([[(8, 12)]])
+    with prune(qwen, "fastv", keep_ratio=0.5, layer=1, budget_unit="after_layer") as handle:
+        qwen(**inputs)
+        assert handle.take_layer_counts()[0].per_layer == [24, 12, 12]
 
 
 def test_cdpruner_is_refused_with_the_reason(qwen):
