@@ -104,7 +104,7 @@ def test_language_model_gets_only_kept_tokens_with_a_2d_mask(qwen):
 
     with prune(qwen, "scope", budget=5) as handle:
         hook = qwen.model.language_model.register_forward_pre_hook(capture, with_kwargs=True)
-        qwen(**inputs)
+        qwen(**{k: v for k, v in inputs.items() if k != "attention_mask"})  # no mask given: the LM gets one anyway
         hook.remove()
         assert handle.take_counts() == [5]
     full = inputs["input_ids"].shape[1]
@@ -152,6 +152,19 @@ def test_batched_rows_keeping_different_counts_match_each_row_alone(qwen):
                 assert float(logits[together[row, step]]) >= float(logits.max()) - 1e-4
             else:
                 assert together[row].tolist() == tokens.tolist()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_sdpa_and_bfloat16(family):
+    """As transformers loads Qwen by default (sdpa kernels, which return no attention weights) and in half
+    precision: the saliency is still recomputed, the selection runs, generate works."""
+    model = tiny_qwen(family, attn_implementation="sdpa").to(torch.bfloat16)
+    inputs = qwen_inputs([[(8, 12)]])
+    inputs["pixel_values"] = inputs["pixel_values"].to(torch.bfloat16)
+    for method in ("scope", "visionzip", "vispruner"):
+        with prune(model, method, keep_ratio=0.25) as handle:
+            out = model.generate(**inputs, **GREEDY)
+            assert handle.take_counts() == [6] and out.shape[1] == inputs["input_ids"].shape[1] + 6
 
 
 def test_each_image_gets_its_own_ratio_budget(qwen):
