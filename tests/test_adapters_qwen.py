@@ -94,6 +94,24 @@ def assert_greedy_choices(tokens: torch.Tensor, step_logits: list[torch.Tensor],
         assert float(logits[token]) >= float(logits.max()) - tie, f"step {step}: {token} is not the argmax {int(logits.argmax())}"
 
 
+def test_generate_without_a_cache_prunes_every_step(qwen):
+    """use_cache=False: generate() re-runs the whole sequence each step with the same image encoding; every
+    step must see the pruned sequence (the cached run's prefill length, plus the tokens so far)."""
+    inputs = qwen_inputs([[(8, 12)]], seed=5)
+    lengths = []
+    with prune(qwen, "scope", keep_ratio=0.25):
+        hook = qwen.model.language_model.register_forward_pre_hook(
+            lambda m, a, k: lengths.append(k["inputs_embeds"].shape[1]), with_kwargs=True
+        )
+        qwen.generate(**inputs, **GREEDY)
+        prompt = inputs["input_ids"].shape[1] - 24 + 6
+        assert lengths == [prompt] + [1] * (GREEDY["max_new_tokens"] - 1)
+        lengths.clear()
+        qwen.generate(**inputs, **GREEDY, use_cache=False)
+        hook.remove()
+    assert lengths == [prompt + step for step in range(GREEDY["max_new_tokens"])]
+
+
 def test_language_model_gets_only_kept_tokens_with_a_2d_mask(qwen):
     inputs = qwen_inputs([[(8, 12)]], texts=[[5, 6, 7, 8]])
     seen = {}

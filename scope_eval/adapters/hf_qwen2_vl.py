@@ -61,6 +61,7 @@ class HfQwen2VLHandle(PruningHandle):
         self._stock_get_video_features = base.get_video_features
         self._pending_keep: list[torch.Tensor] | None = None  # per image [N_i] bool, from the last encoding
         self.kept_masks: list[torch.Tensor] = []  # per image of the last encoding: which tokens reach the LM
+        self._encoding: Any = None  # the last encoding returned (generate() may pass it back to each step)
         self._placeholders: torch.Tensor | None = None  # [B, L] image placeholders of the prompt being run
         self._decode: tuple[Any, torch.Tensor, torch.Tensor, int] | None = None  # (cache, columns, pad, length)
         block = default_saliency_block(config.vision_config) if saliency_layer is None else saliency_layer
@@ -120,6 +121,7 @@ class HfQwen2VLHandle(PruningHandle):
             degenerate += kept.degenerate is not None and bool(kept.degenerate.any())
         self.record(counts, degenerate=degenerate)
         self._pending_keep = self.kept_masks = keep
+        self._encoding = out
         out.pooler_output = tuple(tokens)
         return out
 
@@ -154,7 +156,12 @@ class HfQwen2VLHandle(PruningHandle):
         # generate() encodes the images before this forward, a plain forward inside it: note the placeholders
         # either way; the language model's pre-hook pairs them with the encoding's kept masks.
         input_ids = kwargs.get("input_ids", args[0] if args else None)
-        has_images = kwargs.get("pixel_values") is not None or bool((kwargs.get("mm_encoder_outputs") or {}).get("image"))
+        encoded = (kwargs.get("mm_encoder_outputs") or {}).get("image")
+        has_images = kwargs.get("pixel_values") is not None or encoded is not None
+        if encoded is not None and encoded is self._encoding:
+            # generate() without a cache hands the same encoding to every step's full forward: its kept
+            # masks hold for each of them (with a cache, only the prefill has placeholders to cut)
+            self._pending_keep = self.kept_masks
         if input_ids is None:
             if has_images:
                 raise PruningError("a pruned Qwen model needs input_ids (with image placeholders), not inputs_embeds")
