@@ -52,13 +52,13 @@ class HfQwen2VLHandle(PruningHandle):
     takes_saliency_layer = True
 
     def __init__(self, model: Any, plan: PruningPlan, processor: Any = None, saliency_layer: int | None = None):
+        """``processor`` is accepted for the common prune() call and left alone: Qwen's prompt keeps its N
+        placeholders per image, the cut happens inside the model."""
         super().__init__(model, plan)
         config = model.config
         self.image_token_id = config.image_token_id
         base = model.model
-        self.merge_unit = base.visual.spatial_merge_size**2
         self._stock_get_image_features = base.get_image_features
-        self._stock_get_video_features = base.get_video_features
         self._pending_keep: list[torch.Tensor] | None = None  # per image [N_i] bool, from the last encoding
         self.kept_masks: list[torch.Tensor] = []  # per image of the last encoding: which tokens reach the LM
         self._encoding: Any = None  # the last encoding returned (generate() may pass it back to each step)
