@@ -388,3 +388,33 @@ def test_cost_meter_prices_every_qwen_sample(qwen, method, options):
     assert costs[method]["llm_prefill_flops"] < costs["none"]["llm_prefill_flops"]
     if method == "scope":
         assert costs["scope"]["prefill_tokens"] == costs["none"]["prefill_tokens"] - (24 + 15) + (6 + 4)
+
+
+def test_real_image_processor_dynamic_resolution():
+    """Qwen's own image processing of a real photo (shipped with scikit-learn), pinned max_pixels: the
+    grid sets N, keep_ratio sets K = floor(r N + 1/2) per image."""
+    from pathlib import Path
+
+    import sklearn
+    from PIL import Image
+    from transformers import Qwen2VLImageProcessor
+
+    photo = Image.open(Path(sklearn.__file__).parent / "datasets" / "images" / "china.jpg")
+    encoded = Qwen2VLImageProcessor(max_pixels=602112)(images=[photo], return_tensors="pt")
+    t, h, w = encoded["image_grid_thw"][0].tolist()
+    assert (t, h, w) == (1, 30, 46)  # 345 LM tokens
+    model = tiny_qwen("qwen2-vl")
+    inputs = qwen_inputs([[(h, w)]])
+    inputs["pixel_values"] = encoded["pixel_values"]
+    with prune(model, "scope", keep_ratio=0.25) as handle:
+        model(**inputs)
+        assert handle.take_counts() == [86]
+
+
+def test_bench_default_budgets_are_table8_ratios_of_the_test_image():
+    from scope_eval.bench.command import DEFAULT_IMAGE_SIZE, _paper_budgets
+    from scope_eval.bench.loading import load_bench_model
+
+    bench_model = load_bench_model("tiny-qwen2.5-vl", torch.device("cpu"), torch.float32)
+    # a 640x480 photo: 46 x 34 patches, 391 LM tokens; 25 % -> 98, 10 % -> 39
+    assert _paper_budgets(bench_model, DEFAULT_IMAGE_SIZE["qwen2.5-vl"]) == [98, 39]
