@@ -38,12 +38,12 @@ def split_model_args(model_id: str, kwargs: dict[str, Any], wrapper_args: set[st
         )
     if not isinstance(method, str) or method not in _method_names():
         raise PruningError(f"{model_id}: unknown pruning method {method!r}; choose one of: {', '.join(_method_names())}")
-    own_keys = {"method", "budget", "budget_policy"} | _all_method_option_names()
+    own_keys = {"method", "budget", "keep_ratio", "budget_policy"} | _all_method_option_names()
     upstream = {key: value for key, value in kwargs.items() if key not in own_keys}
     unknown = sorted(set(upstream) - wrapper_args - set(_INJECTED))
     if unknown:
         raise PruningError(
-            f"{model_id}: unknown model_args {', '.join(unknown)}. Pruning arguments: method, budget, budget_policy "
+            f"{model_id}: unknown model_args {', '.join(unknown)}. Pruning arguments: method, budget or keep_ratio, budget_policy "
             f"({'|'.join(BUDGET_POLICIES)}) and the method's options ({_describe_options(method)}); "
             f"model arguments: {', '.join(sorted(wrapper_args))}"
         )
@@ -51,6 +51,8 @@ def split_model_args(model_id: str, kwargs: dict[str, Any], wrapper_args: set[st
     options = {key: kwargs[key] for key in _all_method_option_names() if key in kwargs}
     # the budget's type and lower bound and the method's own limits (e.g. visionzip contextual <= budget)
     # now; the upper bound once prune() sees the loaded model
+    if "keep_ratio" in kwargs:  # the share of each image's own visual tokens, instead of a budget (Qwen's dynamic N)
+        options["keep_ratio"] = _number(kwargs["keep_ratio"])
     plan = PruningPlan.build(method, _number(kwargs.get("budget")), kwargs.get("budget_policy", "per_crop"), **options)
     check_llm_schedule(model_id, plan.method, plan.budget, upstream.get("pretrained"))
     return plan, upstream

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from scope_eval.cost.flops import prefill_flops
+from scope_eval.cost.flops import DecoderDims, language_model_prefill_flops, prefill_flops
 from scope_eval.cost.timing import Clock, PassTimer, _Span
 from scope_eval.pruning.plan import PruningPlan
 
@@ -50,6 +50,8 @@ class ModelParts:
         base = getattr(model, "model", None)
         if base is not None and hasattr(base, "language_model") and hasattr(base, "vision_tower"):  # transformers
             return cls(base.vision_tower, base.language_model, model.config.vision_config, model.config.get_text_config())
+        if base is not None and hasattr(base, "language_model") and hasattr(base, "visual"):  # transformers Qwen2(.5)-VL
+            return cls(base.visual, base.language_model, model.config.vision_config, model.config.get_text_config())
         if hasattr(model, "get_vision_tower") and hasattr(model, "get_model"):  # the original LLaVA codebase
             tower = model.get_vision_tower()
             return cls(tower, model.get_model(), tower.config, model.config)
@@ -79,7 +81,11 @@ class CostMeter(PassTimer):
         self._model = model
         self.clock = Clock(torch.device("cpu"))
         self.flops_config = _FlopsConfig(parts)
-        self.tokens_per_crop = (parts.vision_config.image_size // parts.vision_config.patch_size) ** 2
+        # Fixed-size crops (LLaVA). Qwen's vision tower takes any size, so it has none: its FLOP model is the
+        # language model's alone for now (prefill_flops stays None), its times are measured as for LLaVA.
+        image_size = getattr(parts.vision_config, "image_size", None)
+        self.tokens_per_crop = None if image_size is None else (image_size // parts.vision_config.patch_size) ** 2
+        self.text_dims = DecoderDims.of(parts.text_config)
         self.plan = plan
         self._vision, self._selection, self._language_model = _Span(self.clock), _Span(self.clock), _Span(self.clock)
         self._first_forward_end: float | None = None
@@ -132,6 +138,10 @@ class CostMeter(PassTimer):
         images = len(counts)
         if images == 0 or crops == 0 or prefill_tokens == 0:  # a text-only request
             return {"prefill_tokens": prefill_tokens, "prefill_flops": None, "llm_prefill_flops": None}
+        if self.tokens_per_crop is None:  # no vision FLOP model for this family: the language model's prefill only
+            lengths = None if not layers else [prefill_tokens - layers[0].per_layer[0] + n for n in layers[0].per_layer]
+            return {"prefill_tokens": prefill_tokens, "prefill_flops": None,
+                    "llm_prefill_flops": language_model_prefill_flops(self.text_dims, prefill_tokens, lengths)}
         crops_per_image = max(1, crops // images)
         # The projector sees every crop's tokens when nothing is pruned, else only the kept ones.
         projected = crops * self.tokens_per_crop if self.plan.keeps_all else sum(counts)
