@@ -14,7 +14,15 @@ fi
 percent=$1
 shift
 # PERCENT -> keep_ratio (25 -> 0.25); the ratio itself is checked where every keep_ratio is, when the sweep builds each plan.
-ratio=$(python -c "import sys; p = float(sys.argv[1]); print(f'{p / 100:g}') if 0 < p <= 100 else sys.exit('PERCENT must be in (0, 100], e.g. 25')" "$percent")
+ratio=$(python -c "
+import math, sys
+try:
+    p = float(sys.argv[1])
+except ValueError:
+    p = math.nan
+if not 0 < p <= 100:
+    sys.exit(f'PERCENT must be in (0, 100], e.g. 25 (the share of visual tokens kept), got {sys.argv[1]!r}')
+print(f'{p / 100:g}')" "$percent")
 
 output=./runs
 dry_run=0
