@@ -54,6 +54,10 @@ BAD_MODEL_ARGS = [
     ({"method": "fastv", "budget": 64, "pretrained": str(TOY_LLAVA)}, "raise the budget to >= 385, drop at an earlier layer"),
     ({"method": "cdpruner", "budget": 64, "text_encoder": "/no/such/clip"}, "text_encoder='/no/such/clip' is not a folder"),
     ({"method": "cdpruner", "budget": 64, "text_encoder": str(TOY_LLAVA)}, "is a llava checkpoint (config.json model_type), not a CLIP"),
+    ({"method": "scope", "budget": 64, "keep_ratio": 0.25}, "pass exactly one of budget"),
+    ({"method": "scope", "keep_ratio": "1.5"}, "keep_ratio must be in (0, 1]"),
+    ({"method": "scope", "keep_ratio": "a quarter"}, "keep_ratio must be a number"),
+    ({"method": "none", "keep_ratio": 0.5}, "takes no keep_ratio"),
 ]  # fmt: skip
 
 
@@ -72,6 +76,12 @@ def test_cdpruner_on_the_original_llava_backend_is_refused_before_loading(tmp_pa
 def test_whole_number_model_arg_budget_becomes_that_int(budget):
     plan, _ = split_model_args("llava_hf_scope", {"method": "scope", "budget": budget}, MODEL_ARGS)
     assert plan.budget == 64 and type(plan.budget) is int
+
+
+@pytest.mark.parametrize("ratio", [0.25, "0.25", " 0.25 "])
+def test_model_arg_keep_ratio_becomes_a_ratio_plan(ratio):
+    plan, _ = split_model_args("qwen2_vl_scope", {"method": "scope", "keep_ratio": ratio}, MODEL_ARGS)
+    assert plan.keep_ratio == 0.25 and plan.budget is None and plan.ratio_budget(345) == 86
 
 
 # -- budgets and options: the Python API -------------------------------------------------------------

@@ -45,7 +45,7 @@ def test_every_shipped_config_loads_and_expands(path, tmp_path):
     cells = expand(config)
     pruning = [m for m in config.methods if not m.keeps_all]
     unpruned = [m for m in config.methods if m.keeps_all]
-    assert len(cells) == len(config.tasks) * (len(unpruned) + len(pruning) * len(config.budgets))
+    assert len(cells) == len(config.tasks) * (len(unpruned) + len(pruning) * (len(config.budgets) + len(config.keep_ratios)))
 
 
 def test_toy_configs_run_every_method_at_the_paper_budgets():
@@ -269,3 +269,52 @@ def test_method_option_paths_are_relative_to_the_config_file(tmp_path):
     (configs / "sweep.yaml").write_text(yaml.safe_dump(data))
     config = load_sweep(configs / "sweep.yaml")
     assert config.methods[1].options == {"text_encoder": str(encoder.resolve())}
+
+
+# -- keep_ratios: budgets as the share of each image's visual tokens (Qwen's dynamic resolution) -------
+QWEN = {
+    "model": {"name": "qwen2-vl-7b", "backend": "qwen2_vl_scope", "pretrained": "Qwen/Qwen2-VL-7B-Instruct", "family": "qwen2-vl",
+              "model_args": {"max_pixels": 602112, "min_pixels": 3136}},
+    "methods": ["none", "scope", "divprune"],
+    "keep_ratios": [0.25, 0.1],
+    "tasks": ["gqa", "pope"],
+}  # fmt: skip
+
+
+def test_keep_ratios_expand_to_ratio_cells_with_keep_ratio_model_args(tmp_path):
+    config = dataclasses.replace(sweep_from_dict(QWEN), output=str(tmp_path))
+    cells = expand(config)
+    assert len(cells) == 2 * (1 + 2 * 2)
+    scope = [c for c in cells if c.method.name == "scope" and c.task == "pope"]
+    assert [c.budget_folder for c in scope] == ["r0.25", "r0.1"] and [c.table_budget for c in scope] == [0.25, 0.1]
+    unpruned = next(c for c in cells if c.method.name == "none")
+    assert unpruned.budget_folder == "full" and unpruned.table_budget == 1.0  # the share kept, as Table 8 prints it
+    assert cell_dir(config, scope[0]) == tmp_path / "qwen2-vl-7b" / "scope" / "r0.25" / "pope"
+    command = lmms_eval_command(config, scope[1].method, scope[1].budget, ["pope"], tmp_path)
+    assert command[command.index("--model") + 1] == "qwen2_vl_scope"
+    assert command[command.index("--model_args") + 1] == (
+        "pretrained=Qwen/Qwen2-VL-7B-Instruct,method=scope,keep_ratio=0.1,max_pixels=602112,min_pixels=3136"
+    )
+
+
+def test_keep_ratio_on_the_command_line_replaces_the_budgets():
+    llava = with_overrides(config_with(), keep_ratios=[0.5])
+    assert (llava.budgets, llava.keep_ratios) == ((), (0.5,))
+    qwen = with_overrides(sweep_from_dict(QWEN), keep_ratios=[0.25])
+    assert [c.budget_folder for c in expand(qwen) if c.method.name == "divprune"] == ["r0.25", "r0.25"]
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"budgets": [64]}, "give budgets (tokens per image) or keep_ratios (share of each image's tokens), not both"),
+        ({"keep_ratios": [], "budgets": [64]}, "qwen2-vl images bring a number of visual tokens that depends on their size; give keep_ratios"),
+        ({"keep_ratios": [1.5]}, "keep_ratios holds 1.5; each must be a share in (0, 1]"),
+        ({"keep_ratios": [0.25, 0.25]}, "keep_ratios"),
+        ({"model": {**QWEN["model"], "backend": "llava_hf_scope"}}, "family qwen2-vl runs on backend qwen2_vl_scope, not llava_hf_scope"),
+        ({"model": {**QWEN["model"], "family": "llava-1.5"}}, "backend qwen2_vl_scope does not run llava-1.5 models"),
+    ],
+)
+def test_bad_keep_ratio_configs_are_errors(changes, message):
+    with pytest.raises(SweepConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        sweep_from_dict({**QWEN, **changes})

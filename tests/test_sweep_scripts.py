@@ -61,3 +61,35 @@ def test_script_runs_and_prints_the_row_beside_the_papers(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "reproduced / paper (difference)" in result.stdout
     assert "/ 83.9 (" in result.stdout and "/ 58.3 (" in result.stdout  # SCOPE at 64: POPE and GQA in Table 1
+
+
+# -- run_scope_qwen2_vl_7b.sh PERCENT (Table 8: keep ratios) ---------------------------------------
+def test_qwen_dry_run_prints_unpruned_scope_and_divprune_at_the_keep_ratio(tmp_path):
+    result = run_script("run_scope_qwen2_vl_7b.sh", "25", "--dry-run", "--output", str(tmp_path / "runs"))
+    assert result.returncode == 0, result.stderr
+    commands = [line for line in result.stdout.splitlines() if not line.startswith("#")]
+    assert len(commands) == 3 * 4  # unpruned, SCOPE and DivPrune on GQA, MMBench, MME, POPE
+    assert all("--model qwen2_vl_scope" in line and "pretrained=Qwen/Qwen2-VL-7B-Instruct," in line for line in commands)
+    assert all("max_pixels=602112,min_pixels=3136" in line for line in commands)
+    for method in ("scope", "divprune"):
+        assert sum(f"method={method},keep_ratio=0.25," in line for line in commands) == 4
+    assert sum("method=none," in line and "keep_ratio" not in line for line in commands) == 4
+    assert {line.split("--tasks ")[1].split()[0] for line in commands} == {"scope_gqa", "scope_mmbench_en_dev", "scope_mme", "scope_pope"}
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("percent", ["0", "250", "ten"])
+def test_qwen_percent_outside_0_100_is_refused(percent):
+    result = run_script("run_scope_qwen2_vl_7b.sh", percent, "--dry-run")
+    assert result.returncode != 0 and f"PERCENT must be in (0, 100], e.g. 25 (the share of visual tokens kept), got '{percent}'" in result.stderr
+
+
+def test_qwen_script_runs_and_prints_the_rows_beside_table_8(tmp_path):
+    evaluator = f"{sys.executable} {FAKE}"
+    result = run_script(
+        "run_scope_qwen2_vl_7b.sh", "10", "--output", str(tmp_path / "runs"), "--task", "scope_pope", "--evaluator", evaluator,
+        "--num-processes", "1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "reproduced / paper (difference)" in result.stdout
+    assert "/ 84.3 (" in result.stdout and "/ 80.8 (" in result.stdout  # SCOPE and DivPrune at 10 %: POPE in Table 8

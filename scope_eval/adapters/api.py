@@ -22,28 +22,44 @@ def prune(
     *,
     processor: Any = None,
     budget_policy: str = "per_crop",
+    keep_ratio: float | None = None,
+    saliency_layer: int | None = None,
     **options: Any,
 ) -> PruningHandle:
-    """Apply a registered pruning method to a LLaVA-1.5 / LLaVA-NeXT model instance.
+    """Apply a registered pruning method to a LLaVA-1.5 / LLaVA-NeXT / Qwen2-VL / Qwen2.5-VL model instance.
 
     budget: visual tokens reaching the language model per image (None for method 'none'). On LLaVA-NeXT
     with budget_policy='per_crop' (the paper's), each of an image's n crops keeps floor(budget / n), so
     n * floor(budget / n) tokens reach the model; with 'global', exactly budget.
+    keep_ratio: instead of budget, the share of each image's own visual tokens it keeps,
+    K = max(1, floor(r * N + 1/2)) (Qwen's N varies with the image size; PruningPlan.ratio_budget).
+    saliency_layer: Qwen only, the ViT block whose attention received is the saliency (default: Qwen2-VL
+    -2, Qwen2.5-VL its last full-attention block); LLaVA's is its config's vision_feature_layer.
     ``method`` may also be a PruningPlan built at another edge (lmms-eval model args, a sweep), which is
-    used as it is; budget, budget_policy and options must then be left out.
+    used as it is; budget, keep_ratio, budget_policy and options must then be left out.
     Returns a handle: use it as a context manager or call ``remove()`` to restore the model exactly.
     """
     handle_class = _handle_class_for(model)
     if model in _ACTIVE:
         raise PruningError("this model is already pruned; call restore(model) or handle.remove() first")
     if isinstance(method, PruningPlan):
-        if budget is not None or options or budget_policy != "per_crop":
+        if budget is not None or keep_ratio is not None or options or budget_policy != "per_crop":
             raise PruningError("prune(model, plan) takes the budget and options from the plan; pass nothing else")
         plan = method
     else:
-        plan = PruningPlan.build(method, budget, budget_policy, **options)
+        plan = PruningPlan.build(method, budget, budget_policy, keep_ratio=keep_ratio, **options)
     plan.check_available(handle_class.visual_tokens_per_image(model))
-    handle = handle_class(model, plan, processor) if processor is not None else handle_class(model, plan)
+    host_options: dict[str, Any] = {}
+    if saliency_layer is not None:
+        if not getattr(handle_class, "takes_saliency_layer", False):
+            raise PruningError(
+                f"saliency_layer is a Qwen2-VL / Qwen2.5-VL option; a {type(model).__name__} takes its saliency at its "
+                "config's vision_feature_layer: drop saliency_layer"
+            )
+        host_options["saliency_layer"] = saliency_layer
+    if processor is not None:
+        host_options["processor"] = processor
+    handle = handle_class(model, plan, **host_options)
     _ACTIVE[model] = handle
     return handle
 
@@ -93,6 +109,10 @@ def _handle_class_for(model: Any) -> type[PruningHandle]:
 
     if isinstance(model, HF_LLAVA_CLASSES):
         return HfLlavaHandle
+    from .hf_qwen2_vl import QWEN_VL_CLASSES, HfQwen2VLHandle
+
+    if isinstance(model, QWEN_VL_CLASSES):
+        return HfQwen2VLHandle
     original = _original_llava_classes()
     if original and isinstance(model, original):
         from .llava_original import LlavaOriginalHandle
@@ -100,7 +120,7 @@ def _handle_class_for(model: Any) -> type[PruningHandle]:
         return LlavaOriginalHandle
     raise PruningError(
         f"cannot prune a {type(model).__name__}: supported are transformers' LlavaForConditionalGeneration / "
-        "LlavaNextForConditionalGeneration and the original LLaVA codebase's LlavaLlamaForCausalLM (and siblings)"
+        "LlavaNextForConditionalGeneration / Qwen2VLForConditionalGeneration / Qwen2_5_VLForConditionalGeneration and the original LLaVA codebase's LlavaLlamaForCausalLM (and siblings)"
     )
 
 

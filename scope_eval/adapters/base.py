@@ -99,6 +99,38 @@ class PruningHandle:
         self.record([p.count for p in packed], degenerate=sum(p.degenerate for p in packed))
         return packed, features
 
+    def install_without_selection(self, encoder_owner: Any) -> bool:
+        """In-LLM methods (the LM gets every visual token and drops some inside) and 'none' (only the counts
+        are recorded, on ``encoder_owner.get_image_features``) select nothing at encoding: install them
+        and return True; False for the pre-LLM methods, which the adapter installs itself."""
+        if self.plan.method.stage == "llm":
+            self._install_llm_stage()
+            return True
+        if self.plan.keeps_all:
+            self._patches.set(encoder_owner, "get_image_features", self._record_stock_features)
+            return True
+        return False
+
+    def _install_llm_stage(self) -> None:  # pragma: no cover - adapters with in-LLM methods override it
+        raise PruningError(f"{type(self).__name__} cannot run in-LLM methods such as {self.plan.method.name}")
+
+    def _record_stock_features(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def announce_prefill(self, input_ids, image_token_id: int, attention_mask, labels) -> None:
+        """In-LLM methods: tell the stage where the visual tokens of the prompt about to run are."""
+        if input_ids is None or input_ids.shape[1] < 2:
+            return
+        visual = input_ids == image_token_id
+        if not bool(visual.any()):
+            return
+        if labels is not None:
+            raise PruningError(
+                f"{self.plan.method.name} drops positions inside the language model, so its logits do not line up "
+                "with labels; compute losses without in-LLM pruning"
+            )
+        self.llm_stage.expect_prefill(visual, attention_mask)  # type: ignore[union-attr]
+
     # -- realised visual tokens -------------------------------------------------------------------
     def record(self, counts: list[int], degenerate: int = 0) -> None:
         """Note the visual tokens of each image, and how many of these images had a degenerate selection."""
@@ -179,4 +211,5 @@ class PruningHandle:
 
     def __repr__(self) -> str:
         state = "active" if self.active else "removed"
-        return f"{type(self).__name__}({self.plan.method!r}, budget={self.plan.budget}, policy={self.plan.budget_policy}, {state})"
+        budget = f"keep_ratio={self.plan.keep_ratio}" if self.plan.keep_ratio is not None else f"budget={self.plan.budget}"
+        return f"{type(self).__name__}({self.plan.method!r}, {budget}, policy={self.plan.budget_policy}, {state})"

@@ -76,11 +76,7 @@ class HfLlavaHandle(PruningHandle):
         self.pad_token_id = pad_token_id(config)
         base = model.model
         self._stock_get_image_features = base.get_image_features
-        if plan.method.stage == "llm":  # every visual token enters the LM; the method drops them inside it
-            self._install_llm_stage()
-            return
-        if plan.keeps_all:
-            self._patches.set(base, "get_image_features", self._record_stock_features)
+        if self.install_without_selection(base):
             return
         self.instruction_encoder, self._instructions = None, None
         if plan.method.needs_instruction:  # before any patch: a failure here leaves the model untouched
@@ -104,18 +100,8 @@ class HfLlavaHandle(PruningHandle):
 
     def _announce_visual_tokens(self, module, args: tuple, kwargs: dict) -> None:
         input_ids = kwargs.get("input_ids", args[0] if args else None)
-        if input_ids is None or input_ids.shape[1] < 2:
-            return
-        visual = input_ids == self.image_token_id
-        if not bool(visual.any()):
-            return
-        if kwargs.get("labels") is not None:
-            raise PruningError(
-                f"{self.plan.method.name} drops positions inside the language model, so its logits do not line up "
-                "with labels; compute losses without in-LLM pruning"
-            )
         attention_mask = kwargs.get("attention_mask", args[2] if len(args) > 2 else None)
-        self.llm_stage.expect_prefill(visual, attention_mask)
+        self.announce_prefill(input_ids, self.image_token_id, attention_mask, kwargs.get("labels"))
 
     # -- image encoding ----------------------------------------------------------------------------
     def _record_stock_features(

@@ -73,15 +73,17 @@ def refuse_padding(attention_mask: torch.Tensor | None) -> None:
 class LlmStage:
     """Installs the in-LLM method of ``handle.plan`` on ``decoder``; ``remove()`` takes every hook off."""
 
-    def __init__(self, handle: Any, decoder: nn.Module, max_visual: int):
+    def __init__(self, handle: Any, decoder: nn.Module, max_visual: int | None):
         self.handle = handle
         self.method: LlmStageMethod = handle.plan.method
-        self.budget: int = handle.plan.budget
+        self.plan = handle.plan
         self.decoder = decoder
         self.layers = decoder_layers(decoder)
         # Validate against this model now, before anything runs: the depth, and the budget at the most
-        # visual tokens an image can bring.
-        self.method.schedule(self.budget, max_visual, len(self.layers))
+        # visual tokens an image can bring (None: hosts whose images bring a varying count, e.g. Qwen2-VL,
+        # where each prefill's schedule is checked when it comes).
+        if max_visual is not None:
+            self.method.schedule(self.plan.image_budget(max_visual), max_visual, len(self.layers))
         self._pending: tuple[torch.Tensor, int] | None = None  # (visual mask [B, L], images per row)
         self._mode = "off"  # "prefill", "decode" or "off" for the forward in progress
         self._cache: Any = None  # the cache object of the pruned prefill, continued by decoding
@@ -173,7 +175,8 @@ class LlmStage:
             self._mode, self._cache, self._full_length = "prefill", cache, length
             self._rows = torch.arange(length, device=hidden.device).expand(batch, length)
             self._visual = torch.stack([row.nonzero().squeeze(1) for row in visual.to(hidden.device)])
-            self._schedule = self.method.schedule(self.budget, self._visual.shape[1], len(self.layers))
+            budget = self.plan.image_budget(self._visual.shape[1])  # a keep_ratio: of this prefill's visual tokens
+            self._schedule = self.method.schedule(budget, self._visual.shape[1], len(self.layers))
             self._inputs = (hidden, self._visual)
             self._rows_at, self._counts = {}, []
         elif cache is not None and cache is self._cache and self._rows_at and cached >= self._full_length:

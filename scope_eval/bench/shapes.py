@@ -11,11 +11,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaNextConfig, PretrainedConfig
+from transformers import (
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaNextConfig,
+    PretrainedConfig,
+    Qwen2_5_VLConfig,
+    Qwen2VLConfig,
+)
 
 from scope_eval.adapters.families import NEXT_GRID_PINPOINTS
 
-Family = Literal["llava-1.5", "llava-next"]
+Family = Literal["llava-1.5", "llava-next", "qwen2-vl", "qwen2.5-vl"]
 
 IMAGE_TOKEN_ID = 32000
 PAD_TOKEN_ID = 32001
@@ -28,6 +36,17 @@ class TransformerDims:
     heads: int
     mlp: int
     kv_heads: int | None = None  # None: as many as query heads (no grouped-query attention)
+
+    def decoder_sizes(self, vocab: int) -> dict[str, int]:
+        """These dims as a transformers decoder config's size arguments."""
+        return dict(
+            vocab_size=vocab,
+            hidden_size=self.hidden,
+            intermediate_size=self.mlp,
+            num_hidden_layers=self.layers,
+            num_attention_heads=self.heads,
+            num_key_value_heads=self.kv_heads or self.heads,
+        )
 
 
 @dataclass(frozen=True)
@@ -54,12 +73,7 @@ class ModelShape:
             hidden_act="quick_gelu",
         )
         text = LlamaConfig(
-            vocab_size=vocab or self.vocab,
-            hidden_size=self.text.hidden,
-            intermediate_size=self.text.mlp,
-            num_hidden_layers=self.text.layers,
-            num_attention_heads=self.text.heads,
-            num_key_value_heads=self.text.kv_heads or self.text.heads,
+            **self.text.decoder_sizes(vocab or self.vocab),
             max_position_embeddings=4096,
             rms_norm_eps=1e-5,
             bos_token_id=1,
@@ -98,9 +112,76 @@ SHAPES: dict[str, ModelShape] = {
     )
 }
 
+QWEN_IMAGE_TOKEN_ID = 151655  # <|image_pad|> in Qwen2-VL's and Qwen2.5-VL's vocabulary
+QWEN_VOCAB = 152064
+
+
+@dataclass(frozen=True)
+class QwenShape:
+    """A Qwen2-VL / Qwen2.5-VL shape: the ViT (``vision.hidden`` = its embed_dim), the decoder, and the
+    2-D mRoPE split of the decoder's rotary half-dimension (t, h, w). Tokens per image vary with the
+    image size (processor min/max_pixels): 14 px patches, 2x2 merged into one LM token."""
+
+    name: str
+    family: Family
+    vision: TransformerDims
+    text: TransformerDims
+    vocab: int
+    mrope_section: tuple[int, int, int]
+    fullatt_block_indexes: tuple[int, ...] = ()  # Qwen2.5-VL: the ViT blocks with full (not window) attention
+    window_size: int = 112  # Qwen2.5-VL: window side in pixels
+    patch_size: int = 14
+
+    def config(self, image_token_id: int = QWEN_IMAGE_TOKEN_ID, vocab: int | None = None, **token_ids: int) -> PretrainedConfig:
+        """The transformers config; ``token_ids`` may rename video_token_id / vision_start_token_id /
+        vision_end_token_id (a test's small vocabulary); ids do not change the shape."""
+        text = dict(
+            **self.text.decoder_sizes(vocab or self.vocab),
+            max_position_embeddings=32768,
+            rms_norm_eps=1e-6,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": list(self.mrope_section)},
+        )
+        if self.family == "qwen2-vl":
+            vision = dict(
+                depth=self.vision.layers, embed_dim=self.vision.hidden, num_heads=self.vision.heads,
+                mlp_ratio=self.vision.mlp // self.vision.hidden, hidden_size=self.text.hidden, patch_size=self.patch_size,
+            )
+            config_class = Qwen2VLConfig
+        else:
+            vision = dict(
+                depth=self.vision.layers, hidden_size=self.vision.hidden, num_heads=self.vision.heads,
+                intermediate_size=self.vision.mlp, out_hidden_size=self.text.hidden, patch_size=self.patch_size,
+                window_size=self.window_size, fullatt_block_indexes=list(self.fullatt_block_indexes),
+            )
+            config_class = Qwen2_5_VLConfig
+        return config_class(text_config=text, vision_config=vision, image_token_id=image_token_id, **token_ids)
+
+
+# Qwen/Qwen2-VL-7B-Instruct and Qwen/Qwen2.5-VL-7B-Instruct config.json: ViT 32 x 1280 (16 heads), Qwen2-7B
+# decoder 28 x 3584 (28 query / 4 key-value heads, MLP 18944), mrope_section [16, 24, 24].
+QWEN2_VL_VIT = TransformerDims(hidden=1280, layers=32, heads=16, mlp=5120)
+QWEN2_5_VL_VIT = TransformerDims(hidden=1280, layers=32, heads=16, mlp=3420)
+QWEN2_7B = TransformerDims(hidden=3584, layers=28, heads=28, mlp=18944, kv_heads=4)
+TINY_QWEN_VIT = TransformerDims(hidden=32, layers=4, heads=4, mlp=64)
+TINY_QWEN_TEXT = TransformerDims(hidden=64, layers=3, heads=2, mlp=128, kv_heads=1)
+
+QWEN_SHAPES: dict[str, QwenShape] = {
+    shape.name: shape
+    for shape in (
+        QwenShape("qwen2-vl-7b", "qwen2-vl", QWEN2_VL_VIT, QWEN2_7B, QWEN_VOCAB, (16, 24, 24)),
+        QwenShape("qwen2.5-vl-7b", "qwen2.5-vl", QWEN2_5_VL_VIT, QWEN2_7B, QWEN_VOCAB, (16, 24, 24), (7, 15, 23, 31)),
+        QwenShape("tiny-qwen2-vl", "qwen2-vl", TINY_QWEN_VIT, TINY_QWEN_TEXT, QWEN_VOCAB, (4, 6, 6)),
+        QwenShape("tiny-qwen2.5-vl", "qwen2.5-vl", TINY_QWEN_VIT, TINY_QWEN_TEXT, QWEN_VOCAB, (4, 6, 6), (1, 3)),
+    )
+}
+
 # Trained toy checkpoints shipped inside the package (scope_eval/toy/weights/<kind>), by shape name.
 TOY_CHECKPOINTS: dict[str, str] = {"toy-llava-1.5": "llava15", "toy-llava-next": "llava_next"}
 TOY_KIND: dict[str, str] = {"llava-1.5": "llava15", "llava-next": "llava_next"}  # scope_eval.toy's names
+
+# Qwen: the share of an image's visual tokens kept in the paper's Table 8 (the bench turns them into budgets
+# for its test image, PruningPlan.ratio_budget).
+PAPER_KEEP_RATIOS: dict[str, tuple[float, ...]] = {"qwen2-vl": (0.25, 0.10), "qwen2.5-vl": (0.25, 0.10)}
 
 # The paper's budgets per family (Tables 1 and 2; the unit: docs/semantics.md#budget-unit).
 PAPER_BUDGETS: dict[str, tuple[int, ...]] = {"llava-1.5": (192, 128, 64), "llava-next": (640, 320, 160)}

@@ -42,12 +42,12 @@ def split_model_args(model_id: str, kwargs: dict[str, Any], wrapper_args: set[st
         if isinstance(method, str) and method in BROKEN_PLUGINS:
             method_options(method)  # raises, naming the package of the plugin that failed to import
         raise PruningError(f"{model_id}: unknown pruning method {method!r}; choose one of: {', '.join(_method_names())}")
-    own_keys = {"method", "budget", "budget_policy"} | _all_method_option_names()
+    own_keys = {"method", "budget", "keep_ratio", "budget_policy"} | _all_method_option_names()
     upstream = {key: value for key, value in kwargs.items() if key not in own_keys}
     unknown = sorted(set(upstream) - wrapper_args - set(_INJECTED))
     if unknown:
         raise PruningError(
-            f"{model_id}: unknown model_args {', '.join(unknown)}. Pruning arguments: method, budget, budget_policy "
+            f"{model_id}: unknown model_args {', '.join(unknown)}. Pruning arguments: method, budget or keep_ratio, budget_policy "
             f"({'|'.join(BUDGET_POLICIES)}) and the method's options ({_describe_options(method)}); "
             f"model arguments: {', '.join(sorted(wrapper_args))}"
         )
@@ -55,7 +55,10 @@ def split_model_args(model_id: str, kwargs: dict[str, Any], wrapper_args: set[st
     options = {key: kwargs[key] for key in _all_method_option_names() if key in kwargs}
     # the budget's type and lower bound and the method's own limits (e.g. visionzip contextual <= budget)
     # now; the upper bound once prune() sees the loaded model
-    plan = PruningPlan.build(method, _number(kwargs.get("budget")), kwargs.get("budget_policy", "per_crop"), **options)
+    plan = PruningPlan.build(
+        method, _number(kwargs.get("budget")), kwargs.get("budget_policy", "per_crop"),
+        keep_ratio=_number(kwargs.get("keep_ratio")), **options,
+    )
     check_before_loading(model_id, plan, upstream.get("pretrained"))
     return plan, upstream
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import methods as method_catalog
-from .config import MethodSpec, ModelSpec, SweepConfig
+from .config import KeepRatio, MethodSpec, ModelSpec, SweepConfig
 from .tasks import INCLUDE_DIR
 
 CELL_FILE = "cell.json"
@@ -26,17 +26,22 @@ OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_
 class Cell:
     model: ModelSpec
     method: MethodSpec
-    budget: int | None  # None: the unpruned reference (method 'none')
+    budget: int | KeepRatio | None  # None: the unpruned reference (method 'none')
     task: str
 
     @property
     def budget_folder(self) -> str:
-        return "full" if self.budget is None else f"b{self.budget}"
+        if self.budget is None:
+            return "full"
+        return f"r{float(self.budget):g}" if isinstance(self.budget, KeepRatio) else f"b{self.budget}"
 
     @property
-    def table_budget(self) -> int:
-        """Retained visual tokens as the paper's tables print them (576 / 2880 for the unpruned row)."""
-        return self.model.visual_tokens if self.budget is None else self.budget
+    def table_budget(self) -> int | float:
+        """Retained visual tokens as the paper's tables print them (576 / 2880 for the unpruned row); for a
+        keep_ratio the share kept, as Table 8 prints it (1.0 for the unpruned row of a dynamic-resolution model)."""
+        if self.budget is None:
+            return 1.0 if self.model.visual_tokens is None else self.model.visual_tokens
+        return float(self.budget) if isinstance(self.budget, KeepRatio) else self.budget
 
     def name(self) -> str:
         return f"{self.method.label} {self.budget_folder} {self.task}"
@@ -71,7 +76,9 @@ def expand(config: SweepConfig) -> list[Cell]:
     """Every cell of the sweep: unpruned methods once, pruning methods at every budget, times every task."""
     cells: list[Cell] = []
     for method in config.methods:
-        budgets: Sequence[int | None] = [None] if method.keeps_all else config.budgets
+        budgets: Sequence[int | KeepRatio | None] = (
+            [None] if method.keeps_all else [*config.budgets, *(KeepRatio(r) for r in config.keep_ratios)]
+        )
         for budget in budgets:
             cells.extend(Cell(config.model, method, budget, task) for task in config.tasks)
     return cells
@@ -95,7 +102,9 @@ def plan_launches(config: SweepConfig, cells: Sequence[Cell], evaluator: Sequenc
 def model_args(config: SweepConfig, method: MethodSpec, budget: int | None) -> dict[str, object]:
     """The plugin's model_args for one (method, budget), in a fixed order."""
     args: dict[str, object] = {"pretrained": config.model.pretrained, "method": method.name}
-    if budget is not None:
+    if isinstance(budget, KeepRatio):
+        args["keep_ratio"] = float(budget)
+    elif budget is not None:
         args["budget"] = budget
         if config.budget_policy is not None:
             args["budget_policy"] = config.budget_policy

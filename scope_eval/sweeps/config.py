@@ -21,13 +21,18 @@ from . import methods as method_catalog
 from .metrics import benchmarks_for_task
 from .tasks import INCLUDE_DIR, known_tasks
 
-BACKENDS: tuple[str, ...] = ("llava_scope", "llava_hf_scope")
-PAPER_MODELS: tuple[str, ...] = ("llava-1.5-7b", "llava-1.5-13b", "llava-next-7b", "llava-next-13b")
+BACKENDS: tuple[str, ...] = ("llava_scope", "llava_hf_scope", "qwen2_vl_scope", "qwen2_5_vl_scope")
+PAPER_MODELS: tuple[str, ...] = ("llava-1.5-7b", "llava-1.5-13b", "llava-next-7b", "llava-next-13b", "qwen2-vl-7b")
+# Families whose visual tokens per image depend on the image size (Qwen's dynamic resolution): their
+# pruning budgets are keep_ratios, and the table's budget column is the share of tokens kept (1 = all).
+DYNAMIC_FAMILIES: tuple[str, ...] = ("qwen2-vl", "qwen2.5-vl")
+FAMILY_BACKENDS: dict[str, tuple[str, ...]] = {"qwen2-vl": ("qwen2_vl_scope",), "qwen2.5-vl": ("qwen2_5_vl_scope",)}
 # model_args the runner writes itself from other fields; a config must not set them under model_args.
 RUNNER_MODEL_ARGS: dict[str, str] = {
     "pretrained": "model.pretrained",
     "method": "methods",
     "budget": "budgets",
+    "keep_ratio": "keep_ratios",
     "budget_policy": "budget_policy",
     "seed": "seed",
     "batch_size": "batch_size",
@@ -46,16 +51,25 @@ class ModelSpec:
     name: str  # used in tables and as the top folder of the runs
     backend: str  # llava_scope (original LLaVA codebase) | llava_hf_scope (HF checkpoints)
     pretrained: str  # hub id or local folder
-    family: str  # llava-1.5 | llava-next
+    family: str  # llava-1.5 | llava-next | qwen2-vl | qwen2.5-vl
     paper: str | None = None  # which model of the paper's tables this reproduces, if any
     model_args: dict[str, Scalar] = field(default_factory=dict)  # extra lmms-eval model_args
 
     @property
-    def visual_tokens(self) -> int:
-        """Unpruned visual tokens of the largest image: the adapters' number for this family."""
+    def visual_tokens(self) -> int | None:
+        """Unpruned visual tokens of the largest image: the adapters' number for this family (None for the
+        dynamic-resolution families, where it depends on each image and on max_pixels)."""
         from ..adapters.families import family_visual_tokens
 
-        return family_visual_tokens(self.family)
+        return None if self.family in DYNAMIC_FAMILIES else family_visual_tokens(self.family)
+
+
+class KeepRatio(float):
+    """A budget given as the share of each image's own visual tokens kept (model arg keep_ratio), as opposed
+    to an int budget of tokens; a cell's folder is r<ratio>, its table budget the ratio."""
+
+    def __repr__(self) -> str:
+        return f"keep_ratio={float(self):g}"
 
 
 @dataclass(frozen=True)
@@ -75,6 +89,7 @@ class SweepConfig:
     methods: tuple[MethodSpec, ...]
     budgets: tuple[int, ...]
     tasks: tuple[str, ...]
+    keep_ratios: tuple[float, ...] = ()  # instead of budgets: each image keeps max(1, round(r * its tokens))
     description: str = ""
     budget_policy: str | None = None  # llava-next only; None = the plugin's default (per_crop)
     limit: int | float | None = None  # lmms-eval --limit: N docs, or a fraction in (0, 1)
@@ -162,6 +177,7 @@ def sweep_from_dict(data: Mapping[str, Any], where: str = "<config>") -> SweepCo
     methods = _parse_methods(data["methods"], f"{where}: methods")
     fields = {key: value for key, value in data.items() if key not in ("model", "methods")}
     fields["budgets"] = tuple(_as_list(data.get("budgets"), f"{where}: budgets", "budgets: [192, 128, 64]"))
+    fields["keep_ratios"] = tuple(_as_list(data.get("keep_ratios"), f"{where}: keep_ratios", "keep_ratios: [0.25, 0.1]"))
     fields["tasks"] = tuple(_as_list(data["tasks"], f"{where}: tasks", "tasks: [gqa, mme]"))
     for key in ("gen_kwargs",):
         fields[key] = _as_mapping(data.get(key), f"{where}: {key}", "gen_kwargs: {max_new_tokens: 16}")
@@ -178,7 +194,11 @@ def with_overrides(config: SweepConfig, **overrides: Any) -> SweepConfig:
         config = dataclasses.replace(config, model=dataclasses.replace(config.model, pretrained=checkpoint))
     if "methods" in given:
         given["methods"] = select_methods(config, given["methods"])
-    for key in ("budgets", "tasks"):
+    if "keep_ratios" in given and "budgets" not in given:  # ratios given on the command line replace the budgets
+        given["budgets"] = ()
+    elif "budgets" in given and "keep_ratios" not in given:
+        given["keep_ratios"] = ()
+    for key in ("budgets", "keep_ratios", "tasks"):
         if key in given:
             given[key] = tuple(given[key])
     config = dataclasses.replace(config, **given)
@@ -207,10 +227,29 @@ def validate(config: SweepConfig, where: str) -> None:
     _check_pretrained(model, where)
     if config.budget_policy is not None and model.family != "llava-next":
         raise SweepConfigError(f"{where}: budget_policy applies to llava-next models only; remove it for {model.family}")
-    if any(not m.keeps_all for m in config.methods) and not config.budgets:
+    if config.budgets and config.keep_ratios:
+        raise SweepConfigError(f"{where}: give budgets (tokens per image) or keep_ratios (share of each image's tokens), not both")
+    if model.family in DYNAMIC_FAMILIES and config.budgets:
+        raise SweepConfigError(
+            f"{where}: {model.family} images bring a number of visual tokens that depends on their size; give keep_ratios "
+            f"(e.g. keep_ratios: [0.25, 0.1]) instead of budgets"
+        )
+    if model.family in FAMILY_BACKENDS and model.backend not in FAMILY_BACKENDS[model.family]:
+        raise SweepConfigError(f"{where}: family {model.family} runs on backend {' or '.join(FAMILY_BACKENDS[model.family])}, not {model.backend}")
+    if model.family not in FAMILY_BACKENDS and model.backend not in ("llava_scope", "llava_hf_scope"):
+        raise SweepConfigError(f"{where}: backend {model.backend} does not run {model.family} models")
+    if any(not m.keeps_all for m in config.methods) and not (config.budgets or config.keep_ratios):
         raise SweepConfigError(f"{where}: budgets is empty but pruning methods are listed; add e.g. budgets: [192, 128, 64]")
     _reject_duplicates("budgets", config.budgets, where)
+    _reject_duplicates("keep_ratios", config.keep_ratios, where)
+    for ratio in config.keep_ratios:
+        if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0.0 < float(ratio) <= 1.0:
+            raise SweepConfigError(f"{where}: keep_ratios holds {ratio!r}; each must be a share in (0, 1], e.g. 0.25")
     for method in config.methods:  # every cell's plan, validated as the run will build it, before any run
+        for ratio in () if method.keeps_all else config.keep_ratios:
+            problem = method_catalog.check_ratio_plan(method.name, method.options, float(ratio))
+            if problem:
+                raise SweepConfigError(f"{where}: method {method.label} at keep_ratio {ratio!r}: {problem}")
         for budget in () if method.keeps_all else config.budgets:
             problem = method_catalog.check_plan(
                 method.name, method.options, budget, config.budget_policy or "per_crop", model.visual_tokens, model.backend, model.pretrained
@@ -266,8 +305,8 @@ def _parse_model(data: Any, where: str) -> ModelSpec:
         raise SweepConfigError(f"{where}: backend '{data['backend']}' is not one of {', '.join(BACKENDS)}")
     from ..adapters.families import FAMILIES
 
-    if data["family"] not in FAMILIES:
-        raise SweepConfigError(f"{where}: family '{data['family']}' is not one of {', '.join(FAMILIES)}")
+    if data["family"] not in FAMILIES and data["family"] not in DYNAMIC_FAMILIES:
+        raise SweepConfigError(f"{where}: family '{data['family']}' is not one of {', '.join([*FAMILIES, *DYNAMIC_FAMILIES])}")
     if data.get("paper") is not None and data["paper"] not in PAPER_MODELS:
         raise SweepConfigError(f"{where}: paper '{data['paper']}' is not one of {', '.join(PAPER_MODELS)} (or leave it out)")
     model_args = _as_mapping(data.get("model_args"), f"{where}: model_args", "model_args: {device: cpu, dtype: float32}")
@@ -344,7 +383,7 @@ def _check_pretrained(model: ModelSpec, where: str) -> None:
             f"{where}: model.pretrained {pretrained} is not a folder; give an existing checkpoint folder or a hub id "
             f"such as liuhaotian/llava-v1.5-7b"
         )
-    tokens = _checkpoint_visual_tokens(Path(pretrained).expanduser() / "config.json")
+    tokens = None if model.visual_tokens is None else _checkpoint_visual_tokens(Path(pretrained).expanduser() / "config.json")
     if tokens is not None and tokens != model.visual_tokens:
         raise SweepConfigError(
             f"{where}: the checkpoint {pretrained} gives {tokens} visual tokens per image, but family {model.family} "

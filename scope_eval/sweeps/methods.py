@@ -42,6 +42,18 @@ def check_plan(
     return None
 
 
+def check_ratio_plan(name: str, options: Mapping[str, Any], keep_ratio: float) -> str | None:
+    """As check_plan, for a keep_ratio budget (the tokens available are only known per image, at run time)."""
+    from ..pruning.base import PruningError
+    from ..pruning.plan import PruningPlan
+
+    try:
+        PruningPlan.build(name, None, "per_crop", keep_ratio=keep_ratio, **options)
+    except PruningError as error:
+        return str(error)
+    return None
+
+
 def keeps_all(name: str) -> bool:
     """True for the unpruned reference ('none'), which takes no budget."""
     from ..pruning import registry

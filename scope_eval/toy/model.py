@@ -132,14 +132,16 @@ def build_processor(kind: ToyKind, tokenizer: PreTrainedTokenizerFast | None = N
     raise ValueError(f"unknown toy kind {kind!r}; expected one of {TOY_KINDS}")
 
 
-def reinit_language_and_projector(model: LlavaForConditionalGeneration, seed: int) -> None:
-    """Embeddings N(0, 1), Linear N(0, 1/fan_in), biases 0, on the language model, projector and lm_head.
+def reinit_language_and_projector(model: LlavaForConditionalGeneration, seed: int, modules: list | None = None) -> None:
+    """Embeddings N(0, 1), Linear N(0, 1/fan_in), biases 0, on the language model, projector and lm_head
+    (or on ``modules``, for another family's equivalents).
 
     HF's default (std 0.02) left the tiny LM unable to learn a question-dependent lookup over image
     tokens (research/toy_recipe2.md); unit-scale token embeddings fixed that.
     """
     generator = torch.Generator().manual_seed(seed)
-    modules = [model.model.language_model, model.model.multi_modal_projector, model.lm_head]
+    if modules is None:
+        modules = [model.model.language_model, model.model.multi_modal_projector, model.lm_head]
     with torch.no_grad():
         for root in modules:
             for module in root.modules():

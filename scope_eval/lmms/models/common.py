@@ -10,7 +10,7 @@ from loguru import logger
 
 from scope_eval.adapters.base import InstancePatches
 from scope_eval.lmms.errors import abort_on_error
-from scope_eval.lmms.options import split_model_args
+from scope_eval.lmms.options import split_model_args, wrapper_parameters
 from scope_eval.lmms.tracking import SampleRecord, generate_one_by_one, guarded_generate
 from scope_eval.pruning.plan import PruningPlan
 
@@ -34,6 +34,14 @@ class PrunedWrapper:
             if batch_size != 1:
                 raise ValueError(f"{cls.model_id} evaluates one request at a time (batch_size=1, the paper's setting), got {batch_size}")
         return plan, upstream
+
+    def _load_upstream_and_prune(self, upstream_class: type, kwargs: dict[str, Any], processor_attribute: str) -> None:
+        """For wrappers whose loading is upstream's own: split the pruning args off, run ``upstream_class``'s
+        ``__init__`` with the rest, then prune the loaded model (the processor named for methods that need it)."""
+        plan, upstream = self._split_args(kwargs, wrapper_parameters(upstream_class))
+        with abort_on_error(f"{self.model_id}: loading {upstream.get('pretrained', 'the default checkpoint')}"):
+            upstream_class.__init__(self, **upstream)
+        self._start_pruning(self.model, plan, processor=getattr(self, processor_attribute))
 
     def _start_pruning(self, model: Any, plan: PruningPlan, processor: Any = None) -> None:
         from scope_eval.adapters.api import prune

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 from lmms_eval.models.chat.llava_hf import LlavaHf as ChatLlavaHf
 
-from scope_eval.lmms.errors import abort_on_error
-from scope_eval.lmms.options import wrapper_parameters
-
 from .common import PrunedWrapper
 
 
@@ -20,10 +17,7 @@ class LlavaHfScope(PrunedWrapper, ChatLlavaHf):
     model_id = "llava_hf_scope"
 
     def __init__(self, **kwargs) -> None:
-        plan, upstream = self._split_args(kwargs, wrapper_parameters(ChatLlavaHf))
-        with abort_on_error(f"{self.model_id}: loading {upstream.get('pretrained', 'the default checkpoint')}"):
-            super().__init__(**upstream)
-        self._start_pruning(self.model, plan, processor=self._image_processor)
+        self._load_upstream_and_prune(ChatLlavaHf, kwargs, processor_attribute="_image_processor")
 
     def generate_until(self, requests):
         return self._generate_tracked(requests, super().generate_until)

@@ -1,0 +1,333 @@
+"""Train the toy Qwen2-VL from the trained toy LLaVA in minutes (CPU, seeded).
+
+    python -m toy_training.train_qwen2_vl --work-dir runs/toy_qwen2_vl        # all stages, then export
+
+The toy LLaVA (scope_eval/toy/weights/llava15) already solved the hard parts: a vision tower whose patch
+features show the objects, and a language model that looks objects up among image tokens. This recipe
+moves both into Qwen2-VL's architecture instead of learning them again:
+
+1. vision: the Qwen ViT gets the CLIP tower's 4 blocks (same widths; the 2-frame Conv3d patch embedding
+   holds the 2-D kernel halved in each frame, as Qwen feeds an image as two equal frames), then is
+   distilled to reproduce the CLIP tower's layer -2 patch features (Qwen has no absolute position
+   embedding and no pre-LayerNorm, and adds 2-D RoPE, so the copied blocks alone compute something else);
+2. merger and language model: the merger starts as the LLaVA projector applied to the mean of each 2x2
+   group, the Qwen2 language model as the LLaVA Llama (same widths; Qwen2's q/k/v biases start at 0,
+   mRoPE with theta 10000 equals the LLaVA RoPE on text), then both are trained on the toy's question
+   mixture with the tower frozen and its features cached (a 144-token image makes a step cheap).
+
+Training images go through a JPEG (quality 85) round trip first, as lmms-eval's qwen2_vl wrapper sends
+every image as a JPEG data URL. Artifacts go to --work-dir; --export-dir receives the float16 checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.nn import functional as F
+from transformers import AutoModelForImageTextToText
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+from scope_eval.lmms.tasks.toy.scenes import Scene, render
+from scope_eval.toy.benchmark import build_pope
+from scope_eval.toy.model import shipped_weights_dir
+from scope_eval.toy.questions import Question
+from scope_eval.toy.qwen2_vl import DEFAULT_SYSTEM_PROMPT, QWEN_WEIGHTS_DIR, build_toy_qwen2_vl
+from scope_eval.toy.vocab import SHORT_ANSWER_PROMPT
+
+from .train import export_float16, log_to
+from .train_language import sample_question
+from .train_vision import warmup_cosine
+from .training_data import build_pool, pixel_values
+
+GRID = 24  # patches per side of a 336 px scene
+MERGE = 2
+DEV_SEED = 77
+
+
+def jpeg_round_trip(image: np.ndarray, quality: int = 85) -> np.ndarray:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+
+
+def qwen_patch_order() -> torch.Tensor:
+    """Raster patch index (row * 24 + col) of each Qwen patch: Qwen lists patches 2x2 group by 2x2 group."""
+    rows = torch.arange(GRID).view(GRID // MERGE, MERGE, 1, 1).expand(GRID // MERGE, MERGE, GRID // MERGE, MERGE)
+    cols = torch.arange(GRID).view(1, 1, GRID // MERGE, MERGE).expand_as(rows)
+    # Qwen order: (group row, group col, row in group, col in group)
+    return (rows * GRID + cols).permute(0, 2, 1, 3).reshape(-1)
+
+
+@torch.no_grad()
+def copy_clip_tower(visual, clip_tower) -> None:
+    """CLIP encoder blocks -> Qwen vision blocks (same widths), the Conv2d kernel into both frames, halved."""
+    embed = clip_tower.embeddings.patch_embedding.weight  # [64, 3, 14, 14]
+    visual.patch_embed.proj.weight.copy_(embed[:, :, None].expand(-1, -1, 2, -1, -1) / 2)
+    for block, layer in zip(visual.blocks, clip_tower.encoder.layers):
+        block.norm1.load_state_dict(layer.layer_norm1.state_dict())
+        block.norm2.load_state_dict(layer.layer_norm2.state_dict())
+        attention = layer.self_attn
+        block.attn.qkv.weight.copy_(torch.cat([attention.q_proj.weight, attention.k_proj.weight, attention.v_proj.weight]))
+        block.attn.qkv.bias.copy_(torch.cat([attention.q_proj.bias, attention.k_proj.bias, attention.v_proj.bias]))
+        block.attn.proj.load_state_dict(attention.out_proj.state_dict())
+        block.mlp.fc1.load_state_dict(layer.mlp.fc1.state_dict())
+        block.mlp.fc2.load_state_dict(layer.mlp.fc2.state_dict())
+
+
+@torch.no_grad()
+def copy_language_model(model, llava) -> None:
+    """LLaVA's Llama -> Qwen2 (q/k/v biases 0); the shared vocabulary rows of the embeddings and lm_head."""
+    state = {k: v for k, v in llava.model.language_model.state_dict().items() if not k.startswith("embed_tokens")}
+    missing, unexpected = model.model.language_model.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if not k.endswith("_proj.bias") and not k.startswith("embed_tokens")]:
+        raise RuntimeError(f"Llama -> Qwen2 copy incomplete: missing {missing}, unexpected {unexpected}")
+    for key in missing:
+        if key.endswith("_proj.bias"):
+            model.model.language_model.get_parameter(key).zero_()
+    shared = llava.model.language_model.embed_tokens.weight.shape[0]
+    model.model.language_model.embed_tokens.weight[:shared] = llava.model.language_model.embed_tokens.weight
+    model.lm_head.weight[:shared] = llava.lm_head.weight
+
+
+@torch.no_grad()
+def merger_from_projector(merger, projector, features: torch.Tensor) -> None:
+    """Merger ~ LLaVA projector on the mean of each 2x2 group: ln_q undoes its own normalisation on average
+    (scale = the features' std, shift = their mean), the first half of the MLP holds the projector."""
+    flat = features.float().reshape(-1, features.shape[-1])
+    merger.ln_q.weight.copy_(flat.std(0))
+    merger.ln_q.bias.copy_(flat.mean(0))
+    first, second = merger.mlp[0], merger.mlp[2]
+    width = projector.linear_1.out_features
+    first.weight.normal_(0.0, 0.01)
+    first.bias.zero_()
+    second.weight.normal_(0.0, 0.01)
+    first.weight[:width] = projector.linear_1.weight.repeat(1, MERGE * MERGE) / (MERGE * MERGE)
+    first.bias[:width] = projector.linear_1.bias
+    second.weight[:, :width] = projector.linear_2.weight
+    second.bias.copy_(projector.linear_2.bias)
+
+
+class Prompts:
+    """Token ids of lmms-eval qwen2_vl's prompt (system turn, image, question + short-answer suffix)."""
+
+    def __init__(self, processor, image_tokens: int) -> None:
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.image_tokens = image_tokens
+        self.image_token_id = self.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+
+    def text(self, question: str) -> str:
+        messages = [
+            {"role": "system", "content": DEFAULT_SYSTEM_PROMPT},
+            {"role": "user", "content": [{"type": "image", "image": "scene"}, {"type": "text", "text": question + SHORT_ANSWER_PROMPT}]},
+        ]
+        return self.processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def ids(self, question: str) -> list[int]:
+        text = self.text(question).replace("<|image_pad|>", "<|image_pad|>" * self.image_tokens)
+        return self.tokenizer(text, add_special_tokens=False).input_ids
+
+    def check_against_processor(self, image: np.ndarray, question: str) -> None:
+        inputs = self.processor(text=[self.text(question)], images=[Image.fromarray(image)], return_tensors="pt")
+        if inputs.input_ids[0].tolist() != self.ids(question):
+            raise RuntimeError("training prompt ids differ from the processor's")
+        if not torch.equal(inputs.mm_token_type_ids[0], (inputs.input_ids[0] == self.image_token_id).long()):
+            raise RuntimeError("mm_token_type_ids are not 1 exactly at image tokens")
+
+    def batch(self, questions: list, with_answers: bool):
+        rows, scored, targets = [], [], []
+        eos = self.tokenizer.eos_token_id
+        for question in questions:
+            prompt = self.ids(question.text)
+            answer = self.tokenizer.convert_tokens_to_ids(question.answer)
+            rows.append(prompt + [answer, eos] if with_answers else prompt)
+            scored.append([len(prompt) - 1, len(prompt)])
+            targets.append([answer, eos])
+        width = max(map(len, rows))
+        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        return ids, mask, torch.tensor(scored), torch.tensor(targets)
+
+
+def logits_of(model, prompts: Prompts, features: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The full HF forward (mRoPE positions included) with the image tokens from cached pre-merger features."""
+    merged = model.model.visual.merger(features.reshape(-1, features.shape[-1]))
+    per_image = list(merged.split(prompts.image_tokens))
+    grid = torch.tensor([[1, GRID, GRID]] * len(per_image))
+    encoded = {"image": BaseModelOutputWithPooling(pooler_output=per_image)}
+    return model(input_ids=ids, attention_mask=mask, mm_token_type_ids=(ids == prompts.image_token_id).long(),
+                 image_grid_thw=grid, mm_encoder_outputs=encoded).logits
+
+
+@torch.no_grad()
+def pope_accuracy(model, prompts: Prompts, dev_features: torch.Tensor, dev_questions: list) -> float:
+    model.eval()
+    correct = 0
+    for start in range(0, len(dev_questions), 32):
+        questions = dev_questions[start : start + 32]
+        ids, mask, scored, targets = prompts.batch(questions, with_answers=False)
+        logits = logits_of(model, prompts, dev_features[start : start + len(questions)].float(), ids, mask)
+        guess = logits[torch.arange(len(questions)), scored[:, 0]].argmax(-1)
+        correct += int((guess == targets[:, 0]).sum())
+    model.train()
+    return correct / len(dev_questions)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m toy_training.train_qwen2_vl", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work-dir", type=Path, required=True)
+    parser.add_argument("--llava-dir", type=Path, default=shipped_weights_dir("llava15"), help="the trained toy LLaVA-1.5")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data-seed", type=int, default=1000)
+    parser.add_argument("--pool-size", type=int, default=1000)
+    parser.add_argument("--distill-steps", type=int, default=60)
+    parser.add_argument("--distill-batch", type=int, default=8)
+    parser.add_argument("--phases", default="250:attribute,500:existence,250:all",
+                        help="language-stage curriculum, comma-separated STEPS:MIX (MIX: attribute|existence|all)")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--eval-every", type=int, default=150)
+    parser.add_argument("--export-dir", type=Path, default=QWEN_WEIGHTS_DIR)
+    parser.add_argument("--threads", type=int, default=1)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    torch.set_num_threads(args.threads)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    log = log_to(args.work_dir / "train.log")
+    log(f"[args] {json.dumps({k: str(v) for k, v in vars(args).items()})}")
+    started = time.time()
+    torch.manual_seed(args.seed)
+    rng = random.Random(args.seed)
+
+    pool = build_pool(args.pool_size, args.data_seed)
+    images = np.stack([jpeg_round_trip(image) for image in pool.images])
+    log(f"[data] pool of {len(images)} scenes ({time.time() - started:.0f}s)")
+    llava = AutoModelForImageTextToText.from_pretrained(args.llava_dir, dtype=torch.float32).eval()
+    model, processor = build_toy_qwen2_vl(seed=args.seed)
+    prompts = Prompts(processor, (GRID // MERGE) ** 2)
+    prompts.check_against_processor(images[0], "Is there a red circle in the image?")
+    order = qwen_patch_order()
+    patches = processor.image_processor(images=[Image.fromarray(images[0])], return_tensors="pt").pixel_values
+    patch_dim = patches.shape[-1]
+
+    def qwen_pixels(batch: np.ndarray) -> torch.Tensor:
+        return processor.image_processor(images=[Image.fromarray(i) for i in batch], return_tensors="pt").pixel_values
+
+    @torch.no_grad()
+    def teacher(batch: np.ndarray) -> torch.Tensor:
+        hidden = llava.model.vision_tower(pixel_values=pixel_values(batch), output_hidden_states=True).hidden_states[-2]
+        return hidden[:, 1:][:, order]  # CLS dropped, Qwen patch order
+
+    # 1. vision: copy the CLIP blocks, then distil to CLIP's layer -2 patch features
+    visual = model.model.visual
+    copy_clip_tower(visual, llava.model.vision_tower)
+    tower_file = args.work_dir / "distilled_tower.pt"
+    if tower_file.exists():  # a re-run reuses the distilled tower
+        visual.load_state_dict(torch.load(tower_file))
+        args.distill_steps = 0
+    optimizer = torch.optim.AdamW(list(visual.patch_embed.parameters()) + list(visual.blocks.parameters()),
+                                  lr=1e-3, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, 20, args.distill_steps))
+    grid = torch.tensor([[1, GRID, GRID]])
+    running = None
+    for step in range(args.distill_steps):
+        chosen = np.array(rng.sample(range(len(images)), args.distill_batch))
+        target = teacher(images[chosen])
+        scale = target.std()
+        hidden = visual(qwen_pixels(images[chosen]), grid_thw=grid.repeat(len(chosen), 1)).last_hidden_state
+        loss = F.mse_loss(hidden.view_as(target) / scale, target / scale)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(visual.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
+        if (step + 1) % 50 == 0 or step + 1 == args.distill_steps:
+            log(f"[distil] step {step + 1}/{args.distill_steps} relative mse={running:.3f} ({time.time() - started:.0f}s)")
+    torch.save(visual.state_dict(), tower_file)
+    visual.requires_grad_(False)
+
+    # 2. cache the frozen tower's pre-merger features of the pool and the dev set
+    @torch.no_grad()
+    def featurize(batch_images: np.ndarray) -> torch.Tensor:
+        chunks = []
+        for start in range(0, len(batch_images), 32):
+            part = batch_images[start : start + 32]
+            hidden = visual(qwen_pixels(part), grid_thw=grid.repeat(len(part), 1)).last_hidden_state
+            chunks.append(hidden.view(len(part), GRID * GRID, -1).to(torch.float16))
+        return torch.cat(chunks)
+
+    features_file = args.work_dir / f"features_{len(images)}.pt"
+    features = torch.load(features_file) if features_file.exists() else featurize(images)
+    torch.save(features, features_file)
+    dev_items = [item for item in build_pope(random.Random(DEV_SEED))][:180]
+    dev_questions = [Question(item["question"], item["answer"], "pope") for item in dev_items]
+    dev_features = featurize(np.stack([jpeg_round_trip(np.asarray(render(Scene.from_dict(item["scene"])))) for item in dev_items]))
+    log(f"[features] pool {tuple(features.shape)}, dev {len(dev_items)} ({time.time() - started:.0f}s); patch dim {patch_dim}")
+
+    # 3. merger and language model from the LLaVA projector and Llama, then trained on the question mixture
+    copy_language_model(model, llava)
+    merger_from_projector(visual.merger, llava.model.multi_modal_projector, features[:200])
+    visual.merger.requires_grad_(True)
+    log(f"[language] dev POPE accuracy at the start: {pope_accuracy(model, prompts, dev_features, dev_questions):.3f}")
+    params = list(visual.merger.parameters()) + list(model.model.language_model.parameters()) + list(model.lm_head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
+    phases = [(int(steps), mix) for steps, mix in (phase.split(":") for phase in args.phases.split(","))]
+    total_steps = sum(steps for steps, _ in phases)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, 50, total_steps))
+    model.train()
+    running, best = None, -1.0
+    # One-attribute existence first, then colour-and-shape existence, then the mixture: the curriculum the toy
+    # LLaVA needed (MODEL_CARD.md); with the mixture from the start this model stayed at chance for 450 steps.
+    mixes = [mix for steps, mix in phases for _ in range(steps)]
+    for step, mix in enumerate(mixes):
+        indices, questions = [], []
+        while len(questions) < args.batch:
+            index = rng.randrange(len(pool.scenes))
+            question = sample_question(pool.scenes[index], rng, mix)
+            if question is not None:
+                indices.append(index)
+                questions.append(question)
+        ids, mask, scored, targets = prompts.batch(questions, with_answers=True)
+        logits = logits_of(model, prompts, features[torch.tensor(indices)].float(), ids, mask)
+        picked = logits[torch.arange(len(questions))[:, None], scored]
+        loss = F.cross_entropy(picked[:, 0], targets[:, 0]) + 0.2 * F.cross_entropy(picked[:, 1], targets[:, 1])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        if (step + 1) % args.eval_every == 0 or step + 1 == total_steps:
+            accuracy = pope_accuracy(model, prompts, dev_features, dev_questions)
+            log(f"[language] step {step + 1}/{total_steps} {mix} loss={running:.3f} dev POPE acc={accuracy:.3f} "
+                f"({time.time() - started:.0f}s)")
+            if accuracy >= best:  # the checkpoint kept is the best on the dev set (not the benchmark's items)
+                best = accuracy
+                model.save_pretrained(args.work_dir / "qwen2_vl")
+                processor.save_pretrained(args.work_dir / "qwen2_vl")
+                log(f"[language] saved (dev POPE acc {accuracy:.3f})")
+    model.eval()
+    export_float16(args.work_dir / "qwen2_vl", args.export_dir)
+    log(f"[export] {args.work_dir / 'qwen2_vl'} -> {args.export_dir} ({time.time() - started:.0f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
