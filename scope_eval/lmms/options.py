@@ -38,7 +38,7 @@ def split_model_args(model_id: str, kwargs: dict[str, Any], wrapper_args: set[st
         )
     if not isinstance(method, str) or method not in _method_names():
         raise PruningError(f"{model_id}: unknown pruning method {method!r}; choose one of: {', '.join(_method_names())}")
-    own_keys = {"method", "budget", "budget_policy"} | _all_method_option_names()
+    own_keys = pruning_keys()
     upstream = {key: value for key, value in kwargs.items() if key not in own_keys}
     unknown = sorted(set(upstream) - wrapper_args - set(_INJECTED))
     if unknown:
@@ -54,6 +54,12 @@ def split_model_args(model_id: str, kwargs: dict[str, Any], wrapper_args: set[st
     plan = PruningPlan.build(method, _number(kwargs.get("budget")), kwargs.get("budget_policy", "per_crop"), **options)
     check_llm_schedule(model_id, plan.method, plan.budget, upstream.get("pretrained"))
     return plan, upstream
+
+
+def pruning_keys() -> set[str]:
+    """The model_args that choose the pruning (method, budget, budget policy, every method's options); the
+    rest choose the model. The sweep worker loads the model once per value of the rest."""
+    return {"method", "budget", "budget_policy"} | _all_method_option_names()
 
 
 def check_llm_schedule(model_id: str, method: Any, budget: int | None, pretrained: Any) -> None:

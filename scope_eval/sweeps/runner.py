@@ -40,10 +40,10 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .cells import CELL_FILE, Cell, Launch, cell_dir, expand, fingerprint, include_path, plan_launches
+from .cells import CELL_FILE, Cell, Launch, cell_dir, child_env, expand, fingerprint, include_path, model_folder, plan_launches
 from .config import SweepConfig, normalise_checkpoint
 from .cost import cost_summary
 from .integrity import read_cell, seal
@@ -54,6 +54,11 @@ LOG_FILE = "lmms_eval.log"
 FORMAT = "scope_eval.cell/1"
 FAILURE_FILE = "failure.json"  # in a failed launch's scratch folder: which cells failed and why (read by `report`)
 CHILD_FILE = "child.json"  # in a running launch's scratch folder: the lmms-eval child's process group
+WORKER_DIR = ".worker"  # beside the method folders: the running worker's job, events, own log and child.json
+JOB_FILE = "job.json"
+EVENTS_FILE = "events.jsonl"
+WORKER_LOG = "worker.log"  # what the worker writes outside its cells (each cell has its own log)
+WORKER_DEATHS_PER_CELL = 2  # a cell that kills this many workers fails
 
 
 @dataclass
@@ -121,7 +126,13 @@ def describe_plan(config: SweepConfig, evaluator: Sequence[str] | None = None) -
     return lines
 
 
-def run_sweep(config: SweepConfig, evaluator: Sequence[str] | None = None, console: Console | None = None) -> SweepSummary:
+def run_sweep(
+    config: SweepConfig,
+    evaluator: Sequence[str] | None = None,
+    console: Console | None = None,
+) -> SweepSummary:
+    """Run every unfinished cell. `evaluator` (a program replacing `python -m lmms_eval`) runs the process
+    route whatever the config's isolation: the worker route runs lmms-eval inside this package's worker."""
     console = console or Console()
     check_evaluator(evaluator)
     root = Path(config.output)
@@ -129,13 +140,15 @@ def run_sweep(config: SweepConfig, evaluator: Sequence[str] | None = None, conso
     cells = expand(config)
     done, conflicts, pending, damaged = classify(config, cells)
     summary = SweepSummary(skipped=done, failed=list(conflicts), damaged=damaged)
-    launches = plan_launches(config, pending, evaluator)
+    isolation = "process" if evaluator else config.isolation
+    launches = plan_launches(config if isolation == "process" else _one_cell_per_launch(config), pending, evaluator)
+    how = f"in {len(launches)} lmms-eval launch(es)" if isolation == "process" else "in one worker process (one model load)"
     console.print(
-        f"{config.model.name}: {len(cells)} cells, {len(done)} already finished, "
-        f"{len(pending)} to run in {len(launches)} launch(es) -> {config.output}"
+        f"{config.model.name}: {len(cells)} cells, {len(done)} already finished, {len(pending)} to run {how} -> {config.output}",
+        soft_wrap=True,
     )
     for _, reason in damaged:
-        console.print(f"[yellow]damaged[/] {reason}; moved aside and run again", markup=True, highlight=False)
+        console.print(f"[yellow]damaged[/] {reason}; moved aside and run again", markup=True, highlight=False, soft_wrap=True)
     if not launches:
         return summary
     try:
@@ -143,36 +156,253 @@ def run_sweep(config: SweepConfig, evaluator: Sequence[str] | None = None, conso
     except OSError as error:
         raise SweepSetupError(f"cannot create the output folder {root}: {error.strerror or error}; pass another --output") from None
     provenance = environment_provenance()
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with _exclusive(root), _sigterm_as_interrupt(), Progress(*columns, console=console) as progress:
+    with _exclusive(root), _sigterm_as_interrupt(), _progress(console) as progress:
         if config.data_dir is not None:
             _write_local_tasks(config, {cell.task for cell in pending})
-        bar = progress.add_task("cells", total=len(pending))
-        seconds_per_cell: list[float] = []
-        for launch in launches:
-            progress.update(bar, description=f"running {launch.cells[0].method.label} {launch.cells[0].budget_folder} "
-                            f"({', '.join(launch.tasks)})")  # fmt: skip
-            started = time.monotonic()
-            try:
-                _move_aside_unfinished(config, launch)
-                results = run_launch(config, launch, provenance)
-            except OSError as error:  # e.g. a full disk while writing the log: this launch fails, the next ones run
-                reason = f"could not run the launch: {error.strerror or error}" + (f" ({error.filename})" if error.filename else "")
-                results = [(cell, _failed_outcome(cell, reason)) for cell in launch.cells]
-            seconds_per_cell.append((time.monotonic() - started) / len(launch.cells))
-            for cell, outcome in results:
-                if outcome.ok:
-                    summary.finished.append(cell)
-                    progress.console.print(f"[green]done[/]   {cell.name()}  {seconds_per_cell[-1]:.1f} s")
-                else:
-                    summary.failed.append((cell, f"{outcome.reason}; log: {launch.work_dir / LOG_FILE}"))
-                    progress.console.print(f"[red]failed[/] {cell.name()}: {outcome.reason}")
-                    progress.console.print(_log_tail(launch.work_dir / LOG_FILE), style="dim", markup=False, highlight=False)
-            progress.advance(bar, len(launch.cells))
-            left = len(pending) - progress.tasks[0].completed
-            mean = sum(seconds_per_cell) / len(seconds_per_cell)
-            progress.update(bar, description=f"cells ({left} left, {mean:.1f} s per cell)")
+        feedback = _Feedback(progress, len(pending), summary)
+        if isolation == "process":
+            _run_processes(config, launches, provenance, feedback)
+        else:
+            _run_workers(config, launches, provenance, feedback)
     return summary
+
+
+def _progress(console: Console) -> Progress:
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    return Progress(*columns, console=console)
+
+
+class _Feedback:
+    """What a running sweep shows: a bar over cells, a bar over the running cell's documents (with ETA),
+    the log of each cell as it starts, each cell's own time as it ends."""
+
+    def __init__(self, progress: Progress, cells: int, summary: SweepSummary):
+        self.progress = progress
+        self.summary = summary
+        self.cells = progress.add_task("cells", total=cells)
+        self.documents = progress.add_task("documents", total=None, visible=False)
+        self.seconds: list[float] = []
+
+    def print(self, text: str, **options: object) -> None:
+        self.progress.console.print(text, soft_wrap=True, **options)  # never wrap a path: it must stay pasteable
+
+    def starting(self, what: str, log: Path) -> None:
+        self.progress.update(self.cells, description=f"running {what}")
+        self.progress.reset(self.documents, total=None, visible=False)
+        self.print(f"[cyan]start[/]  {what}  log: {log}", highlight=False)
+
+    def answered(self, done: int, total: int) -> None:
+        self.progress.update(self.documents, completed=done, total=total, visible=True, description="documents of this cell")
+
+    def finished(self, cell: Cell, outcome: TaskOutcome, seconds: float | None, log: Path, shared: int = 1) -> None:
+        """`shared`: cells of one process launch (group_tasks), whose time cannot be told apart."""
+        took = "" if seconds is None else f"  {seconds:.1f} s" + (f" (one launch of {shared} tasks)" if shared > 1 else "")
+        if outcome.ok:
+            self.summary.finished.append(cell)
+            self.print(f"[green]done[/]   {cell.name()}{took}", highlight=False)
+        else:
+            self.summary.failed.append((cell, f"{outcome.reason}; log: {log}"))
+            self.print(f"[red]failed[/] {cell.name()}{took}: {outcome.reason}", highlight=False)
+            self.print(_log_tail(log), style="dim", markup=False, highlight=False)
+        if seconds is not None:
+            self.seconds.append(seconds / shared)
+        self.progress.advance(self.cells, 1)
+        left = self.progress.tasks[self.cells].total - self.progress.tasks[self.cells].completed
+        mean = f", {sum(self.seconds) / len(self.seconds):.1f} s per cell" if self.seconds else ""
+        self.progress.update(self.cells, description=f"cells ({left:.0f} left{mean})")
+
+
+def _run_processes(config: SweepConfig, launches: list[Launch], provenance: dict, feedback: _Feedback) -> None:
+    for launch in launches:
+        first = launch.cells[0]
+        feedback.starting(f"{first.method.label} {first.budget_folder} ({', '.join(launch.tasks)})", launch.work_dir / LOG_FILE)
+        started = time.monotonic()
+        try:
+            _move_aside_unfinished(config, launch)
+            results = run_launch(config, launch, provenance)
+        except OSError as error:  # e.g. a full disk while writing the log: this launch fails, the next ones run
+            reason = f"could not run the launch: {error.strerror or error}" + (f" ({error.filename})" if error.filename else "")
+            results = [(cell, _failed_outcome(cell, reason)) for cell in launch.cells]
+        seconds = time.monotonic() - started
+        for cell, outcome in results:
+            feedback.finished(cell, outcome, seconds, launch.work_dir / LOG_FILE, shared=len(launch.cells))
+
+
+def _one_cell_per_launch(config: SweepConfig) -> SweepConfig:
+    """The worker evaluates and times each cell on its own: group_tasks only groups process launches."""
+    return dataclasses.replace(config, group_tasks=False)
+
+
+def _run_workers(config: SweepConfig, launches: list[Launch], provenance: dict, feedback: _Feedback) -> None:
+    """The worker route: see the module docstring. A worker that dies (crash, OOM-kill, SIGKILL) fails no
+    finished cell; the cell it was on is tried once more in a fresh worker and fails on the second death."""
+    scratch = Path(config.output) / model_folder(config) / WORKER_DIR
+    remaining = list(launches)
+    deaths: dict[Path, int] = {}  # by the cell's scratch folder (unique per cell)
+    while remaining:
+        for launch in remaining:
+            _move_aside_unfinished(config, launch)
+        ended, crashed = _run_worker(config, remaining, scratch, provenance, feedback)
+        if crashed is not None:
+            launch, reason = crashed
+            deaths[launch.work_dir] = deaths.get(launch.work_dir, 0) + 1
+            _append(launch.work_dir / LOG_FILE, f"\n[scope-eval sweep] {reason} (death {deaths[launch.work_dir]} of this cell)\n")
+            if deaths[launch.work_dir] >= WORKER_DEATHS_PER_CELL:
+                feedback.print(f"[red]worker died twice on {launch.cells[0].name()}[/]: failing it, the next cells go on", highlight=False)
+                outcome = _failed_outcome(launch.cells[0], f"{reason}, twice")
+                _record_failures(launch.work_dir, [(launch.cells[0], outcome)], config)
+                ended.add(launch.work_dir)
+                feedback.finished(launch.cells[0], outcome, None, launch.work_dir / LOG_FILE)
+            else:
+                feedback.print(f"[yellow]worker died[/] on {launch.cells[0].name()}: {reason}; restarting it there", highlight=False)
+        elif not ended:
+            reason = f"the sweep worker ended before its first cell; log: {scratch / WORKER_LOG}"
+            for launch in remaining:
+                feedback.finished(launch.cells[0], _failed_outcome(launch.cells[0], reason), None, scratch / WORKER_LOG)
+            return
+        remaining = [launch for launch in remaining if launch.work_dir not in ended]
+
+
+def _run_worker(
+    config: SweepConfig, launches: list[Launch], scratch: Path, provenance: dict, feedback: _Feedback
+) -> tuple[set[Path], tuple[Launch, str] | None]:
+    """One worker process over `launches` (one cell each), until it ends. Returns the scratch folders of the
+    cells it ended (finished or failed) and, if it died inside a cell, that cell's launch and how it died."""
+    stop_stale_child(scratch)
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    for launch in launches:
+        stop_stale_child(launch.work_dir)  # a process-route child of an earlier run may still write there
+        shutil.rmtree(launch.work_dir, ignore_errors=True)
+    events = scratch / EVENTS_FILE
+    job = {
+        "events": str(events),
+        "cells": [
+            {"argv": _lmms_eval_arguments(launch.command), "work_dir": str(launch.work_dir), "log": str(launch.work_dir / LOG_FILE)}
+            for launch in launches
+        ],
+    }
+    write_json_atomic(scratch / JOB_FILE, job)
+    command = worker_command(config, scratch / JOB_FILE)
+    ended: set[Path] = set()
+    running: tuple[Launch, float] | None = None
+    loaded_seconds: float | None = None
+    with (scratch / WORKER_LOG).open("w") as log:
+        log.write("$ " + shlex.join(command) + "\n")
+        log.flush()
+        try:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **child_env(config)},
+                                       start_new_session=True, preexec_fn=_die_with_parent(os.getpid()))  # fmt: skip
+        except OSError as error:
+            raise SweepSetupError(f"cannot start the sweep worker {command[0]}: {error.strerror or error}") from None
+        with contextlib.suppress(OSError):
+            write_json_atomic(scratch / CHILD_FILE, {"pgid": process.pid, "command": command})
+        try:
+            with _EventReader(events) as reader:
+                while True:
+                    exited = process.poll() is not None
+                    for event in reader.new():
+                        kind, index = event.get("event"), event.get("cell")
+                        launch = launches[index] if isinstance(index, int) and 0 <= index < len(launches) else None
+                        if kind == "loaded":
+                            loaded_seconds = float(event["seconds"])
+                            feedback.print(f"model loaded once in {loaded_seconds:.1f} s; cells now run on it", highlight=False)
+                        elif kind == "start" and launch is not None:
+                            running = (launch, float(event["time"]))
+                            feedback.starting(launch.cells[0].name(), launch.work_dir / LOG_FILE)
+                        elif kind == "documents":
+                            feedback.answered(int(event["done"]), int(event["total"]))
+                        elif kind == "restore_failed":
+                            feedback.print(f"[red]restore check failed[/] after {launch.cells[0].name() if launch else '?'}: "
+                                           f"{'; '.join(event.get('detail') or [])}; starting a fresh worker")  # fmt: skip
+                        elif kind == "end" and launch is not None:
+                            timing = _worker_timing(running[1] if running else None, event, loaded_seconds, command)
+                            outcome = _collect(config, launch, provenance, timing, event.get("error"))
+                            ended.add(launch.work_dir)
+                            running = None
+                            feedback.finished(launch.cells[0], outcome, float(event["seconds"]), launch.work_dir / LOG_FILE)
+                    if exited:
+                        break
+                    time.sleep(0.1)
+        except BaseException:
+            _stop(process)
+            raise
+        (scratch / CHILD_FILE).unlink(missing_ok=True)
+    code = process.returncode
+    if running is not None:
+        how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        return ended, (running[0], f"the sweep worker {how} during this cell (worker log: {scratch / WORKER_LOG})")
+    return ended, None
+
+
+def worker_command(config: SweepConfig, job: Path) -> list[str]:
+    """`python -m scope_eval.sweeps.worker JOB`; with several processes under `accelerate launch`, every rank
+    loading the model once and evaluating its shard of every cell (data parallel, see the module docstring)."""
+    if config.num_processes > 1:
+        return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(config.num_processes),
+                "-m", "scope_eval.sweeps.worker", str(job)]  # fmt: skip
+    return [sys.executable, "-m", "scope_eval.sweeps.worker", str(job)]
+
+
+def _lmms_eval_arguments(command: Sequence[str]) -> list[str]:
+    """The lmms-eval arguments of a process-route command (what follows `python -m lmms_eval`)."""
+    return list(command[list(command).index("--model"):])
+
+
+def _worker_timing(started: float | None, event: dict, loaded_seconds: float | None, command: list[str]) -> dict:
+    finished = float(event["time"])
+    return {
+        "started": datetime.fromtimestamp(started if started is not None else finished, timezone.utc).isoformat(),
+        "finished": datetime.fromtimestamp(finished, timezone.utc).isoformat(),
+        "cell_seconds": float(event["seconds"]),  # this cell alone, from its pruning to its restore
+        "isolation": "worker",
+        "worker_load_seconds": loaded_seconds,  # the one model load of the worker that ran it (shared)
+        "worker_command": command,
+    }
+
+
+class _EventReader:
+    """Reads the worker's events file as it grows (whole lines only)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.handle = None
+        self.partial = ""
+
+    def __enter__(self) -> _EventReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.handle is not None:
+            self.handle.close()
+
+    def new(self) -> list[dict]:
+        if self.handle is None:
+            if not self.path.exists():
+                return []
+            self.handle = self.path.open()
+        text = self.partial + self.handle.read()
+        lines = text.split("\n")
+        self.partial = lines.pop()
+        events = []
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                events.append(json.loads(line))
+        return events
+
+
+def _append(path: Path, text: str) -> None:
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as handle:
+            handle.write(text)
 
 
 def run_launch(config: SweepConfig, launch: Launch, provenance: dict) -> list[tuple[Cell, TaskOutcome]]:
@@ -208,8 +438,9 @@ def run_launch(config: SweepConfig, launch: Launch, provenance: dict) -> list[tu
     timing = {
         "started": started.isoformat(),
         "finished": finished.isoformat(),
-        "launch_seconds": (finished - started).total_seconds(),
+        "launch_seconds": (finished - started).total_seconds(),  # the whole launch: shared by its tasks
         "launch_tasks": list(launch.tasks),
+        "isolation": "process",
         "exit_code": exit_code,
     }
     outcomes = read_task_outcomes(work / "lmms", launch.tasks, exit_code)
@@ -226,6 +457,27 @@ def run_launch(config: SweepConfig, launch: Launch, provenance: dict) -> list[tu
     elif work.exists():
         _record_failures(work, results, config)
     return results
+
+
+def _collect(config: SweepConfig, launch: Launch, provenance: dict, timing: dict, error: str | None) -> TaskOutcome:
+    """A worker's cell: judged by its results json as after a process launch, then sealed into place."""
+    (cell,) = launch.cells
+    try:
+        (outcome,) = read_task_outcomes(launch.work_dir / "lmms", launch.tasks, 0)
+        if error is not None:
+            outcome = dataclasses.replace(outcome, ok=False, reason=f"evaluation failed: {error}")
+        elif not outcome.ok and "wrote no results json" in outcome.reason:
+            outcome = dataclasses.replace(outcome, reason="lmms-eval wrote no results json")
+        if outcome.ok:
+            try:
+                _finish_cell(config, launch, cell, outcome, timing, provenance)
+            except OSError as store_error:
+                outcome = dataclasses.replace(outcome, ok=False, reason=f"could not store the cell: {store_error}")
+        if not outcome.ok:
+            _record_failures(launch.work_dir, [(cell, outcome)], config)
+    except OSError as os_error:
+        outcome = _failed_outcome(cell, f"could not read the cell's results: {os_error.strerror or os_error}")
+    return outcome
 
 
 def check_output(root: Path) -> None:
@@ -400,9 +652,9 @@ def print_summary(summary: SweepSummary, console: Console) -> None:
     table.add_row(str(len(summary.finished)), str(len(summary.skipped)), str(len(summary.failed)))
     console.print(table)
     for cell, reason in summary.damaged:
-        console.print(f"[yellow]damaged, run again[/] {cell.name()}: {reason}", highlight=False)
+        console.print(f"[yellow]damaged, run again[/] {cell.name()}: {reason}", highlight=False, soft_wrap=True)
     for cell, reason in summary.failed:
-        console.print(f"[red]failed[/] {cell.name()}: {reason}")
+        console.print(f"[red]failed[/] {cell.name()}: {reason}", highlight=False, soft_wrap=True)
 
 
 @contextlib.contextmanager

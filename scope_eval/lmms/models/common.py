@@ -25,6 +25,9 @@ class PrunedWrapper:
 
     model_id: str = ""
     sample: SampleRecord | None = None  # the request being generated (scope_eval.lmms.tracking)
+    # Called with (answered, requests) after each answer of a generate_until call: the sweep worker's
+    # per-document progress. None (the default) reports nothing.
+    on_answer: Callable[[int, int], None] | None = None
 
     @classmethod
     def _split_args(cls, kwargs: dict[str, Any], wrapper_args: set[str]) -> tuple[PruningPlan, dict[str, Any]]:
@@ -38,6 +41,7 @@ class PrunedWrapper:
     def _start_pruning(self, model: Any, plan: PruningPlan, processor: Any = None) -> None:
         from scope_eval.adapters.api import prune
 
+        self._pruning_processor = processor  # kept for switch_plan
         with abort_on_error(f"{self.model_id}: pruning the loaded model ({plan.describe()})"):
             self.pruning_plan = plan
             self.pruning = prune(model, plan, processor=processor)
@@ -47,7 +51,7 @@ class PrunedWrapper:
         logger.info(f"{self.model_id}: pruning with {plan.describe()}")
 
     def _generate_tracked(self, requests: list, run: Callable[[list], list]) -> list:
-        answers = generate_one_by_one(self, requests, run)
+        answers = generate_one_by_one(self, requests, run, self.on_answer)
         degenerate = sum(1 for answer in answers if answer.token_counts.degenerate_selections)
         if degenerate:  # once per run; each sample's token_counts say which (degenerate_selections)
             logger.warning(
@@ -67,6 +71,18 @@ class PrunedWrapper:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
+    @classmethod
+    def cell_plan(cls, kwargs: dict[str, Any]) -> tuple[PruningPlan, dict[str, Any]]:
+        """(the pruning plan, the upstream wrapper's arguments) of one set of model args, validated exactly
+        as ``__init__`` validates them; the sweep worker checks the upstream part against the loaded model's."""
+        raise NotImplementedError  # each registered wrapper says which upstream class it wraps
+
+    def switch_plan(self, plan: PruningPlan) -> None:
+        """Prune the loaded model with another plan: the current one is removed (exact restore) first.
+        The sweep worker evaluates many cells on one load this way."""
+        self.unprune()
+        self._start_pruning(self.model, plan, processor=self._pruning_processor)
+
     def unprune(self) -> None:
         """Restore the wrapped model exactly (drops the generate guard and the cost meter, then the pruning)."""
         patches = getattr(self, "_own_patches", None)
@@ -75,7 +91,9 @@ class PrunedWrapper:
         meter = getattr(self, "cost_meter", None)
         if meter is not None:
             meter.close()
+            self.cost_meter = None
         handle = getattr(self, "pruning", None)
         if handle is not None:
             handle.remove()
+            self.pruning = None
 

@@ -20,10 +20,14 @@ class LlavaHfScope(PrunedWrapper, ChatLlavaHf):
     model_id = "llava_hf_scope"
 
     def __init__(self, **kwargs) -> None:
-        plan, upstream = self._split_args(kwargs, wrapper_parameters(ChatLlavaHf))
+        plan, upstream = self.cell_plan(kwargs)
         with abort_on_error(f"{self.model_id}: loading {upstream.get('pretrained', 'the default checkpoint')}"):
             super().__init__(**upstream)
         self._start_pruning(self.model, plan, processor=self._image_processor)
+
+    @classmethod
+    def cell_plan(cls, kwargs):
+        return cls._split_args(kwargs, wrapper_parameters(ChatLlavaHf))
 
     def generate_until(self, requests):
         return self._generate_tracked(requests, super().generate_until)
