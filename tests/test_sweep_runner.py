@@ -198,3 +198,24 @@ def test_data_dir_needs_the_plugin_tasks(tmp_path):
         sweep_from_dict(sweep_data(tmp_path / "runs", tasks=["gqa"], data_dir=str(tmp_path)))
     with pytest.raises(SweepConfigError, match="is not a folder"):
         sweep_from_dict(sweep_data(tmp_path / "runs", tasks=["scope_gqa"], data_dir=str(tmp_path / "nope")))
+
+
+def test_cli_shows_each_log_path_unwrapped_and_ends_with_scores_and_the_report_command(tmp_path):
+    runs = tmp_path / ("a_folder_name_long_enough_that_an_80_column_console_would_wrap_it" * 2) / "runs"
+    config_file = tmp_path / "sweep.yaml"
+    config_file.write_text(yaml.safe_dump(sweep_data(runs, limit=4)))
+    command = [sys.executable, "-m", "scope_eval", "sweep", str(config_file), "--evaluator", f"{sys.executable} {FAKE}"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)  # stdout is a pipe, not a terminal
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    config = sweep_from_dict(sweep_data(runs, limit=4))
+    for cell in expand(config):
+        log = cell_dir(config, cell).parent / f".tmp-{cell.task}" / "lmms_eval.log"
+        assert f"start  {cell.method.label} {cell.budget_folder} ({cell.task})  log: {log}" in lines
+        assert any(line.startswith(f"done   {cell.name()}  ") and line.endswith(" s") for line in lines)
+    assert f"full report (intervals, averages, paper references, plots): scope-eval report {runs} --output {runs / 'report'}" in lines
+    table = lines[lines.index(next(line for line in lines if "scores: tiny, limit 4" in line)):]
+    header = next(line for line in table if "method" in line)
+    assert "GQA" in header and "MME" in header
+    gqa = json.loads((cell_dir(config, expand(config)[2]) / CELL_FILE).read_text())["results"]["exact_match,none"]
+    assert any(line.split("│")[1:4] and "scope" in line and f"{100 * gqa:.1f}" in line for line in table), table

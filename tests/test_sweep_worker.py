@@ -169,3 +169,46 @@ def torch_no_grad():
     import torch
 
     return torch.no_grad()
+
+
+@pytest.mark.slow
+def test_two_worker_processes_equal_one(tmp_path):
+    """Data parallel (num_processes > 1): every rank loads the model once and evaluates its shard of each
+    cell; rank 0 gathers and writes the same results as one process. On CPU, torchrun starts the ranks
+    (accelerate launch needs GPUs for more than one process), running the job the runner writes."""
+    import subprocess
+    import sys
+
+    from scope_eval.sweeps.cells import plan_launches
+    from scope_eval.sweeps.outputs import read_task_outcomes
+    from scope_eval.sweeps.runner import EVENTS_FILE, one_cell_per_launch, write_worker_job
+
+    config = config_for(tmp_path / "one", "llava_hf_scope", TOY, "worker", methods=["none", "scope"], limit=3)
+    assert run_sweep(config, console=recording_console()[0]).ok
+    two = config_for(tmp_path / "two", "llava_hf_scope", TOY, "worker", methods=["none", "scope"], limit=3)
+    launches = plan_launches(one_cell_per_launch(two), expand(two))
+    scratch = tmp_path / "two_worker"
+    scratch.mkdir()
+    job = write_worker_job(launches, scratch)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29591",
+               "-m", "scope_eval.sweeps.worker", str(job)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    process = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
+    events = [json.loads(line) for line in (scratch / EVENTS_FILE).read_text().splitlines()]
+    assert [e["cell"] for e in events if e["event"] == "start"] == [0, 1], "rank 0 alone reports"
+    for launch in launches:
+        (cell,) = launch.cells
+        (outcome,) = read_task_outcomes(launch.work_dir / "lmms", launch.tasks, 0)
+        assert outcome.ok, outcome.reason
+        two_samples = sorted((json.loads(line) for line in outcome.samples_file.read_text().splitlines()), key=lambda s: s["doc_id"])
+        one_record = json.loads((cell_dir(config, cell) / CELL_FILE).read_text())
+        one_lines = (cell_dir(config, cell) / one_record["files"]["samples"]).read_text().splitlines()
+        one_samples = sorted((json.loads(line) for line in one_lines), key=lambda s: s["doc_id"])
+        assert [s["doc_id"] for s in two_samples] == [0, 1, 2], "every document once, from both shards"
+        for key in ("filtered_resps", "pope_f1_score"):
+            assert [s[key] for s in two_samples] == [s[key] for s in one_samples]
+        assert [[c["visual_tokens"] for c in s["token_counts"]] for s in two_samples] == [
+            [c["visual_tokens"] for c in s["token_counts"]] for s in one_samples
+        ]
+        assert outcome.results == one_record["results"]

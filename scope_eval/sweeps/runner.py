@@ -1,22 +1,49 @@
 """Runs a sweep: every unfinished cell through lmms-eval, resumable, never overwriting a finished cell.
 
-Unit of work. A finished cell is one (method, budget, task). By default each cell is its own lmms-eval
-launch: a paper-scale task runs for minutes to hours, so losing a finished GQA because MM-Vet crashed
-later in the same process costs far more than the extra start-up per launch (about 8 s of lmms-eval
-import and task indexing plus loading the checkpoint), and a task that cannot load (missing data, no
-judge key) fails alone. `group_tasks: true` runs all tasks of a (method, budget) in one launch, for
-the toy sweeps where start-up dominates; finished cells are still stored and resumed one by one.
+Two routes (the config's `isolation`); both write the same cell folders, judged and sealed the same way.
 
-Atomicity. A launch writes into a scratch folder `.tmp-*` next to its cells, wiped before every start.
-A cell becomes finished in one step: its folder, complete with `cell.json`, is renamed into place
-(`os.replace` of a directory). So after a crash, a cell folder either holds everything or does not
-exist, and an interrupted launch is simply redone. A cell folder that fails its checks anyway (damaged
-by hand or by the disk, see integrity.py, or left without `cell.json`) is moved aside to a hidden
+- `worker` (default). One worker process (scope_eval/sweeps/worker.py) loads the model once and, for each
+  unfinished cell in turn, prunes the loaded instance with the cell's plan, runs lmms-eval's own evaluator
+  in-process, removes the pruning and checks that the model is back in its unpruned state; the runner
+  seals each cell as soon as the worker reports it ended. On the toy a cell spends well under a second
+  evaluating and about 8-20 s starting a process (lmms-eval import, task index, model load): the start is
+  now paid once per sweep, not once per cell (or per group). Per-sample answers, scores and realised token
+  counts are identical to the process route (tests/test_sweep_worker.py). Isolation is kept where it
+  matters: an exception fails only its cell (the worker goes on); a worker that dies (OOM-kill, SIGKILL,
+  segfault) loses no finished cell: a fresh worker starts at the cell it was on, and a cell that kills
+  two workers fails, with its log, and the rest go on. A failed restore check stops the worker; a fresh
+  one continues with the next cell. `group_tasks` does not apply: every cell is evaluated and timed alone.
+- `process`. Each cell is its own `python -m lmms_eval` launch (`group_tasks: true`: one launch per
+  (method, budget) for all its tasks). For a method whose state cannot be restored in place; `--evaluator`
+  (another interpreter or program standing in for lmms-eval) always takes this route.
+
+Several processes (`num_processes` > 1, GPUs). Both routes are data parallel per cell: `accelerate launch`
+starts N ranks, each rank of the worker loads the model once, and every cell is split over all ranks by
+lmms-eval (its own sharding, gathering and padding: the code path the plugin's 1-process == 2-process test
+covers). Spreading whole cells over GPUs instead was rejected: a paper sweep has few, long cells (a full
+benchmark per cell, e.g. 16 cells for configs/llava15_7b_table1.yaml, lengths varying 10x between tasks),
+so whole-cell spreading leaves GPUs idle at the end of the queue, a cell then ends only after its whole
+run on one GPU (later sealing, more lost on a crash), and it would need a scheduler of our own beside
+lmms-eval's. Data parallel keeps every GPU busy on every cell and each cell's numbers gathered exactly as
+a plain `accelerate launch -m lmms_eval` gathers them. With several ranks any error in a cell ends the
+worker (the other ranks would wait for the failed one), so it counts as a worker death of that cell.
+
+Atomicity. A cell (or a process launch) writes into a scratch folder `.tmp-*` next to its cells, wiped
+before every start. A cell becomes finished in one step: its folder, complete with `cell.json`, is renamed
+into place (`os.replace` of a directory). So after a crash, a cell folder either holds everything or does
+not exist, and an interrupted cell is simply redone. A cell folder that fails its checks anyway (damaged by
+hand or by the disk, see integrity.py, or left without `cell.json`) is moved aside to a hidden
 `.damaged-*` folder, kept for diagnosis, and its cell is run again.
 
-Children. The lmms-eval child runs in its own process group (so stopping it stops its workers too) and
-dies with the sweep, even on SIGKILL (Linux: PR_SET_PDEATHSIG). Its group id is written to the scratch
-folder, so a re-run also stops a child left over from a killed sweep before it redoes that launch.
+Children. The lmms-eval child or the worker runs in its own process group (so stopping it stops its ranks
+too) and dies with the sweep, even on SIGKILL (Linux: PR_SET_PDEATHSIG). Its group id is written to its
+scratch folder (`.worker/` beside the method folders for the worker), so a re-run also stops a child left
+over from a killed sweep before it redoes that work.
+
+Feedback. A bar over cells and one over the running cell's documents (the worker reports each answered
+document; ETA from the rate so far), each cell's log path when it starts (never wrapped: it must stay
+pasteable), each cell's own time when it ends (the process route with `group_tasks` can only give the
+launch's time, said so). `scope-eval sweep` then prints a score table and the report command (scores.py).
 """
 
 from __future__ import annotations
@@ -112,11 +139,15 @@ def describe_plan(config: SweepConfig, evaluator: Sequence[str] | None = None) -
     check_evaluator(evaluator)
     cells = expand(config)
     done, conflicts, pending, damaged = classify(config, cells)
-    launches = plan_launches(config, pending, evaluator)
+    isolation = _isolation(config, evaluator)
+    launches = plan_launches(config if isolation == "process" else one_cell_per_launch(config), pending, evaluator)
     lines = [
         f"# {len(cells)} cells: {len(done)} finished, {len(conflicts)} in conflict, "
-        f"{len(pending)} to run in {len(launches)} lmms-eval launch(es); output {config.output}"
+        f"{len(pending)} to run {_how(isolation, launches)}; output {config.output}"
     ]
+    if isolation == "worker" and launches:
+        worker = shlex.join(worker_command(config, Path("JOB.json")))
+        lines.append(f"# one worker ({worker}) evaluates in-process, on one model load, what each command below would")
     lines += [f"# conflict: {reason}" for _, reason in conflicts]
     lines += [f"# damaged, will be moved aside and run again: {reason}" for _, reason in damaged]
     for launch in launches:
@@ -140,11 +171,11 @@ def run_sweep(
     cells = expand(config)
     done, conflicts, pending, damaged = classify(config, cells)
     summary = SweepSummary(skipped=done, failed=list(conflicts), damaged=damaged)
-    isolation = "process" if evaluator else config.isolation
-    launches = plan_launches(config if isolation == "process" else _one_cell_per_launch(config), pending, evaluator)
-    how = f"in {len(launches)} lmms-eval launch(es)" if isolation == "process" else "in one worker process (one model load)"
+    isolation = _isolation(config, evaluator)
+    launches = plan_launches(config if isolation == "process" else one_cell_per_launch(config), pending, evaluator)
     console.print(
-        f"{config.model.name}: {len(cells)} cells, {len(done)} already finished, {len(pending)} to run {how} -> {config.output}",
+        f"{config.model.name}: {len(cells)} cells, {len(done)} already finished, {len(pending)} to run "
+        f"{_how(isolation, launches)} -> {config.output}",
         soft_wrap=True,
     )
     for _, reason in damaged:
@@ -165,6 +196,14 @@ def run_sweep(
         else:
             _run_workers(config, launches, provenance, feedback)
     return summary
+
+
+def _isolation(config: SweepConfig, evaluator: Sequence[str] | None) -> str:
+    return "process" if evaluator else config.isolation
+
+
+def _how(isolation: str, launches: list[Launch]) -> str:
+    return f"in {len(launches)} lmms-eval launch(es)" if isolation == "process" else "in one worker process (one model load)"
 
 
 def _progress(console: Console) -> Progress:
@@ -235,7 +274,7 @@ def _run_processes(config: SweepConfig, launches: list[Launch], provenance: dict
             feedback.finished(cell, outcome, seconds, launch.work_dir / LOG_FILE, shared=len(launch.cells))
 
 
-def _one_cell_per_launch(config: SweepConfig) -> SweepConfig:
+def one_cell_per_launch(config: SweepConfig) -> SweepConfig:
     """The worker evaluates and times each cell on its own: group_tasks only groups process launches."""
     return dataclasses.replace(config, group_tasks=False)
 
@@ -282,15 +321,7 @@ def _run_worker(
         stop_stale_child(launch.work_dir)  # a process-route child of an earlier run may still write there
         shutil.rmtree(launch.work_dir, ignore_errors=True)
     events = scratch / EVENTS_FILE
-    job = {
-        "events": str(events),
-        "cells": [
-            {"argv": _lmms_eval_arguments(launch.command), "work_dir": str(launch.work_dir), "log": str(launch.work_dir / LOG_FILE)}
-            for launch in launches
-        ],
-    }
-    write_json_atomic(scratch / JOB_FILE, job)
-    command = worker_command(config, scratch / JOB_FILE)
+    command = worker_command(config, write_worker_job(launches, scratch))
     ended: set[Path] = set()
     running: tuple[Launch, float] | None = None
     loaded_seconds: float | None = None
@@ -340,6 +371,20 @@ def _run_worker(
         how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
         return ended, (running[0], f"the sweep worker {how} during this cell (worker log: {scratch / WORKER_LOG})")
     return ended, None
+
+
+def write_worker_job(launches: Sequence[Launch], scratch: Path) -> Path:
+    """The job file of a worker over `launches` (one cell each): per cell the lmms-eval arguments of its
+    process-route command, its scratch folder and its log; events go to EVENTS_FILE beside it."""
+    job = {
+        "events": str(scratch / EVENTS_FILE),
+        "cells": [
+            {"argv": _lmms_eval_arguments(launch.command), "work_dir": str(launch.work_dir), "log": str(launch.work_dir / LOG_FILE)}
+            for launch in launches
+        ],
+    }
+    write_json_atomic(scratch / JOB_FILE, job)
+    return scratch / JOB_FILE
 
 
 def worker_command(config: SweepConfig, job: Path) -> list[str]:
