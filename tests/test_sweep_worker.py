@@ -36,13 +36,17 @@ METHODS = [
 
 
 def config_for(output: Path, backend: str, pretrained: Path, isolation: str, **changes):
+    return sweep_from_dict(config_data(output, backend, pretrained, isolation, **changes))
+
+
+def config_data(output: Path, backend: str, pretrained: Path, isolation: str, **changes) -> dict:
     data = {
         "model": {"name": f"toy-{backend}", "backend": backend, "pretrained": str(pretrained), "family": "llava-1.5",
                   "model_args": {**CPU, **({"conv_template": "vicuna_v1"} if backend == "llava_scope" else {})}},
         "methods": METHODS, "budgets": [64], "tasks": ["scope_toy_pope"], "limit": 3, "offline": True, "cpu_threads": 1,
         "isolation": isolation, "output": str(output),
     }  # fmt: skip
-    return sweep_from_dict({**data, **changes})
+    return {**data, **changes}
 
 
 def recording_console() -> tuple[Console, io.StringIO]:
@@ -125,7 +129,7 @@ def test_a_cell_that_kills_its_worker_twice_fails_alone_and_resume_redoes_only_i
             except (OSError, ValueError, KeyError):
                 time.sleep(0.05)
                 continue
-            if started != seen and "scope_eval.sweeps.worker" in victim_log.read_text():
+            if started != seen and "run in the sweep worker" in victim_log.read_text():
                 seen = started
                 os.killpg(pgid, signal.SIGKILL)
                 kills.append(pgid)
@@ -212,3 +216,35 @@ def test_two_worker_processes_equal_one(tmp_path):
             [c["visual_tokens"] for c in s["token_counts"]] for s in one_samples
         ]
         assert outcome.results == one_record["results"]
+
+
+@pytest.mark.slow
+def test_interrupted_worker_sweep_stops_its_worker_and_resumes_without_redoing_finished_cells(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    data = config_data(tmp_path / "runs", "llava_hf_scope", TOY, "worker", methods=["none", "scope", "random"], limit=2)
+    config, config_file = sweep_from_dict(data), tmp_path / "sweep.yaml"
+    config_file.write_text(yaml.safe_dump(data))
+    second = expand(config)[1]
+    second_log = cell_dir(config, second).parent / f".tmp-{second.task}" / LOG_FILE
+    worker_child = Path(config.output) / "toy-llava_hf_scope_limit2" / WORKER_DIR / CHILD_FILE
+    command = [sys.executable, "-m", "scope_eval", "sweep", str(config_file)]
+    sweep = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 600
+    while not (second_log.is_file() and "run in the sweep worker" in second_log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    worker = json.loads(worker_child.read_text())["pgid"]
+    sweep.send_signal(signal.SIGINT)
+    output, _ = sweep.communicate(timeout=120)
+    assert sweep.returncode == 130 and "interrupted" in output, output
+    time.sleep(0.5)
+    assert not Path(f"/proc/{worker}").exists(), "the worker stopped with the sweep"
+    first = cell_dir(config, expand(config)[0]) / CELL_FILE
+    before = first.read_bytes()
+    rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "1 already finished, 2 to run" in rerun.stdout
+    assert first.read_bytes() == before and len(list(Path(config.output).rglob(CELL_FILE))) == 3

@@ -253,7 +253,8 @@ class _Feedback:
         if seconds is not None:
             self.seconds.append(seconds / shared)
         self.progress.advance(self.cells, 1)
-        left = self.progress.tasks[self.cells].total - self.progress.tasks[self.cells].completed
+        cells = next(task for task in self.progress.tasks if task.id == self.cells)
+        left = (cells.total or 0) - cells.completed
         mean = f", {sum(self.seconds) / len(self.seconds):.1f} s per cell" if self.seconds else ""
         self.progress.update(self.cells, description=f"cells ({left:.0f} left{mean})")
 

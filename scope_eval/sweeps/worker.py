@@ -35,6 +35,7 @@ import contextlib
 import datetime
 import json
 import os
+import shlex
 import sys
 import time
 import traceback
@@ -200,14 +201,14 @@ class Worker:
         for index, cell in enumerate(self.job["cells"]):
             Path(cell["work_dir"]).mkdir(parents=True, exist_ok=True)
             with output_to(Path(cell["log"])):
-                print("$ " + " ".join(["python", "-m", "scope_eval.sweeps.worker", *cell["argv"]]), flush=True)
+                print("# run in the sweep worker (one model load for all its cells), as: python -m lmms_eval " + shlex.join(cell["argv"]), flush=True)
                 self.events.send("start", cell=index)
                 started, self.load_seconds = time.monotonic(), 0.0
                 error = self._evaluate(index, cell)
                 seconds = time.monotonic() - started - self.load_seconds  # the cell's own time, not the model load
                 problems = self._restore()
-            if problems:
-                self.events.send("end", cell=index, ok=False, seconds=seconds, error=error)
+            if problems:  # this cell ran on a model checked clean before it: its results stand; no later cell may run here
+                self.events.send("end", cell=index, ok=error is None, seconds=seconds, error=error)
                 self.events.send("restore_failed", cell=index, detail=problems)
                 return RESTORE_FAILED_EXIT
             self.events.send("end", cell=index, ok=error is None, seconds=seconds, error=error)
