@@ -321,11 +321,8 @@ def _run_worker(
     for launch in launches:
         stop_stale_child(launch.work_dir)  # a process-route child of an earlier run may still write there
         shutil.rmtree(launch.work_dir, ignore_errors=True)
-    events = scratch / EVENTS_FILE
     command = worker_command(config, write_worker_job(launches, scratch))
-    ended: set[Path] = set()
-    running: tuple[Launch, float] | None = None
-    loaded_seconds: float | None = None
+    watch = _WorkerEvents(config, launches, provenance, feedback, command)
     with (scratch / WORKER_LOG).open("w") as log:
         log.write("$ " + shlex.join(command) + "\n")
         log.flush()
@@ -336,42 +333,56 @@ def _run_worker(
             raise SweepSetupError(f"cannot start the sweep worker {command[0]}: {error.strerror or error}") from None
         with contextlib.suppress(OSError):
             write_json_atomic(scratch / CHILD_FILE, {"pgid": process.pid, "command": command})
-        try:
-            with _EventReader(events) as reader:
-                while True:
-                    exited = process.poll() is not None
-                    for event in reader.new():
-                        kind, index = event.get("event"), event.get("cell")
-                        launch = launches[index] if isinstance(index, int) and 0 <= index < len(launches) else None
-                        if kind == "loaded":
-                            loaded_seconds = float(event["seconds"])
-                            feedback.print(f"model loaded once in {loaded_seconds:.1f} s; cells now run on it", highlight=False)
-                        elif kind == "start" and launch is not None:
-                            running = (launch, float(event["time"]))
-                            feedback.starting(launch.cells[0].name(), launch.work_dir / LOG_FILE)
-                        elif kind == "documents":
-                            feedback.answered(int(event["done"]), int(event["total"]))
-                        elif kind == "restore_failed":
-                            feedback.print(f"[red]restore check failed[/] after {launch.cells[0].name() if launch else '?'}: "
-                                           f"{'; '.join(event.get('detail') or [])}; starting a fresh worker")  # fmt: skip
-                        elif kind == "end" and launch is not None:
-                            timing = _worker_timing(running[1] if running else None, event, loaded_seconds, command)
-                            outcome = _collect(config, launch, provenance, timing, event.get("error"))
-                            ended.add(launch.work_dir)
-                            running = None
-                            feedback.finished(launch.cells[0], outcome, float(event["seconds"]), launch.work_dir / LOG_FILE)
-                    if exited:
-                        break
+        with _EventReader(scratch / EVENTS_FILE) as reader:
+            try:
+                while process.poll() is None:
+                    watch.handle(reader.new())
                     time.sleep(0.1)
-        except BaseException:
-            _stop(process)
-            raise
+            except BaseException:  # interrupted: stop the worker, but keep every cell it had ended
+                _stop(process)
+                watch.handle(reader.new(), ends_only=True)
+                raise
+            watch.handle(reader.new())  # what it wrote before it exited
         (scratch / CHILD_FILE).unlink(missing_ok=True)
     code = process.returncode
-    if running is not None:
+    if watch.running is not None:
         how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
-        return ended, (running[0], f"the sweep worker {how} during this cell (worker log: {scratch / WORKER_LOG})")
-    return ended, None
+        return watch.ended, (watch.running[0], f"the sweep worker {how} during this cell (worker log: {scratch / WORKER_LOG})")
+    return watch.ended, None
+
+
+class _WorkerEvents:
+    """The runner's side of the worker's events: feedback as they come, each cell sealed as soon as it ended."""
+
+    def __init__(self, config: SweepConfig, launches: list[Launch], provenance: dict, feedback: _Feedback, command: list[str]):
+        self.config, self.launches, self.provenance, self.feedback, self.command = config, launches, provenance, feedback, command
+        self.ended: set[Path] = set()  # scratch folders of the cells ended (finished or failed)
+        self.running: tuple[Launch, float] | None = None  # the cell started and not ended, and when it started
+        self.loaded_seconds: float | None = None
+
+    def handle(self, events: list[dict], ends_only: bool = False) -> None:
+        for event in events:
+            kind, index = event.get("event"), event.get("cell")
+            launch = self.launches[index] if isinstance(index, int) and 0 <= index < len(self.launches) else None
+            if kind == "end" and launch is not None:
+                timing = _worker_timing(self.running[1] if self.running else None, event, self.loaded_seconds, self.command)
+                outcome = _collect(self.config, launch, self.provenance, timing, event.get("error"))
+                self.ended.add(launch.work_dir)
+                self.running = None
+                self.feedback.finished(launch.cells[0], outcome, float(event["seconds"]), launch.work_dir / LOG_FILE)
+            elif ends_only:
+                continue
+            elif kind == "loaded":
+                self.loaded_seconds = float(event["seconds"])
+                self.feedback.print(f"model loaded once in {self.loaded_seconds:.1f} s; cells now run on it", highlight=False)
+            elif kind == "start" and launch is not None:
+                self.running = (launch, float(event["time"]))
+                self.feedback.starting(launch.cells[0].name(), launch.work_dir / LOG_FILE)
+            elif kind == "documents":
+                self.feedback.answered(int(event["done"]), int(event["total"]))
+            elif kind == "restore_failed":
+                self.feedback.print(f"[red]restore check failed[/] after {launch.cells[0].name() if launch else '?'}: "
+                                    f"{'; '.join(event.get('detail') or [])}; starting a fresh worker")  # fmt: skip
 
 
 def write_worker_job(launches: Sequence[Launch], scratch: Path) -> Path:
