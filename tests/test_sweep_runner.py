@@ -106,12 +106,14 @@ def test_changed_settings_conflict_instead_of_overwriting(tmp_path):
 
 
 def test_dry_run_prints_commands_and_writes_nothing(tmp_path):
-    config = sweep_from_dict(sweep_data(tmp_path / "runs", offline=True))
-    lines = describe_plan(config)
-    assert lines[0].startswith("# 4 cells: 0 finished, 0 in conflict, 4 to run in 4 lmms-eval launch(es)")
-    commands = [line for line in lines if not line.startswith("#")]
-    assert len(commands) == 4
-    assert all(line.startswith("HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1") and " -m lmms_eval " in line for line in commands)
+    for isolation, header in (("process", "4 to run in 4 lmms-eval launch(es)"), ("worker", "4 to run in one worker process (one model load)")):
+        config = sweep_from_dict(sweep_data(tmp_path / "runs", offline=True, isolation=isolation))
+        lines = describe_plan(config)
+        assert lines[0].startswith(f"# 4 cells: 0 finished, 0 in conflict, {header}")
+        assert ("-m scope_eval.sweeps.worker" in lines[1]) == (isolation == "worker")
+        commands = [line for line in lines if not line.startswith("#")]
+        assert len(commands) == 4, "the worker evaluates each cell as its lmms-eval command would: shown per cell"
+        assert all(line.startswith("HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1") and " -m lmms_eval " in line for line in commands)
     assert not (tmp_path / "runs").exists()
 
 
