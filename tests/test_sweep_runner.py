@@ -106,12 +106,14 @@ def test_changed_settings_conflict_instead_of_overwriting(tmp_path):
 
 
 def test_dry_run_prints_commands_and_writes_nothing(tmp_path):
-    config = sweep_from_dict(sweep_data(tmp_path / "runs", offline=True))
-    lines = describe_plan(config)
-    assert lines[0].startswith("# 4 cells: 0 finished, 0 in conflict, 4 to run in 4 lmms-eval launch(es)")
-    commands = [line for line in lines if not line.startswith("#")]
-    assert len(commands) == 4
-    assert all(line.startswith("HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1") and " -m lmms_eval " in line for line in commands)
+    for isolation, header in (("process", "4 to run in 4 lmms-eval launch(es)"), ("worker", "4 to run in one worker process (one model load)")):
+        config = sweep_from_dict(sweep_data(tmp_path / "runs", offline=True, isolation=isolation))
+        lines = describe_plan(config)
+        assert lines[0].startswith(f"# 4 cells: 0 finished, 0 in conflict, {header}")
+        assert ("-m scope_eval.sweeps.worker" in lines[1]) == (isolation == "worker")
+        commands = [line for line in lines if not line.startswith("#")]
+        assert len(commands) == 4, "the worker evaluates each cell as its lmms-eval command would: shown per cell"
+        assert all(line.startswith("HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1") and " -m lmms_eval " in line for line in commands)
     assert not (tmp_path / "runs").exists()
 
 
@@ -215,3 +217,24 @@ def test_records_paths_as_the_config_wrote_them(tmp_path):
     assert record["cell"]["options"] == {"text_encoder": "../weights/clip"}
     assert record["config"]["methods"][1]["options"] == {"text_encoder": "../weights/clip"}
     assert str((tmp_path / "weights").resolve()) in " ".join(record["command"])  # the run itself used the resolved folder
+
+
+def test_cli_shows_each_log_path_unwrapped_and_ends_with_scores_and_the_report_command(tmp_path):
+    runs = tmp_path / ("a_folder_name_long_enough_that_an_80_column_console_would_wrap_it" * 2) / "runs"
+    config_file = tmp_path / "sweep.yaml"
+    config_file.write_text(yaml.safe_dump(sweep_data(runs, limit=4)))
+    command = [sys.executable, "-m", "scope_eval", "sweep", str(config_file), "--evaluator", f"{sys.executable} {FAKE}"]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)  # stdout is a pipe, not a terminal
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    config = sweep_from_dict(sweep_data(runs, limit=4))
+    for cell in expand(config):
+        log = cell_dir(config, cell).parent / f".tmp-{cell.task}" / "lmms_eval.log"
+        assert f"start  {cell.method.label} {cell.budget_folder} ({cell.task})  log: {log}" in lines
+        assert any(line.startswith(f"done   {cell.name()}  ") and line.endswith(" s") for line in lines)
+    assert f"full report (intervals, averages, paper references, plots): scope-eval report {runs} --output {runs / 'report'}" in lines
+    table = lines[lines.index(next(line for line in lines if "scores: tiny, limit 4" in line)):]
+    header = next(line for line in table if "method" in line)
+    assert "GQA" in header and "MME" in header
+    gqa = json.loads((cell_dir(config, expand(config)[2]) / CELL_FILE).read_text())["results"]["exact_match,none"]
+    assert any(line.split("│")[1:4] and "scope" in line and f"{100 * gqa:.1f}" in line for line in table), table

@@ -42,7 +42,7 @@ def split_model_args(model_id: str, kwargs: dict[str, Any], wrapper_args: set[st
         if isinstance(method, str) and method in BROKEN_PLUGINS:
             method_options(method)  # raises, naming the package of the plugin that failed to import
         raise PruningError(f"{model_id}: unknown pruning method {method!r}; choose one of: {', '.join(_method_names())}")
-    own_keys = {"method", "budget", "keep_ratio", "budget_policy"} | _all_method_option_names()
+    own_keys = pruning_keys()
     upstream = {key: value for key, value in kwargs.items() if key not in own_keys}
     unknown = sorted(set(upstream) - wrapper_args - set(_INJECTED))
     if unknown:
@@ -74,6 +74,12 @@ def check_before_loading(model_id: str, plan: PruningPlan, pretrained: Any) -> N
         host = checkpoint_config(pretrained) if isinstance(pretrained, str) else None
         width = ((host or {}).get("vision_config") or {}).get("hidden_size")  # llava-hf configs; None: known at load
         check_text_encoder(plan.method.text_encoder, width if isinstance(width, int) else None)
+
+
+def pruning_keys() -> set[str]:
+    """The model_args that choose the pruning (method, budget, budget policy, every method's options); the
+    rest choose the model. The sweep worker loads the model once per value of the rest."""
+    return {"method", "budget", "keep_ratio", "budget_policy"} | _all_method_option_names()
 
 
 def check_llm_schedule(model_id: str, method: Any, budget: int | None, pretrained: Any) -> None:

@@ -56,8 +56,11 @@ def describe(request: Instance) -> str:
     return f"task {request.task_name}, doc {request.doc_id}"
 
 
-def generate_one_by_one(owner: Any, requests: list[Instance], run: Callable[[list], list]) -> list[GenerationResult]:
-    """Upstream's ``generate_until`` (``run``) on each request alone; the answers with what each realised."""
+def generate_one_by_one(
+    owner: Any, requests: list[Instance], run: Callable[[list], list], on_answer: Callable[[int, int], None] | None = None
+) -> list[GenerationResult]:
+    """Upstream's ``generate_until`` (``run``) on each request alone; the answers with what each realised.
+    ``on_answer(answered, len(requests))`` is called after each answer (progress reporting)."""
     answers = []
     for request in requests:
         owner.sample = SampleRecord(owner.model_id, describe(request))
@@ -77,6 +80,8 @@ def generate_one_by_one(owner: Any, requests: list[Instance], run: Callable[[lis
         if sample.counts is None:
             raise RunAborted(f"{owner.model_id}: {describe(request)} was answered without a generate() call")
         answers.append(_with_counts(outputs[0], sample))
+        if on_answer is not None:
+            on_answer(len(answers), len(requests))
     return answers
 
 

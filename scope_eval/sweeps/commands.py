@@ -11,6 +11,7 @@ from rich.console import Console
 
 from .config import SweepConfigError, load_sweep, with_overrides
 from .runner import SweepSetupError, describe_plan, print_summary, run_sweep
+from .scores import report_hint, score_table
 
 
 def sweep(
@@ -25,7 +26,7 @@ def sweep(
     pretrained: Optional[str] = typer.Option(None, "--pretrained", help="Checkpoint (hub id or local folder) instead of the config's."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Folder with local copies of the benchmarks, handed to the plugin."),
     offline: Optional[bool] = typer.Option(None, "--offline/--online", help="Run lmms-eval with the Hugging Face hub switched off (or on)."),
-    evaluator: Optional[str] = typer.Option(None, "--evaluator", help="Python interpreter and what it runs instead of lmms-eval, e.g. '/other/venv/bin/python -m lmms_eval'."),
+    evaluator: Optional[str] = typer.Option(None, "--evaluator", help="Python interpreter and what it runs instead of lmms-eval, e.g. '/other/venv/bin/python -m lmms_eval'; runs one process per cell (isolation: process)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the lmms-eval commands and run nothing."),
 ) -> None:
     """Run a methods x budgets x tasks sweep through lmms-eval; finished cells are kept and skipped."""
@@ -61,6 +62,10 @@ def sweep(
         console.print("[yellow]interrupted[/]: finished cells are kept; run the same command again to resume")
         raise typer.Exit(130) from None
     print_summary(summary, console)
+    table = score_table(config)
+    if table is not None:
+        console.print(table)
+        console.print(report_hint(config), soft_wrap=True, highlight=False)
     if not summary.ok:
         raise typer.Exit(1)
 

@@ -83,6 +83,9 @@ class MethodSpec:
         return method_catalog.keeps_all(self.name)
 
 
+ISOLATIONS = ("worker", "process")
+
+
 @dataclass(frozen=True)
 class SweepConfig:
     model: ModelSpec
@@ -96,6 +99,9 @@ class SweepConfig:
     num_processes: int = 1
     batch_size: int = 1
     group_tasks: bool = False  # one lmms-eval process per (method, budget) for all tasks, see runner.py
+    # worker: one process loads the model once and evaluates every cell on it; process: one lmms-eval
+    # launch per cell (or per group_tasks group), for a method whose state cannot be restored. See runner.py.
+    isolation: str = "worker"
     gen_kwargs: dict[str, Scalar] = field(default_factory=dict)
     seed: int = 0
     offline: bool = False
@@ -278,6 +284,9 @@ def validate(config: SweepConfig, where: str) -> None:
         isinstance(config.cpu_threads, bool) or not isinstance(config.cpu_threads, numbers.Integral) or config.cpu_threads < 1
     ):
         raise SweepConfigError(f"{where}: cpu_threads must be a whole number >= 1 (or left out), got {config.cpu_threads!r}")
+    if config.isolation not in ISOLATIONS:
+        raise SweepConfigError(f"{where}: isolation must be one of {', '.join(ISOLATIONS)}, got {config.isolation!r} "
+                               "(worker: one model load per sweep; process: one lmms-eval launch per cell)")  # fmt: skip
     for flag in ("offline", "group_tasks"):
         if not isinstance(getattr(config, flag), bool):
             raise SweepConfigError(f"{where}: {flag} must be true or false, got {getattr(config, flag)!r}")

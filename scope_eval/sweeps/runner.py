@@ -1,22 +1,49 @@
 """Runs a sweep: every unfinished cell through lmms-eval, resumable, never overwriting a finished cell.
 
-Unit of work. A finished cell is one (method, budget, task). By default each cell is its own lmms-eval
-launch: a paper-scale task runs for minutes to hours, so losing a finished GQA because MM-Vet crashed
-later in the same process costs far more than the extra start-up per launch (about 8 s of lmms-eval
-import and task indexing plus loading the checkpoint), and a task that cannot load (missing data, no
-judge key) fails alone. `group_tasks: true` runs all tasks of a (method, budget) in one launch, for
-the toy sweeps where start-up dominates; finished cells are still stored and resumed one by one.
+Two routes (the config's `isolation`); both write the same cell folders, judged and sealed the same way.
 
-Atomicity. A launch writes into a scratch folder `.tmp-*` next to its cells, wiped before every start.
-A cell becomes finished in one step: its folder, complete with `cell.json`, is renamed into place
-(`os.replace` of a directory). So after a crash, a cell folder either holds everything or does not
-exist, and an interrupted launch is simply redone. A cell folder that fails its checks anyway (damaged
-by hand or by the disk, see integrity.py, or left without `cell.json`) is moved aside to a hidden
+- `worker` (default). One worker process (scope_eval/sweeps/worker.py) loads the model once and, for each
+  unfinished cell in turn, prunes the loaded instance with the cell's plan, runs lmms-eval's own evaluator
+  in-process, removes the pruning and checks that the model is back in its unpruned state; the runner
+  seals each cell as soon as the worker reports it ended. On the toy a cell spends well under a second
+  evaluating and about 8-20 s starting a process (lmms-eval import, task index, model load): the start is
+  now paid once per sweep, not once per cell (or per group). Per-sample answers, scores and realised token
+  counts are identical to the process route (tests/test_sweep_worker.py). Isolation is kept where it
+  matters: an exception fails only its cell (the worker goes on); a worker that dies (OOM-kill, SIGKILL,
+  segfault) loses no finished cell: a fresh worker starts at the cell it was on, and a cell that kills
+  two workers fails, with its log, and the rest go on. A failed restore check stops the worker; a fresh
+  one continues with the next cell. `group_tasks` does not apply: every cell is evaluated and timed alone.
+- `process`. Each cell is its own `python -m lmms_eval` launch (`group_tasks: true`: one launch per
+  (method, budget) for all its tasks). For a method whose state cannot be restored in place; `--evaluator`
+  (another interpreter or program standing in for lmms-eval) always takes this route.
+
+Several processes (`num_processes` > 1, GPUs). Both routes are data parallel per cell: `accelerate launch`
+starts N ranks, each rank of the worker loads the model once, and every cell is split over all ranks by
+lmms-eval (its own sharding, gathering and padding: the code path the plugin's 1-process == 2-process test
+covers). Spreading whole cells over GPUs instead was rejected: a paper sweep has few, long cells (a full
+benchmark per cell, e.g. 16 cells for configs/llava15_7b_table1.yaml, lengths varying 10x between tasks),
+so whole-cell spreading leaves GPUs idle at the end of the queue, a cell then ends only after its whole
+run on one GPU (later sealing, more lost on a crash), and it would need a scheduler of our own beside
+lmms-eval's. Data parallel keeps every GPU busy on every cell and each cell's numbers gathered exactly as
+a plain `accelerate launch -m lmms_eval` gathers them. With several ranks any error in a cell ends the
+worker (the other ranks would wait for the failed one), so it counts as a worker death of that cell.
+
+Atomicity. A cell (or a process launch) writes into a scratch folder `.tmp-*` next to its cells, wiped
+before every start. A cell becomes finished in one step: its folder, complete with `cell.json`, is renamed
+into place (`os.replace` of a directory). So after a crash, a cell folder either holds everything or does
+not exist, and an interrupted cell is simply redone. A cell folder that fails its checks anyway (damaged by
+hand or by the disk, see integrity.py, or left without `cell.json`) is moved aside to a hidden
 `.damaged-*` folder, kept for diagnosis, and its cell is run again.
 
-Children. The lmms-eval child runs in its own process group (so stopping it stops its workers too) and
-dies with the sweep, even on SIGKILL (Linux: PR_SET_PDEATHSIG). Its group id is written to the scratch
-folder, so a re-run also stops a child left over from a killed sweep before it redoes that launch.
+Children. The lmms-eval child or the worker runs in its own process group (so stopping it stops its ranks
+too) and dies with the sweep, even on SIGKILL (Linux: PR_SET_PDEATHSIG). Its group id is written to its
+scratch folder (`.worker/` beside the method folders for the worker), so a re-run also stops a child left
+over from a killed sweep before it redoes that work.
+
+Feedback. A bar over cells and one over the running cell's documents (the worker reports each answered
+document; ETA from the rate so far), each cell's log path when it starts (never wrapped: it must stay
+pasteable), each cell's own time when it ends (the process route with `group_tasks` can only give the
+launch's time, said so). `scope-eval sweep` then prints a score table and the report command (scores.py).
 """
 
 from __future__ import annotations
@@ -40,10 +67,10 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .cells import CELL_FILE, Cell, Launch, cell_dir, expand, fingerprint, include_path, plan_launches
+from .cells import CELL_FILE, Cell, Launch, cell_dir, child_env, expand, fingerprint, include_path, model_folder, plan_launches
 from .config import SweepConfig, normalise_checkpoint
 from .cost import cost_summary
 from .integrity import read_cell, seal
@@ -54,6 +81,11 @@ LOG_FILE = "lmms_eval.log"
 FORMAT = "scope_eval.cell/1"
 FAILURE_FILE = "failure.json"  # in a failed launch's scratch folder: which cells failed and why (read by `report`)
 CHILD_FILE = "child.json"  # in a running launch's scratch folder: the lmms-eval child's process group
+WORKER_DIR = ".worker"  # beside the method folders: the running worker's job, events, own log and child.json
+JOB_FILE = "job.json"
+EVENTS_FILE = "events.jsonl"
+WORKER_LOG = "worker.log"  # what the worker writes outside its cells (each cell has its own log)
+WORKER_DEATHS_PER_CELL = 2  # a cell that kills this many workers fails
 
 
 @dataclass
@@ -107,11 +139,15 @@ def describe_plan(config: SweepConfig, evaluator: Sequence[str] | None = None) -
     check_evaluator(evaluator)
     cells = expand(config)
     done, conflicts, pending, damaged = classify(config, cells)
-    launches = plan_launches(config, pending, evaluator)
+    isolation = _isolation(config, evaluator)
+    launches = plan_launches(config if isolation == "process" else one_cell_per_launch(config), pending, evaluator)
     lines = [
         f"# {len(cells)} cells: {len(done)} finished, {len(conflicts)} in conflict, "
-        f"{len(pending)} to run in {len(launches)} lmms-eval launch(es); output {config.output}"
+        f"{len(pending)} to run {_how(isolation, launches)}; output {config.output}"
     ]
+    if isolation == "worker" and launches:
+        worker = shlex.join(worker_command(config, Path("JOB.json")))
+        lines.append(f"# one worker ({worker}) evaluates in-process, on one model load, what each command below would")
     lines += [f"# conflict: {reason}" for _, reason in conflicts]
     lines += [f"# damaged, will be moved aside and run again: {reason}" for _, reason in damaged]
     for launch in launches:
@@ -121,7 +157,13 @@ def describe_plan(config: SweepConfig, evaluator: Sequence[str] | None = None) -
     return lines
 
 
-def run_sweep(config: SweepConfig, evaluator: Sequence[str] | None = None, console: Console | None = None) -> SweepSummary:
+def run_sweep(
+    config: SweepConfig,
+    evaluator: Sequence[str] | None = None,
+    console: Console | None = None,
+) -> SweepSummary:
+    """Run every unfinished cell. `evaluator` (a program replacing `python -m lmms_eval`) runs the process
+    route whatever the config's isolation: the worker route runs lmms-eval inside this package's worker."""
     console = console or Console()
     check_evaluator(evaluator)
     root = Path(config.output)
@@ -129,13 +171,15 @@ def run_sweep(config: SweepConfig, evaluator: Sequence[str] | None = None, conso
     cells = expand(config)
     done, conflicts, pending, damaged = classify(config, cells)
     summary = SweepSummary(skipped=done, failed=list(conflicts), damaged=damaged)
-    launches = plan_launches(config, pending, evaluator)
+    isolation = _isolation(config, evaluator)
+    launches = plan_launches(config if isolation == "process" else one_cell_per_launch(config), pending, evaluator)
     console.print(
-        f"{config.model.name}: {len(cells)} cells, {len(done)} already finished, "
-        f"{len(pending)} to run in {len(launches)} launch(es) -> {config.output}"
+        f"{config.model.name}: {len(cells)} cells, {len(done)} already finished, {len(pending)} to run "
+        f"{_how(isolation, launches)} -> {config.output}",
+        soft_wrap=True,
     )
     for _, reason in damaged:
-        console.print(f"[yellow]damaged[/] {reason}; moved aside and run again", markup=True, highlight=False)
+        console.print(f"[yellow]damaged[/] {reason}; moved aside and run again", markup=True, highlight=False, soft_wrap=True)
     if not launches:
         return summary
     try:
@@ -143,36 +187,279 @@ def run_sweep(config: SweepConfig, evaluator: Sequence[str] | None = None, conso
     except OSError as error:
         raise SweepSetupError(f"cannot create the output folder {root}: {error.strerror or error}; pass another --output") from None
     provenance = environment_provenance()
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with _exclusive(root), _sigterm_as_interrupt(), Progress(*columns, console=console) as progress:
+    with _exclusive(root), _sigterm_as_interrupt(), _progress(console) as progress:
         if config.data_dir is not None:
             _write_local_tasks(config, {cell.task for cell in pending})
-        bar = progress.add_task("cells", total=len(pending))
-        seconds_per_cell: list[float] = []
-        for launch in launches:
-            progress.update(bar, description=f"running {launch.cells[0].method.label} {launch.cells[0].budget_folder} "
-                            f"({', '.join(launch.tasks)})")  # fmt: skip
-            started = time.monotonic()
-            try:
-                _move_aside_unfinished(config, launch)
-                results = run_launch(config, launch, provenance)
-            except OSError as error:  # e.g. a full disk while writing the log: this launch fails, the next ones run
-                reason = f"could not run the launch: {error.strerror or error}" + (f" ({error.filename})" if error.filename else "")
-                results = [(cell, _failed_outcome(cell, reason)) for cell in launch.cells]
-            seconds_per_cell.append((time.monotonic() - started) / len(launch.cells))
-            for cell, outcome in results:
-                if outcome.ok:
-                    summary.finished.append(cell)
-                    progress.console.print(f"[green]done[/]   {cell.name()}  {seconds_per_cell[-1]:.1f} s")
-                else:
-                    summary.failed.append((cell, f"{outcome.reason}; log: {launch.work_dir / LOG_FILE}"))
-                    progress.console.print(f"[red]failed[/] {cell.name()}: {outcome.reason}")
-                    progress.console.print(_log_tail(launch.work_dir / LOG_FILE), style="dim", markup=False, highlight=False)
-            progress.advance(bar, len(launch.cells))
-            left = len(pending) - progress.tasks[0].completed
-            mean = sum(seconds_per_cell) / len(seconds_per_cell)
-            progress.update(bar, description=f"cells ({left} left, {mean:.1f} s per cell)")
+        feedback = _Feedback(progress, len(pending), summary)
+        if isolation == "process":
+            _run_processes(config, launches, provenance, feedback)
+        else:
+            _run_workers(config, launches, provenance, feedback)
     return summary
+
+
+def _isolation(config: SweepConfig, evaluator: Sequence[str] | None) -> str:
+    return "process" if evaluator else config.isolation
+
+
+def _how(isolation: str, launches: list[Launch]) -> str:
+    return f"in {len(launches)} lmms-eval launch(es)" if isolation == "process" else "in one worker process (one model load)"
+
+
+def _progress(console: Console) -> Progress:
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    )
+    return Progress(*columns, console=console)
+
+
+class _Feedback:
+    """What a running sweep shows: a bar over cells, a bar over the running cell's documents (with ETA),
+    the log of each cell as it starts, each cell's own time as it ends."""
+
+    def __init__(self, progress: Progress, cells: int, summary: SweepSummary):
+        self.progress = progress
+        self.summary = summary
+        self.cells = progress.add_task("cells", total=cells)
+        self.documents = progress.add_task("documents", total=None, visible=False)
+        self.seconds: list[float] = []
+
+    def print(self, text: str, **options: object) -> None:
+        self.progress.console.print(text, soft_wrap=True, **options)  # never wrap a path: it must stay pasteable
+
+    def starting(self, what: str, log: Path) -> None:
+        self.progress.update(self.cells, description=f"running {what}")
+        self.progress.reset(self.documents, total=None, visible=False)
+        self.print(f"[cyan]start[/]  {what}  log: {log}", highlight=False)
+
+    def answered(self, done: int, total: int) -> None:
+        self.progress.update(self.documents, completed=done, total=total, visible=True, description="documents of this cell")
+
+    def finished(self, cell: Cell, outcome: TaskOutcome, seconds: float | None, log: Path, shared: int = 1) -> None:
+        """`shared`: cells of one process launch (group_tasks), whose time cannot be told apart."""
+        took = "" if seconds is None else f"  {seconds:.1f} s" + (f" (one launch of {shared} tasks)" if shared > 1 else "")
+        if outcome.ok:
+            self.summary.finished.append(cell)
+            self.print(f"[green]done[/]   {cell.name()}{took}", highlight=False)
+        else:
+            self.summary.failed.append((cell, f"{outcome.reason}; log: {log}"))
+            self.print(f"[red]failed[/] {cell.name()}{took}: {outcome.reason}", highlight=False)
+            self.print(_log_tail(log), style="dim", markup=False, highlight=False)
+        if seconds is not None:
+            self.seconds.append(seconds / shared)
+        self.progress.advance(self.cells, 1)
+        cells = next(task for task in self.progress.tasks if task.id == self.cells)
+        left = (cells.total or 0) - cells.completed
+        mean = f", {sum(self.seconds) / len(self.seconds):.1f} s per cell" if self.seconds else ""
+        self.progress.update(self.cells, description=f"cells ({left:.0f} left{mean})")
+
+
+def _run_processes(config: SweepConfig, launches: list[Launch], provenance: dict, feedback: _Feedback) -> None:
+    for launch in launches:
+        first = launch.cells[0]
+        feedback.starting(f"{first.method.label} {first.budget_folder} ({', '.join(launch.tasks)})", launch.work_dir / LOG_FILE)
+        started = time.monotonic()
+        try:
+            _move_aside_unfinished(config, launch)
+            results = run_launch(config, launch, provenance)
+        except OSError as error:  # e.g. a full disk while writing the log: this launch fails, the next ones run
+            reason = f"could not run the launch: {error.strerror or error}" + (f" ({error.filename})" if error.filename else "")
+            results = [(cell, _failed_outcome(cell, reason)) for cell in launch.cells]
+        seconds = time.monotonic() - started
+        for cell, outcome in results:
+            feedback.finished(cell, outcome, seconds, launch.work_dir / LOG_FILE, shared=len(launch.cells))
+
+
+def one_cell_per_launch(config: SweepConfig) -> SweepConfig:
+    """The worker evaluates and times each cell on its own: group_tasks only groups process launches."""
+    return dataclasses.replace(config, group_tasks=False)
+
+
+def _run_workers(config: SweepConfig, launches: list[Launch], provenance: dict, feedback: _Feedback) -> None:
+    """The worker route: see the module docstring. A worker that dies (crash, OOM-kill, SIGKILL) fails no
+    finished cell; the cell it was on is tried once more in a fresh worker and fails on the second death."""
+    scratch = Path(config.output) / model_folder(config) / WORKER_DIR
+    remaining = list(launches)
+    deaths: dict[Path, int] = {}  # by the cell's scratch folder (unique per cell)
+    while remaining:
+        for launch in remaining:
+            _move_aside_unfinished(config, launch)
+        ended, crashed = _run_worker(config, remaining, scratch, provenance, feedback)
+        if crashed is not None:
+            launch, reason = crashed
+            deaths[launch.work_dir] = deaths.get(launch.work_dir, 0) + 1
+            _append(launch.work_dir / LOG_FILE, f"\n[scope-eval sweep] {reason} (death {deaths[launch.work_dir]} of this cell)\n")
+            if deaths[launch.work_dir] >= WORKER_DEATHS_PER_CELL:
+                feedback.print(f"[red]worker died twice on {launch.cells[0].name()}[/]: failing it, the next cells go on", highlight=False)
+                outcome = _failed_outcome(launch.cells[0], f"{reason}, twice")
+                _record_failures(launch.work_dir, [(launch.cells[0], outcome)], config)
+                ended.add(launch.work_dir)
+                feedback.finished(launch.cells[0], outcome, None, launch.work_dir / LOG_FILE)
+            else:
+                feedback.print(f"[yellow]worker died[/] on {launch.cells[0].name()}: {reason}; restarting it there", highlight=False)
+        elif not ended:
+            reason = f"the sweep worker ended before its first cell; log: {scratch / WORKER_LOG}"
+            for launch in remaining:
+                feedback.finished(launch.cells[0], _failed_outcome(launch.cells[0], reason), None, scratch / WORKER_LOG)
+            return
+        remaining = [launch for launch in remaining if launch.work_dir not in ended]
+
+
+def _run_worker(
+    config: SweepConfig, launches: list[Launch], scratch: Path, provenance: dict, feedback: _Feedback
+) -> tuple[set[Path], tuple[Launch, str] | None]:
+    """One worker process over `launches` (one cell each), until it ends. Returns the scratch folders of the
+    cells it ended (finished or failed) and, if it died inside a cell, that cell's launch and how it died."""
+    stop_stale_child(scratch)
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    for launch in launches:
+        stop_stale_child(launch.work_dir)  # a process-route child of an earlier run may still write there
+        shutil.rmtree(launch.work_dir, ignore_errors=True)
+    command = worker_command(config, write_worker_job(launches, scratch))
+    watch = _WorkerEvents(config, launches, provenance, feedback, command)
+    with (scratch / WORKER_LOG).open("w") as log:
+        log.write("$ " + shlex.join(command) + "\n")
+        log.flush()
+        try:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **child_env(config)},
+                                       start_new_session=True, preexec_fn=_die_with_parent(os.getpid()))  # fmt: skip
+        except OSError as error:
+            raise SweepSetupError(f"cannot start the sweep worker {command[0]}: {error.strerror or error}") from None
+        with contextlib.suppress(OSError):
+            write_json_atomic(scratch / CHILD_FILE, {"pgid": process.pid, "command": command})
+        with _EventReader(scratch / EVENTS_FILE) as reader:
+            try:
+                while process.poll() is None:
+                    watch.handle(reader.new())
+                    time.sleep(0.1)
+            except BaseException:  # interrupted: stop the worker, but keep every cell it had ended
+                _stop(process)
+                watch.handle(reader.new(), ends_only=True)
+                raise
+            watch.handle(reader.new())  # what it wrote before it exited
+        (scratch / CHILD_FILE).unlink(missing_ok=True)
+    code = process.returncode
+    if watch.running is not None:
+        how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        return watch.ended, (watch.running[0], f"the sweep worker {how} during this cell (worker log: {scratch / WORKER_LOG})")
+    return watch.ended, None
+
+
+class _WorkerEvents:
+    """The runner's side of the worker's events: feedback as they come, each cell sealed as soon as it ended."""
+
+    def __init__(self, config: SweepConfig, launches: list[Launch], provenance: dict, feedback: _Feedback, command: list[str]):
+        self.config, self.launches, self.provenance, self.feedback, self.command = config, launches, provenance, feedback, command
+        self.ended: set[Path] = set()  # scratch folders of the cells ended (finished or failed)
+        self.running: tuple[Launch, float] | None = None  # the cell started and not ended, and when it started
+        self.loaded_seconds: float | None = None
+
+    def handle(self, events: list[dict], ends_only: bool = False) -> None:
+        for event in events:
+            kind, index = event.get("event"), event.get("cell")
+            launch = self.launches[index] if isinstance(index, int) and 0 <= index < len(self.launches) else None
+            if kind == "end" and launch is not None:
+                timing = _worker_timing(self.running[1] if self.running else None, event, self.loaded_seconds, self.command)
+                outcome = _collect(self.config, launch, self.provenance, timing, event.get("error"))
+                self.ended.add(launch.work_dir)
+                self.running = None
+                self.feedback.finished(launch.cells[0], outcome, float(event["seconds"]), launch.work_dir / LOG_FILE)
+            elif ends_only:
+                continue
+            elif kind == "loaded":
+                self.loaded_seconds = float(event["seconds"])
+                self.feedback.print(f"model loaded once in {self.loaded_seconds:.1f} s; cells now run on it", highlight=False)
+            elif kind == "start" and launch is not None:
+                self.running = (launch, float(event["time"]))
+                self.feedback.starting(launch.cells[0].name(), launch.work_dir / LOG_FILE)
+            elif kind == "documents":
+                self.feedback.answered(int(event["done"]), int(event["total"]))
+            elif kind == "restore_failed":
+                self.feedback.print(f"[red]restore check failed[/] after {launch.cells[0].name() if launch else '?'}: "
+                                    f"{'; '.join(event.get('detail') or [])}; starting a fresh worker")  # fmt: skip
+
+
+def write_worker_job(launches: Sequence[Launch], scratch: Path) -> Path:
+    """The job file of a worker over `launches` (one cell each): per cell the lmms-eval arguments of its
+    process-route command, its scratch folder and its log; events go to EVENTS_FILE beside it."""
+    job = {
+        "events": str(scratch / EVENTS_FILE),
+        "cells": [
+            {"argv": _lmms_eval_arguments(launch.command), "work_dir": str(launch.work_dir), "log": str(launch.work_dir / LOG_FILE)}
+            for launch in launches
+        ],
+    }
+    write_json_atomic(scratch / JOB_FILE, job)
+    return scratch / JOB_FILE
+
+
+def worker_command(config: SweepConfig, job: Path) -> list[str]:
+    """`python -m scope_eval.sweeps.worker JOB`; with several processes under `accelerate launch`, every rank
+    loading the model once and evaluating its shard of every cell (data parallel, see the module docstring)."""
+    if config.num_processes > 1:
+        return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(config.num_processes),
+                "-m", "scope_eval.sweeps.worker", str(job)]  # fmt: skip
+    return [sys.executable, "-m", "scope_eval.sweeps.worker", str(job)]
+
+
+def _lmms_eval_arguments(command: Sequence[str]) -> list[str]:
+    """The lmms-eval arguments of a process-route command (what follows `python -m lmms_eval`)."""
+    return list(command[list(command).index("--model"):])
+
+
+def _worker_timing(started: float | None, event: dict, loaded_seconds: float | None, command: list[str]) -> dict:
+    finished = float(event["time"])
+    return {
+        "started": datetime.fromtimestamp(started if started is not None else finished, timezone.utc).isoformat(),
+        "finished": datetime.fromtimestamp(finished, timezone.utc).isoformat(),
+        "cell_seconds": float(event["seconds"]),  # this cell alone, from its pruning to its restore
+        "isolation": "worker",
+        "worker_load_seconds": loaded_seconds,  # the one model load of the worker that ran it (shared)
+        "worker_command": command,
+    }
+
+
+class _EventReader:
+    """Reads the worker's events file as it grows (whole lines only)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.handle = None
+        self.partial = ""
+
+    def __enter__(self) -> _EventReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.handle is not None:
+            self.handle.close()
+
+    def new(self) -> list[dict]:
+        if self.handle is None:
+            if not self.path.exists():
+                return []
+            self.handle = self.path.open()
+        text = self.partial + self.handle.read()
+        lines = text.split("\n")
+        self.partial = lines.pop()
+        events = []
+        for line in lines:
+            with contextlib.suppress(ValueError):
+                events.append(json.loads(line))
+        return events
+
+
+def _append(path: Path, text: str) -> None:
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as handle:
+            handle.write(text)
 
 
 def run_launch(config: SweepConfig, launch: Launch, provenance: dict) -> list[tuple[Cell, TaskOutcome]]:
@@ -208,8 +495,9 @@ def run_launch(config: SweepConfig, launch: Launch, provenance: dict) -> list[tu
     timing = {
         "started": started.isoformat(),
         "finished": finished.isoformat(),
-        "launch_seconds": (finished - started).total_seconds(),
+        "launch_seconds": (finished - started).total_seconds(),  # the whole launch: shared by its tasks
         "launch_tasks": list(launch.tasks),
+        "isolation": "process",
         "exit_code": exit_code,
     }
     outcomes = read_task_outcomes(work / "lmms", launch.tasks, exit_code)
@@ -226,6 +514,27 @@ def run_launch(config: SweepConfig, launch: Launch, provenance: dict) -> list[tu
     elif work.exists():
         _record_failures(work, results, config)
     return results
+
+
+def _collect(config: SweepConfig, launch: Launch, provenance: dict, timing: dict, error: str | None) -> TaskOutcome:
+    """A worker's cell: judged by its results json as after a process launch, then sealed into place."""
+    (cell,) = launch.cells
+    try:
+        (outcome,) = read_task_outcomes(launch.work_dir / "lmms", launch.tasks, 0)
+        if error is not None:
+            outcome = dataclasses.replace(outcome, ok=False, reason=f"evaluation failed: {error}")
+        elif not outcome.ok and "wrote no results json" in outcome.reason:
+            outcome = dataclasses.replace(outcome, reason="lmms-eval wrote no results json")
+        if outcome.ok:
+            try:
+                _finish_cell(config, launch, cell, outcome, timing, provenance)
+            except OSError as store_error:
+                outcome = dataclasses.replace(outcome, ok=False, reason=f"could not store the cell: {store_error}")
+        if not outcome.ok:
+            _record_failures(launch.work_dir, [(cell, outcome)], config)
+    except OSError as os_error:
+        outcome = _failed_outcome(cell, f"could not read the cell's results: {os_error.strerror or os_error}")
+    return outcome
 
 
 def check_output(root: Path) -> None:
@@ -400,9 +709,9 @@ def print_summary(summary: SweepSummary, console: Console) -> None:
     table.add_row(str(len(summary.finished)), str(len(summary.skipped)), str(len(summary.failed)))
     console.print(table)
     for cell, reason in summary.damaged:
-        console.print(f"[yellow]damaged, run again[/] {cell.name()}: {reason}", highlight=False)
+        console.print(f"[yellow]damaged, run again[/] {cell.name()}: {reason}", highlight=False, soft_wrap=True)
     for cell, reason in summary.failed:
-        console.print(f"[red]failed[/] {cell.name()}: {reason}")
+        console.print(f"[red]failed[/] {cell.name()}: {reason}", highlight=False, soft_wrap=True)
 
 
 @contextlib.contextmanager

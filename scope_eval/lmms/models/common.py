@@ -24,7 +24,11 @@ class PrunedWrapper:
     """
 
     model_id: str = ""
+    upstream_class: type  # the lmms-eval wrapper whose loading, prompts and generation this one keeps
     sample: SampleRecord | None = None  # the request being generated (scope_eval.lmms.tracking)
+    # Called with (answered, requests) after each answer of a generate_until call: the sweep worker's
+    # per-document progress. None (the default) reports nothing.
+    on_answer: Callable[[int, int], None] | None = None
 
     @classmethod
     def _split_args(cls, kwargs: dict[str, Any], wrapper_args: set[str]) -> tuple[PruningPlan, dict[str, Any]]:
@@ -35,17 +39,18 @@ class PrunedWrapper:
                 raise ValueError(f"{cls.model_id} evaluates one request at a time (batch_size=1, the paper's setting), got {batch_size}")
         return plan, upstream
 
-    def _load_upstream_and_prune(self, upstream_class: type, kwargs: dict[str, Any], processor_attribute: str) -> None:
+    def _load_upstream_and_prune(self, kwargs: dict[str, Any], processor_attribute: str) -> None:
         """For wrappers whose loading is upstream's own: split the pruning args off, run ``upstream_class``'s
         ``__init__`` with the rest, then prune the loaded model (the processor named for methods that need it)."""
-        plan, upstream = self._split_args(kwargs, wrapper_parameters(upstream_class))
+        plan, upstream = self.cell_plan(kwargs)
         with abort_on_error(f"{self.model_id}: loading {upstream.get('pretrained', 'the default checkpoint')}"):
-            upstream_class.__init__(self, **upstream)
+            self.upstream_class.__init__(self, **upstream)
         self._start_pruning(self.model, plan, processor=getattr(self, processor_attribute))
 
     def _start_pruning(self, model: Any, plan: PruningPlan, processor: Any = None) -> None:
         from scope_eval.adapters.api import prune
 
+        self._pruning_processor = processor  # kept for switch_plan
         with abort_on_error(f"{self.model_id}: pruning the loaded model ({plan.describe()})"):
             self.pruning_plan = plan
             self.pruning = prune(model, plan, processor=processor)
@@ -55,7 +60,7 @@ class PrunedWrapper:
         logger.info(f"{self.model_id}: pruning with {plan.describe()}")
 
     def _generate_tracked(self, requests: list, run: Callable[[list], list]) -> list:
-        answers = generate_one_by_one(self, requests, run)
+        answers = generate_one_by_one(self, requests, run, self.on_answer)
         degenerate = sum(1 for answer in answers if answer.token_counts.degenerate_selections)
         if degenerate:  # once per run; each sample's token_counts say which (degenerate_selections)
             logger.warning(
@@ -75,6 +80,18 @@ class PrunedWrapper:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
+    @classmethod
+    def cell_plan(cls, kwargs: dict[str, Any]) -> tuple[PruningPlan, dict[str, Any]]:
+        """(the pruning plan, the upstream wrapper's arguments) of one set of model args, validated exactly
+        as ``__init__`` validates them; the sweep worker checks the upstream part against the loaded model's."""
+        return cls._split_args(kwargs, wrapper_parameters(cls.upstream_class))
+
+    def switch_plan(self, plan: PruningPlan) -> None:
+        """Prune the loaded model with another plan: the current one is removed (exact restore) first.
+        The sweep worker evaluates many cells on one load this way."""
+        self.unprune()
+        self._start_pruning(self.model, plan, processor=self._pruning_processor)
+
     def unprune(self) -> None:
         """Restore the wrapped model exactly (drops the generate guard and the cost meter, then the pruning)."""
         patches = getattr(self, "_own_patches", None)
@@ -83,7 +100,9 @@ class PrunedWrapper:
         meter = getattr(self, "cost_meter", None)
         if meter is not None:
             meter.close()
+            self.cost_meter = None
         handle = getattr(self, "pruning", None)
         if handle is not None:
             handle.remove()
+            self.pruning = None
 

@@ -15,9 +15,10 @@ from .common import PrunedWrapper
 class LlavaHfScope(PrunedWrapper, ChatLlavaHf):
     is_simple = False
     model_id = "llava_hf_scope"
+    upstream_class = ChatLlavaHf
 
     def __init__(self, **kwargs) -> None:
-        self._load_upstream_and_prune(ChatLlavaHf, kwargs, processor_attribute="_image_processor")
+        self._load_upstream_and_prune(kwargs, processor_attribute="_image_processor")
 
     def generate_until(self, requests):
         return self._generate_tracked(requests, super().generate_until)

@@ -31,7 +31,7 @@ class LlavaScope(PrunedWrapper, Llava):
         # The original builder always loads float16, which a CPU runs very slowly; `dtype=float32` casts
         # the loaded model (upstream still hands the tower float16 pixels; CLIP casts them to its weights).
         self.load_dtype = _torch_dtype(dtype)
-        plan, upstream = self._split_args(kwargs, wrapper_parameters(Llava))
+        plan, upstream = self.cell_plan(kwargs)
         settings = {**_upstream_defaults(), **upstream}
         lmms.__init__(self)
         accelerator = Accelerator(kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(weeks=52))])
@@ -53,8 +53,6 @@ class LlavaScope(PrunedWrapper, Llava):
         with abort_on_error(f"{self.model_id}: loading {settings['pretrained']}"):
             self._load(settings)
         self._start_pruning(self.model, plan)
-        if self.load_dtype is not None:
-            self._own_patches.set(self.model, "generate", _images_as(self.load_dtype, self.model.generate))
         if accelerator.num_processes > 1:
             self._model = accelerator.prepare_model(self._model, evaluation_mode=True)
             self._rank = accelerator.process_index
@@ -64,6 +62,16 @@ class LlavaScope(PrunedWrapper, Llava):
             if device_map != "auto":
                 self._model.to(self._device)
             self._rank, self._world_size = 0, 1
+
+    @classmethod
+    def cell_plan(cls, kwargs):
+        # dtype is this wrapper's own argument (see __init__), not upstream's
+        return cls._split_args({key: value for key, value in kwargs.items() if key != "dtype"}, wrapper_parameters(Llava))
+
+    def _start_pruning(self, model, plan, processor=None) -> None:
+        super()._start_pruning(model, plan, processor)
+        if self.load_dtype is not None:  # part of the wrapper's own patches, so unprune() removes it too
+            self._own_patches.set(model, "generate", _images_as(self.load_dtype, model.generate))
 
     def _load(self, settings: dict) -> None:
         from llava.mm_utils import get_model_name_from_path

@@ -16,9 +16,10 @@ from .common import PrunedWrapper
 class Qwen2_5VlScope(PrunedWrapper, ChatQwen2_5_VL):
     is_simple = False
     model_id = "qwen2_5_vl_scope"
+    upstream_class = ChatQwen2_5_VL
 
     def __init__(self, **kwargs) -> None:
-        self._load_upstream_and_prune(ChatQwen2_5_VL, kwargs, processor_attribute="processor")
+        self._load_upstream_and_prune(kwargs, processor_attribute="processor")
 
     def generate_until(self, requests):
         return self._generate_tracked(requests, super().generate_until)

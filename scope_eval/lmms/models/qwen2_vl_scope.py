@@ -16,9 +16,10 @@ from .common import PrunedWrapper
 class Qwen2VlScope(PrunedWrapper, Qwen2_VL):
     is_simple = True
     model_id = "qwen2_vl_scope"
+    upstream_class = Qwen2_VL
 
     def __init__(self, **kwargs) -> None:
-        self._load_upstream_and_prune(Qwen2_VL, kwargs, processor_attribute="processor")
+        self._load_upstream_and_prune(kwargs, processor_attribute="processor")
 
     def generate_until(self, requests):
         return self._generate_tracked(requests, super().generate_until)
