@@ -38,7 +38,7 @@ demo: $(STAMP)
 
 ## Accuracy regression check against the stored baseline (both backends).
 regress: $(STAMP)
-	$(BIN)/scope-eval toy-export runs/toy_original
+	$(BIN)/scope-eval toy-export --output runs/toy_original
 	$(BIN)/scope-eval regress configs/regression/toy.yaml
 
 ## Re-resolve requirements/requirements.lock.txt and requirements/llava.txt (run `make test-latest` first).

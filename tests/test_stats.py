@@ -22,7 +22,7 @@ from scope_eval.reports.stats import (
     paired_bootstrap,
     seed_for,
 )
-from scope_eval.sweeps.metrics import benchmarks_for_task
+from scope_eval.sweeps.tasks import task_benchmarks
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -130,7 +130,7 @@ def test_pooled_mme_score_resamples_images_and_a_twice_drawn_image_counts_twice(
         {"image_id": "b", "category": "color", "correct": False},
     ]
     samples = [{"doc_id": i, "mme_score": r} for i, r in enumerate(records)]
-    (benchmark,) = benchmarks_for_task("scope_toy_mme")
+    (benchmark,) = task_benchmarks("scope_toy_mme")
     scorer = HeadlineScorer(benchmark, "scope_toy_mme", samples)
     units = scorer.units()
     assert units == [[0, 1], [2, 3]]  # one unit per image
@@ -144,7 +144,7 @@ def test_pooled_pope_f1_is_the_tasks_own_aggregation():
 
     pairs = [("yes", "yes"), ("yes", "no"), ("no", "yes"), ("no", "no"), ("yes", "yes")]
     records = [{"question_id": str(i), "prediction": p, "answer": a, "category": "random"} for i, (p, a) in enumerate(pairs)]
-    (benchmark,) = benchmarks_for_task("scope_toy_pope")
+    (benchmark,) = task_benchmarks("scope_toy_pope")
     scorer = HeadlineScorer(benchmark, "scope_toy_pope", [{"doc_id": i, "pope_f1_score": r} for i, r in enumerate(records)])
     assert scorer.usable and not scorer.per_item
     assert scorer.score(scorer.units()) == pytest.approx(100 * utils.pope_f1_score(records))

@@ -9,6 +9,7 @@ from typing import List, Optional
 import pandas as pd
 import typer
 
+from ..sweeps.cli_values import split_values, whole_numbers
 from .collect import tidy
 from .gaps import Gap, find_gaps
 from .plots import plot_accuracy_vs_cost, plot_run, plot_time_breakdown
@@ -74,10 +75,11 @@ def read_runs(runs_dir: Path) -> tuple[pd.DataFrame, list[Gap]]:
 def report(
     runs_dir: Path = typer.Argument(..., metavar="RUNS_DIR", help="Output root of `scope-eval sweep` (e.g. ./runs)."),
     output: Optional[Path] = typer.Option(None, "--output", help="Where to write the report (default: RUNS_DIR/report)."),
-    methods: Optional[List[str]] = typer.Option(None, "--method", help="Print only these methods (repeatable); files keep everything."),
-    budgets: Optional[List[int]] = typer.Option(None, "--budget", help="Print only these budgets (repeatable); unpruned rows always show."),
+    methods: Optional[List[str]] = typer.Option(None, "--method", help="Print only these methods (repeatable or comma-separated); files keep everything."),
+    budgets: Optional[List[str]] = typer.Option(None, "--budget", help="Print only these budgets (repeatable or comma-separated); unpruned rows always show."),
 ) -> None:
     """Tidy table, the paper's layout with Avg, the side-by-side with the published numbers, and plots."""
+    methods, budgets = split_values(methods), whole_numbers(budgets, "--budget")
     if not runs_dir.is_dir():
         typer.echo(f"error: {runs_dir} is not a folder; pass the --output of a sweep (default ./runs)", err=True)
         raise typer.Exit(2)

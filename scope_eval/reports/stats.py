@@ -41,8 +41,8 @@ import yaml
 
 from ..sweeps.cells import CELL_FILE
 from ..sweeps.cost import COST_COLUMNS, cost_columns, logged_cost, summarise
-from ..sweeps.metrics import Benchmark, benchmarks_for_task
-from ..sweeps.tasks import include_dir_tasks, read_task_yaml, yaml_metrics
+from ..sweeps.metrics import Benchmark
+from ..sweeps.tasks import known_tasks, read_task_yaml, task_benchmarks
 
 RESAMPLES = 1000
 CONFIDENCE = 0.95
@@ -192,9 +192,11 @@ def _mean(values: list) -> float:
 
 
 @cache
-def aggregation(task: str, metric: str) -> Callable[[list], float] | None:
+def aggregation(task: str, metric: str, include_dirs: tuple[Path, ...] = ()) -> Callable[[list], float] | None:
     """The function lmms-eval aggregates ``metric`` of ``task`` with; None when it cannot be found."""
-    info = include_dir_tasks().get(task)
+    from ..sweeps.tasks import INCLUDE_DIR
+
+    info = known_tasks(INCLUDE_DIR, include_dirs).get(task)
     path = info.yaml_path if info is not None and info.yaml_path is not None else _builtin_task_yaml(task)
     if path is None:
         return None
@@ -211,9 +213,10 @@ def aggregation(task: str, metric: str) -> Callable[[list], float] | None:
 class HeadlineScorer:
     """A benchmark's headline number recomputed on any resample of a cell's samples."""
 
-    def __init__(self, benchmark: Benchmark, task: str, samples: list[dict]):
+    def __init__(self, benchmark: Benchmark, task: str, samples: list[dict], include_dirs: tuple[Path, ...] = ()):
         self.benchmark = benchmark
-        self.functions = [(metric, aggregation(task, metric)) for metric in benchmark.metrics]
+        self.include_dirs = include_dirs
+        self.functions = [(metric, aggregation(task, metric, include_dirs)) for metric in benchmark.metrics]
         self.samples = samples
         self.image_field = GROUPED_BY_IMAGE.get(benchmark.name)
 
@@ -288,8 +291,9 @@ def cell_statistics(tidy: pd.DataFrame, runs_dir: Path, resamples: int = RESAMPL
         samples = samples_of(row["cell_dir"])
         if all(_missing(row.get(column)) for column in COST_COLUMNS):  # a cell stored before its cost summary was
             row = pd.Series({**row.to_dict(), **cost_columns(summarise([c for c in map(logged_cost, samples) if c]))})
-        benchmark = next(b for b in benchmarks_for_task(row["task"], yaml_metrics(row["task"])) if b.name == row["benchmark"])
-        scorer = HeadlineScorer(benchmark, row["task"], samples)
+        dirs = _include_dirs(row)
+        benchmark = next(b for b in task_benchmarks(row["task"], dirs) if b.name == row["benchmark"])
+        scorer = HeadlineScorer(benchmark, row["task"], samples, dirs)
         if scorer.usable:
             units = scorer.units()
             seed = seed_for(row["run"], row["task"], row["benchmark"], row["method_label"], row["budget"])
@@ -301,6 +305,11 @@ def cell_statistics(tidy: pd.DataFrame, runs_dir: Path, resamples: int = RESAMPL
                     stats.update(_paired(reference, row, partner, scorer, samples_of(partner["cell_dir"]), resamples))
         rows.append({**row.to_dict(), **stats})
     return pd.DataFrame(rows, columns=list(tidy.columns) + STAT_COLUMNS)
+
+
+def _include_dirs(row: pd.Series) -> tuple[Path, ...]:
+    folder = row.get("include_path")
+    return (Path(folder),) if isinstance(folder, str) and folder else ()
 
 
 def _missing(value: Any) -> bool:
@@ -334,8 +343,8 @@ def _paired(reference: str, row: pd.Series, partner: pd.Series, scorer: Headline
     shared = sorted(set(mine) & set(theirs), key=str)
     if not shared:
         return {}
-    a = HeadlineScorer(scorer.benchmark, row["task"], [mine[d] for d in shared])
-    b = HeadlineScorer(scorer.benchmark, partner["task"], [theirs[d] for d in shared])
+    a = HeadlineScorer(scorer.benchmark, row["task"], [mine[d] for d in shared], scorer.include_dirs)
+    b = HeadlineScorer(scorer.benchmark, partner["task"], [theirs[d] for d in shared], scorer.include_dirs)
     if not b.usable:
         return {}
     units = a.units()  # same documents in the same order: the units of one are the units of the other

@@ -23,7 +23,7 @@ def tasks_dir(
         return
     from ..lmms.local_data import write_tasks_dir
 
-    report = Console(stderr=True)
+    report = Console(stderr=True, soft_wrap=True)
     try:
         copies = write_tasks_dir(data_dir, output)
     except FileNotFoundError as error:
@@ -46,6 +46,6 @@ def validate_tasks(
     from .validate_tasks import print_checks, validate_directory
 
     checks = validate_directory(directory, check_hub=check_hub)
-    print_checks(checks, Console())
+    print_checks(checks, Console(soft_wrap=True))
     if not checks or any(not check.ok for check in checks):
         raise typer.Exit(1)

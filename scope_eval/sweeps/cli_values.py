@@ -1,0 +1,25 @@
+"""Command-line lists read one way in every command: `--method a --method b` and `--method a,b` alike."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import typer
+
+
+def split_values(values: Iterable[str] | None) -> list[str] | None:
+    """Repeated and comma-separated values, in order; None when the option was not given."""
+    if not values:
+        return None
+    return [part.strip() for value in values for part in str(value).split(",") if part.strip()]
+
+
+def whole_numbers(values: Iterable[str] | None, option: str) -> list[int] | None:
+    parts = split_values(values)
+    if parts is None:
+        return None
+    try:
+        return [int(part) for part in parts]
+    except ValueError:
+        raise typer.BadParameter(f"takes whole numbers (repeatable or comma-separated, e.g. 192,128,64); got {', '.join(parts)}",
+                                 param_hint=option) from None  # fmt: skip
