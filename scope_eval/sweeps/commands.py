@@ -23,6 +23,7 @@ def sweep(
     tasks: Optional[List[str]] = typer.Option(None, "--task", help="Run only these tasks (repeatable or comma-separated)."),
     output: Optional[str] = typer.Option(None, "--output", help="Root folder of the runs (default: the config's output, relative to the config file; else ./runs)."),
     pretrained: Optional[str] = typer.Option(None, "--pretrained", help="Checkpoint (hub id or local folder) instead of the config's."),
+    include_path: Optional[str] = typer.Option(None, "--include-path", help="Folder of your own task YAMLs (as lmms-eval's --include_path), beside the shipped ones."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Folder with local copies of the benchmarks, handed to the plugin."),
     offline: Optional[bool] = typer.Option(None, "--offline/--online", help="Run lmms-eval with the Hugging Face hub switched off (or on)."),
     evaluator: Optional[str] = typer.Option(None, "--evaluator", help="Python interpreter and what it runs instead of lmms-eval, e.g. '/other/venv/bin/python -m lmms_eval'."),
@@ -42,6 +43,7 @@ def sweep(
             output=output,
             pretrained=pretrained,
             data_dir=data_dir,
+            include_path=include_path,
             offline=offline,
         )
     except SweepConfigError as error:

@@ -39,11 +39,16 @@ def tasks_dir(
 
 
 def validate_tasks(
-    directory: Path = typer.Argument(TASKS_DIR, help="Include directory to check (default: the shipped one)."),
+    directory: Optional[Path] = typer.Argument(None, help="Include directory to check (default: the shipped one)."),
+    include_path: Optional[Path] = typer.Option(None, "--include-path", help="The same as DIRECTORY, spelled as in sweep and report."),
     check_hub: bool = typer.Option(False, "--check-hub", help="Also ask the Hugging Face hub whether hub datasets exist."),
 ) -> None:
     """Load every task YAML under DIRECTORY: schema, !function targets, data present; non-zero exit on any problem."""
     from .validate_tasks import print_checks, validate_directory
+
+    if directory is not None and include_path is not None and directory != include_path:
+        raise typer.BadParameter(f"given twice ({directory} and {include_path}); pass one", param_hint="--include-path")
+    directory = directory or include_path or TASKS_DIR
 
     checks = validate_directory(directory, check_hub=check_hub)
     print_checks(checks, Console(soft_wrap=True))
