@@ -53,7 +53,7 @@ def write_report(runs_dir: Path, out_dir: Path, cells: pd.DataFrame | None = Non
             comparison.to_csv(compared[".csv"], index=False)
             compared[".md"].write_text(markdown(comparison_grid(comparison)) + "\n")
             files.comparisons += list(compared.values())
-        files.plots.append(plot_run(cells, run, reference, out_dir / f"plot_{run}.png"))
+        files.plots.append(plot_run(stats, run, reference, out_dir / f"plot_{run}.png"))
         files.plots += [
             path
             for path in (
