@@ -59,7 +59,7 @@ class PruningHandle:
         self.llm_stage = None  # adapters.llm_stage.LlmStage, for in-LLM methods
         self._patches = InstancePatches()
         self._hooks: list[RemovableHandle] = []
-        self._counts: list[int] = []
+        self._counts: list[float] = []  # ints for pre-LLM methods, layer averages for in-LLM ones
         self._layer_counts: list = []  # in-LLM methods: one adapters.llm_stage.LayerCounts per image
         self._degenerate = 0
         self._warned_degenerate = False
@@ -100,7 +100,7 @@ class PruningHandle:
         return packed, features
 
     # -- realised visual tokens -------------------------------------------------------------------
-    def record(self, counts: list[int], degenerate: int = 0) -> None:
+    def record(self, counts: list[float], degenerate: int = 0) -> None:
         """Note the visual tokens of each image, and how many of these images had a degenerate selection."""
         self._counts.extend(counts)
         self._degenerate += degenerate
@@ -115,8 +115,10 @@ class PruningHandle:
                 stacklevel=2,
             )
 
-    def take_counts(self) -> list[int]:
-        """Visual tokens that reached the language model, per image, since the last call."""
+    def take_counts(self) -> list[float]:
+        """Visual tokens per image since the last call, in the budget unit: for pre-LLM methods the tokens
+        that reached the language model (whole numbers); for in-LLM methods their average over the decoder
+        layers (a fraction in general). take_layer_counts() gives in-LLM methods' per-layer whole numbers."""
         counts, self._counts = self._counts, []
         return counts
 

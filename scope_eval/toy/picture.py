@@ -3,7 +3,8 @@
 What the toy understands: 336 x 336 px scenes of coloured shapes (red, green, blue, yellow, white x square,
 circle, triangle) on a dark grey background, and the questions of its benchmark (scope_eval/toy/questions.py):
 "Is there a red circle in the image?", "What color is the square?", "What shape is the blue object?",
-"How many circles are there?", "Is the red circle to the left or to the right of the blue square?".
+"How many circles are there?", "Is the red circle to the left or to the right of the blue square?", each
+followed by ANSWER_STYLE (the short-answer prompt it was trained with; without it answers drift).
 On photographs, or on anything else, it answers nonsense: it is a 1-layer-scale model trained on these
 scenes only (scope_eval/toy/weights/MODEL_CARD.md).
 """
@@ -24,7 +25,10 @@ SIZES = {"small": 26, "large": 70}
 PLAIN_GREY = Background(base=(60, 60, 60), gradient=(0, 0, 0), angle=0.0, noise_sigma=4.0, noise_seed=0)
 
 
-def scene(objects: Iterable[tuple[str, str, str]], size: str | int = "large") -> Image.Image:
+ANSWER_STYLE = "\nAnswer the question using a single word or phrase."  # end every question with it, as the benchmark does
+
+
+def scene(objects: Iterable[tuple[str, str, str]], size: str | int = "small") -> Image.Image:
     """A 336 px toy scene: ``objects`` as (colour, shape, place), place one of PLACES (e.g. "top left")."""
     side = SIZES.get(size, size) if isinstance(size, str) else size
     if not isinstance(side, int) or not 8 <= side <= SQUARE_SIDE // 3:
