@@ -50,9 +50,9 @@ DEPRECATED: dict[str, dict[str, str]] = {
 
 
 def _version() -> str:
-    from scope_eval import __version__
+    import scope_eval  # the package's own number (its __init__ imports nothing heavy)
 
-    return __version__
+    return scope_eval.__version__
 
 
 def build_app():

@@ -418,8 +418,9 @@ RESULT_NEUTRAL_LMMS_EVAL_ARGS = frozenset({"verbosity", "wandb_args", "hf_hub_lo
 
 def _check_lmms_eval_args(args: Mapping[str, Any], where: str) -> None:
     for key, value in args.items():
-        name = str(key).lstrip("-")
-        if name in RUNNER_LMMS_EVAL_ARGS:
+        name = str(key)
+        if name.lstrip("-") in RUNNER_LMMS_EVAL_ARGS:
+            name = name.lstrip("-")
             raise SweepConfigError(f"{where}: lmms_eval_args.{key} is set by the runner; use '{RUNNER_LMMS_EVAL_ARGS[name]}' instead")
         if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
             raise SweepConfigError(f"{where}: lmms_eval_args.{key}: write lmms-eval's option name without dashes, e.g. verbosity")
