@@ -18,8 +18,9 @@ def whole_numbers(values: Iterable[str] | None, option: str) -> list[int] | None
     parts = split_values(values)
     if parts is None:
         return None
+    if not parts:
+        raise typer.BadParameter("empty: give whole numbers, e.g. 64 or 192,128", param_hint=f"'{option}'")
     try:
         return [int(part) for part in parts]
     except ValueError:
-        raise typer.BadParameter(f"takes whole numbers (repeatable or comma-separated, e.g. 192,128,64); got {', '.join(parts)}",
-                                 param_hint=option) from None  # fmt: skip
+        raise typer.BadParameter(f"{', '.join(parts)}: whole numbers only, e.g. 64 or 192,128", param_hint=f"'{option}'") from None
