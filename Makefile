@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 LOCK := requirements/requirements.lock.txt
 LLAVA_LOCK := requirements/llava.txt
 
-.PHONY: setup test demo regress lock test-latest clean-venv
+.PHONY: setup test smoke demo regress lock test-latest clean-venv
 
 setup: $(STAMP)
 
@@ -28,6 +28,12 @@ $(STAMP): $(LOCK) $(LLAVA_LOCK) pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+## A one-minute first run: the toy LLaVA-1.5 unpruned and with SCOPE at 64 tokens on 8 questions, through
+## lmms-eval, offline on CPU, then the report (its score table is printed; files under runs/smoke/report).
+smoke: $(STAMP)
+	$(BIN)/scope-eval sweep configs/smoke_toy.yaml --output runs/smoke
+	$(BIN)/scope-eval report runs/smoke --output runs/smoke/report
+
 ## The main job on the embedded default: every method x budget on the toy LLaVA-1.5 and LLaVA-NeXT
 ## (pre-LLM methods on both, the in-LLM FastV / PDrop / DART on LLaVA-1.5 in the same sweep), through lmms-eval, offline;
 ## writes tables with intervals, significance and agreement, and the accuracy-vs-cost plots under results/toy/.
@@ -38,7 +44,7 @@ demo: $(STAMP)
 
 ## Accuracy regression check against the stored baseline (both backends).
 regress: $(STAMP)
-	$(BIN)/scope-eval toy-export runs/toy_original
+	$(BIN)/scope-eval toy-export --output runs/toy_original
 	$(BIN)/scope-eval regress configs/regression/toy.yaml
 
 ## Re-resolve requirements/requirements.lock.txt and requirements/llava.txt (run `make test-latest` first).

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from scope_eval.sweeps.metrics import expected_metric_keys
+from scope_eval.sweeps.tasks import expected_keys
 
 FULL_TOKENS = 576
 
@@ -54,7 +54,7 @@ def main(argv: list[str]) -> int:
             results[task] = {"alias": task}
             continue
         results[task] = {"alias": task}
-        for key in expected_metric_keys(task):
+        for key in expected_keys(task, (Path(args.include_path),) if args.include_path else ()):
             results[task][key] = 100 * fraction if key.startswith(("gpt_eval", "mme_")) else fraction
         with (out / f"20250101_000000_samples_{task}.jsonl").open("w") as samples:
             for doc_id in range(n):

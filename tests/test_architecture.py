@@ -22,7 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "provenance": set(),
     "pruning": {"pruning"},
     "cost": {"cost", "pruning"},
-    "adapters": {"adapters", "pruning", "checkpoints"},  # checkpoints: importable from any part (ARCHITECTURE.md)
+    "adapters": {"adapters", "pruning", "checkpoints", "cost"},  # checkpoints: importable from any part (ARCHITECTURE.md); cost: handle.measure() times and prices one call
     "lmms": {"lmms", "adapters", "pruning", "cost", "checkpoints"},
     # harness
     "toy": {"toy", "lmms", "adapters", "pruning"},

@@ -87,7 +87,7 @@ def test_bench_llava15_tiny_reports_every_field(tmp_path):
         )
         assert small["ideal_lm_speedup"] > large["ideal_lm_speedup"] > 1
     assert report["model"]["source"] == "tiny-llava-1.5" and report["hardware"]["torch"] == torch.__version__
-    assert report["command"].startswith("scope-eval bench --shape tiny-llava-1.5 --methods none,random,saliency,scope")
+    assert report["command"].startswith("scope-eval bench --shape tiny-llava-1.5 --method none,random,saliency,scope")
 
 
 @pytest.mark.parametrize("policy", ["per_crop", "global"])
@@ -120,7 +120,7 @@ def test_bench_llava_next_tiny_realises_the_budget(tmp_path, policy):
 @pytest.mark.parametrize(
     "options, message",
     [
-        (["--shape", "tiny-llava-1.5", "--model", "x"], "exactly one of --model"),
+        (["--shape", "tiny-llava-1.5", "--model", "x"], "exactly one of --pretrained"),
         (["--shape", "llava-9b"], "unknown --shape"),
         (["--shape", "tiny-llava-1.5", "--image-size", "336"], "HEIGHTxWIDTH"),
         (["--shape", "tiny-llava-1.5", "--budgets", "64,abc"], "whole numbers"),
@@ -203,16 +203,82 @@ def test_selection_estimates_are_the_method_classes_own():
     assert selection_flops(PruningPlan.build("none"), 1, vision, 8) == 0
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
-def test_every_registered_method_is_costed_by_the_bench(name):
-    """A method file dropped into pruning/methods is costed: a number (0 for a draw or top-k), never n/a."""
-    method = METHODS[name]()  if name != "cdpruner" else METHODS[name](text_encoder="clip")
+def gives_estimate(cls) -> bool:
+    """Whether a method class defines its own FLOP model (the base classes' default returns None: no estimate)."""
+    from scope_eval.pruning import PruningMethod
+    from scope_eval.pruning.llm_stage import LlmStageMethod
+
+    if cls.stage == "llm":
+        return cls.scoring_flops is not LlmStageMethod.scoring_flops
+    return cls.selection_flops is not PruningMethod.selection_flops
+
+
+def method_estimate(method) -> int | None:
     if method.stage == "llm":
         from scope_eval.pruning.cost import DropWork
 
-        assert method.scoring_flops(DropWork(tokens=600, visual=576, kept=64, hidden=32, kv_width=32)) > 0
+        return method.scoring_flops(DropWork(tokens=600, visual=576, kept=64, hidden=32, kv_width=32))
+    return method.selection_flops(SelectionWork(1, 576, 64, 1024, 4096))
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_registered_method_is_costed_by_the_bench(name):
+    """A method file dropped into pruning/methods is costed: a number (0 for a draw or top-k) when its class
+    defines a FLOP model, None ("n/a" in the bench) when it does not; a FLOP model is optional."""
+    method = METHODS[name]()  if name != "cdpruner" else METHODS[name](text_encoder="clip")
+    estimate = method_estimate(method)
+    if gives_estimate(type(method)):
+        assert isinstance(estimate, int) and estimate >= 0 and (estimate > 0 or method.stage != "llm")
     else:
-        assert method.selection_flops(SelectionWork(1, 576, 64, 1024, 4096)) >= 0
+        assert estimate is None
+
+
+PLAIN_METHOD = '''
+from dataclasses import dataclass
+
+import torch
+
+from scope_eval.pruning import KeptTokens, PruningMethod, register
+
+
+@register
+@dataclass
+class PlainLastMethod(PruningMethod):
+    name = "plain_last"  # a researcher's first method: no display name, no rank, no FLOP model
+
+    def _select(self, tokens, budget):
+        start = tokens.num_tokens - budget
+        return KeptTokens(indices=torch.arange(start, tokens.num_tokens).expand(tokens.batch, budget))
+'''
+
+
+@pytest.fixture
+def plain_method(tmp_path):
+    """A method file without selection_flops, registered for one test and removed after it."""
+    import importlib.util
+
+    path = tmp_path / "plain_last.py"
+    path.write_text(PLAIN_METHOD)
+    spec = importlib.util.spec_from_file_location("plain_last", path)
+    spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    try:
+        yield "plain_last"
+    finally:
+        METHODS.pop("plain_last", None)
+
+
+def test_a_method_without_a_flop_model_is_benched_as_n_a(tmp_path, plain_method):
+    assert not gives_estimate(METHODS[plain_method]) and method_estimate(METHODS[plain_method]()) is None
+    test_every_registered_method_is_costed_by_the_bench(plain_method)  # the matrix accepts it
+    report = run_bench(tmp_path, "--shape", "tiny-llava-1.5", "--method", plain_method, "--budget", "64")
+    row = next(row for row in report["rows"] if row["method"] == plain_method)
+    assert row["flops"]["selection"] is None and row["selection_ms"] >= 0
+    # the prefill total still counts everything that has a model: vision, projector, language model
+    assert row["flops"]["total_prefill"] == row["flops"]["vision"] + row["flops"]["projector"] + row["flops"]["language_model"]
+    lines = [line for line in (tmp_path / "bench.md").read_text().splitlines() if line.startswith(f"| {plain_method} ")]
+    header = next(line for line in (tmp_path / "bench.md").read_text().splitlines() if "select GFLOPs" in line)
+    column = [cell.strip() for cell in header.split("|")].index("select GFLOPs")
+    assert [cell.strip() for cell in lines[-1].split("|")][column] == "n/a"  # the table against unpruned
 
 
 def test_kv_cache_by_hand():
@@ -347,7 +413,7 @@ def test_bench_costs_every_method_of_both_stages_with_their_options(tmp_path):
     for name, row in rows.items():
         if name in ("none",):
             continue
-        assert row["flops"]["selection"] is not None, name
+        assert row["flops"]["selection"] is not None or not gives_estimate(METHODS[name]), name
         assert row["selection_ms"] >= 0, name
     for name in ("fastv", "pdrop", "dart", "sparsevlm", "scope", "cdpruner"):
         assert rows[name]["selection_ms"] > 0 and rows[name]["flops"]["selection"] > 0, name

@@ -103,7 +103,7 @@ def test_output_under_a_regular_file_is_a_clear_error(tmp_path):
             attempt()
     path = write_yaml(tmp_path / "sweep.yaml", sweep_data(tmp_path / "file" / "runs"))
     result = cli("sweep", str(path), "--evaluator", f"{sys.executable} {FAKE}")
-    assert result.returncode == 2 and "not a folder; pass another --output" in " ".join(result.stdout.split())
+    assert result.returncode == 2 and "not a folder; pass another --output" in " ".join(result.stderr.split())
 
 
 def test_read_only_output_is_a_clear_error(tmp_path, monkeypatch):
@@ -120,7 +120,7 @@ def test_missing_evaluator_program_is_a_clear_error(tmp_path):
     path = write_yaml(tmp_path / "sweep.yaml", sweep_data(tmp_path / "runs"))
     for extra in ([], ["--dry-run"]):
         result = cli("sweep", str(path), "--evaluator", "/no/such/python -m lmms_eval", *extra)
-        text = " ".join(result.stdout.split())
+        text = " ".join(result.stderr.split())
         assert result.returncode == 2 and "evaluator program '/no/such/python' not found" in text and "-m lmms_eval" in text
         assert "Traceback" not in result.stdout + result.stderr
     assert not list((tmp_path / "runs").rglob(CELL_FILE))
@@ -281,7 +281,7 @@ def test_regress_fails_before_running_anything(tmp_path, changes, words):
         metric = {"model": "tiny", "method_label": "none", "budget": 576, "task": "gqa", "benchmark": "GQA", "value": 80.0}
         (tmp_path / "baseline.json").write_text(json.dumps({"limit": None, "metrics": [metric]}))
     result = cli("regress", str(config), "--runs", str(tmp_path / "runs"))
-    assert result.returncode == 2 and words in " ".join(result.stdout.split()), result.stdout + result.stderr
+    assert result.returncode == 2 and words in " ".join(result.stderr.split()), result.stdout + result.stderr
     assert not (tmp_path / "runs").exists(), "nothing may run before the config and the baseline are checked"
 
 
@@ -290,7 +290,7 @@ def test_corrupt_regress_baseline_is_a_clear_error(tmp_path, content):
     config = regression_files(tmp_path)
     (tmp_path / "baseline.json").write_text(content)
     result = cli("regress", str(config), "--runs", str(tmp_path / "runs"))
-    text = " ".join(result.stdout.split())
+    text = " ".join(result.stderr.split())
     assert result.returncode == 2 and "baseline.json" in text and "--update-baseline" in text, result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
 
@@ -451,7 +451,7 @@ def test_a_broken_plugin_leaves_sweeps_that_do_not_use_it_running(tmp_path):
     fine = subprocess.run([*dry, str(unused)], capture_output=True, text=True, env=env, timeout=300)
     assert fine.returncode == 0 and "plugin 'broken'" in fine.stderr and "Traceback" not in fine.stderr, fine.stderr[-3000:]
     refused = subprocess.run([*dry, str(used)], capture_output=True, text=True, env=env, timeout=300)
-    text = " ".join(refused.stdout.split())
+    text = " ".join((refused.stdout + refused.stderr).split())  # errors go to stderr
     assert refused.returncode == 2 and "method 'broken' is unavailable" in text and "from broken-plugin failed to import" in text
     assert "Traceback" not in refused.stdout + refused.stderr
 

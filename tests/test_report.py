@@ -105,7 +105,13 @@ def test_report_tables_and_plot_from_a_runs_folder(fake_runs, tmp_path):
     assert set(cells["benchmark"]) == {"GQA", "MME", "POPE"}
     assert len(cells) == 3 * (1 + 3 * 2)
     table = pd.read_csv(tmp_path / "report" / "table_llava-v1.5-7b.csv")
-    assert list(table.columns) == ["method", "budget", "GQA", "MME", "POPE", AVG]
+    page = (tmp_path / "report" / "table_llava-v1.5-7b.md").read_text()
+    md_columns = [c.strip() for c in next(l for l in page.splitlines() if l.startswith("| method")).strip("|").split("|")]
+    assert md_columns[:6] == ["method", "budget", "GQA", "MME", "POPE", AVG] and "TTFT ms (median)" in md_columns
+    assert [c for c in table.columns if c in md_columns] == md_columns  # the CSV: every Markdown column, as numbers,
+    assert {"GQA low", "GQA high", "GQA vs unpruned", "GQA vs SCOPE"} <= set(table.columns)  # + each interval split out
+    tex = (tmp_path / "report" / "table_llava-v1.5-7b.tex").read_text()
+    assert all(column.replace("%", "\\%") in tex for column in md_columns)  # the TeX: the Markdown's columns and text
     assert list(table["method"][:4]) == ["none", "scope", "random", "random_seed1"]
     assert table.loc[0, AVG] == pytest.approx(100.0)
     scope_64 = table[(table["method"] == "scope") & (table["budget"] == 64)].iloc[0]

@@ -21,8 +21,9 @@ from scope_eval.reports.stats import (
     mcnemar_exact,
     paired_bootstrap,
     seed_for,
+    wilson_interval,
 )
-from scope_eval.sweeps.metrics import benchmarks_for_task
+from scope_eval.sweeps.tasks import task_benchmarks
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,6 +48,25 @@ def test_bootstrap_interval_of_a_degenerate_proportion_is_exact():
     always, never = np.ones(30), np.zeros(30)
     assert bootstrap_interval(lambda drawn: float(always[drawn].mean()), 30, seed_for("all right")) == (1.0, 1.0)
     assert bootstrap_interval(lambda drawn: float(never[drawn].mean()), 30, seed_for("all wrong")) == (0.0, 0.0)
+
+
+def test_wilson_interval_stays_honest_at_zero_and_one_hundred_percent():
+    low, high = wilson_interval(8, 8)
+    assert high == 1.0 and low == pytest.approx(0.6756, abs=1e-4)  # 8/8: about [68, 100], not [100, 100]
+    assert wilson_interval(0, 16)[0] == 0.0 and wilson_interval(0, 16)[1] == pytest.approx(0.1936, abs=1e-4)
+    assert wilson_interval(1400, 2000) == pytest.approx(wilson(1400, 2000))
+
+
+def test_a_share_of_right_answers_gets_a_wilson_interval_named_in_the_stats(tmp_path):
+    """8 documents all right: Wilson [67.6, 100] (a bootstrap would say [100, 100]); a pooled POPE F1 keeps the bootstrap."""
+    samples = [{"doc_id": d, "filtered_resps": "yes", "exact_match": 1.0} for d in range(8)]
+    tidy = pd.DataFrame([_tidy_row("none", 576, _write_cell(tmp_path, "none", samples), 100.0)])
+    row = cell_statistics(tidy, tmp_path, resamples=200).iloc[0]
+    assert row["ci_method"] == "wilson" and row["ci_high"] == pytest.approx(100.0)
+    assert row["ci_low"] == pytest.approx(100 * wilson(8, 8)[0], abs=1e-3)
+    (pope,) = task_benchmarks("scope_toy_pope")
+    records = [{"doc_id": d, "pope_f1_score": {"prediction": "yes", "answer": "yes" if d % 2 else "no"}} for d in range(10)]
+    assert HeadlineScorer(pope, "scope_toy_pope", records).right_count() is None  # pooled: bootstrap
 
 
 def test_seeds_come_from_names_only():
@@ -130,7 +150,7 @@ def test_pooled_mme_score_resamples_images_and_a_twice_drawn_image_counts_twice(
         {"image_id": "b", "category": "color", "correct": False},
     ]
     samples = [{"doc_id": i, "mme_score": r} for i, r in enumerate(records)]
-    (benchmark,) = benchmarks_for_task("scope_toy_mme")
+    (benchmark,) = task_benchmarks("scope_toy_mme")
     scorer = HeadlineScorer(benchmark, "scope_toy_mme", samples)
     units = scorer.units()
     assert units == [[0, 1], [2, 3]]  # one unit per image
@@ -144,7 +164,7 @@ def test_pooled_pope_f1_is_the_tasks_own_aggregation():
 
     pairs = [("yes", "yes"), ("yes", "no"), ("no", "yes"), ("no", "no"), ("yes", "yes")]
     records = [{"question_id": str(i), "prediction": p, "answer": a, "category": "random"} for i, (p, a) in enumerate(pairs)]
-    (benchmark,) = benchmarks_for_task("scope_toy_pope")
+    (benchmark,) = task_benchmarks("scope_toy_pope")
     scorer = HeadlineScorer(benchmark, "scope_toy_pope", [{"doc_id": i, "pope_f1_score": r} for i, r in enumerate(records)])
     assert scorer.usable and not scorer.per_item
     assert scorer.score(scorer.units()) == pytest.approx(100 * utils.pope_f1_score(records))

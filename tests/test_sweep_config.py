@@ -318,3 +318,37 @@ def test_keep_ratio_on_the_command_line_replaces_the_budgets():
 def test_bad_keep_ratio_configs_are_errors(changes, message):
     with pytest.raises(SweepConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         sweep_from_dict({**QWEN, **changes})
+
+
+def test_every_relative_path_of_a_config_is_relative_to_the_config_file(tmp_path, monkeypatch):
+    """output, include_path and data_dir as model.pretrained: one rule, whatever the shell's folder; the
+    command line's paths stay relative to the shell."""
+    folder = tmp_path / "configs"
+    (tmp_path / "my_tasks").mkdir()
+    (tmp_path / "my_tasks" / "mine.yaml").write_text("task: mine\nmetric_list: [{metric: exact_match}]\n")
+    folder.mkdir()
+    data = {**BASE, "tasks": ["mine"], "output": "../runs", "include_path": "../my_tasks"}
+    (folder / "mine.yaml").write_text(yaml.safe_dump(data))
+    monkeypatch.chdir(tmp_path / "my_tasks")  # anywhere else
+    config = load_sweep(folder / "mine.yaml")
+    assert config.output == str((tmp_path / "runs").resolve())
+    assert config.include_path == str((tmp_path / "my_tasks").resolve())
+    assert with_overrides(config, output="here").output == "here"
+
+
+def test_lmms_eval_args_pass_through_and_result_changing_ones_enter_the_fingerprint(tmp_path):
+    from scope_eval.sweeps.cells import fingerprint
+
+    plain = config_with(output=str(tmp_path))
+    chatty = config_with(output=str(tmp_path), lmms_eval_args={"verbosity": "DEBUG"})
+    reseeded = config_with(output=str(tmp_path), lmms_eval_args={"fewshot_as_multiturn": True, "verbosity": "DEBUG"})
+    cell = expand(plain)[1]
+    command = lmms_eval_command(chatty, cell.method, cell.budget, [cell.task], tmp_path)
+    assert command[command.index("--verbosity") + 1] == "DEBUG"
+    assert "--fewshot_as_multiturn" in lmms_eval_command(reseeded, cell.method, cell.budget, [cell.task], tmp_path)
+    assert fingerprint(chatty, cell) == fingerprint(plain, cell)  # verbosity changes no number: old cells stay valid
+    assert fingerprint(reseeded, cell)["lmms_eval_args"] == {"fewshot_as_multiturn": True}
+    for bad, message in (({"tasks": "x"}, "set by the runner; use 'tasks'"), ({"--seed": 1}, "without dashes"),
+                         ({"seed": [1, 2]}, "a single value")):  # fmt: skip
+        with pytest.raises(SweepConfigError, match=message):
+            config_with(lmms_eval_args=bad)

@@ -44,3 +44,74 @@ def test_smoke_config_sweep_then_report(tmp_path):
     assert "| scope    |       64 |" in report.stdout
     assert "Limited run (8 documents per task)" in (runs / "report" / "table_toy-llava15_limit8.md").read_text()
     assert (runs / "report" / "plot_toy-llava15_limit8.png").read_bytes()[:4] == b"\x89PNG"
+
+
+MY_TASK_YAML = """\
+# A benchmark of one's own: one YAML outside the package, the template's functions reused by module path.
+task: my_shapes
+dataset_path: parquet
+dataset_kwargs: {data_files: {test: my_shapes.parquet}}
+test_split: test
+output_type: generate_until
+doc_to_visual: !function scope_eval.lmms.tasks._template.utils.doc_to_visual
+doc_to_text: !function scope_eval.lmms.tasks._template.utils.doc_to_text
+doc_to_target: answer
+generation_kwargs: {max_new_tokens: 8, temperature: 0, do_sample: false}
+process_results: !function scope_eval.lmms.tasks._template.utils.process_results
+metric_list:
+  - {metric: exact_match, aggregation: mean, higher_is_better: true}
+lmms_eval_specific_kwargs:
+  default: {pre_prompt: "", post_prompt: "\\nAnswer the question using a single word or phrase."}
+metadata: {version: 0.0, display_name: My-Shapes, scale: 100, chance: 50}
+"""
+
+
+def write_questions(folder: Path) -> Path:
+    """Four yes/no questions on two pictures of the toy's own kind (scope_eval.toy.scene)."""
+    from scope_eval.toy import scene
+
+    (folder / "photos").mkdir(parents=True)
+    scene([("red", "circle", "left"), ("blue", "square", "right")]).save(folder / "photos" / "a.png")
+    scene([("green", "triangle", "center")]).save(folder / "photos" / "b.png")
+    questions = [
+        {"image": "a.png", "question": "Is there a red circle in the image?", "answer": "yes"},
+        {"image": "a.png", "question": "Is there a green triangle in the image?", "answer": "no"},
+        {"image": "b.png", "question": "Is there a green triangle in the image?", "answer": "yes"},
+        {"image": "b.png", "question": "Is there a blue square in the image?", "answer": "no"},
+    ]
+    path = folder / "questions.jsonl"
+    path.write_text("".join(json.dumps(q) + "\n" for q in questions))
+    return path
+
+
+def test_a_benchmark_of_ones_own_in_four_steps_outside_the_package(tmp_path):
+    """1 make the parquet, 2 write the task YAML, 3 sweep with --include-path, 4 report: no file in the package."""
+    questions = write_questions(tmp_path)
+    tasks = tmp_path / "my_tasks"
+    env = child_env(tmp_path)
+
+    def scope_eval(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "scope_eval", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout)
+
+    step1 = scope_eval("make-task-data", str(questions), "--images", str(tmp_path / "photos"), "--output", str(tasks / "my_shapes.parquet"))
+    assert step1.returncode == 0 and "4 questions" in step1.stdout, step1.stderr
+    (tasks / "my_shapes.yaml").write_text(MY_TASK_YAML)  # step 2
+    checked = scope_eval("validate-tasks", "--include-path", str(tasks))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    runs = tmp_path / "runs"
+    plan = scope_eval("sweep", str(REPO / "configs" / "smoke_toy.yaml"), "--include-path", str(tasks), "--task", "my_shapes",
+                      "--output", str(runs), "--dry-run")  # fmt: skip
+    assert plan.returncode == 0 and "--tasks my_shapes" in plan.stdout, plan.stderr
+    step3 = scope_eval("sweep", str(REPO / "configs" / "smoke_toy.yaml"), "--include-path", str(tasks), "--task", "my_shapes",
+                       "--output", str(runs), "--limit", "4")  # fmt: skip
+    assert step3.returncode == 0, step3.stdout[-3000:] + step3.stderr[-3000:]
+    cell = runs / "toy-llava15_limit4" / "scope" / "b64" / "my_shapes"
+    record = json.loads((cell / "cell.json").read_text())
+    assert record["n_samples"] == 4 and record["config"]["include_path"] == str(tasks.resolve())
+    assert len((cell / "samples_my_shapes.jsonl").read_text().splitlines()) == 4
+    step4 = scope_eval("report", str(runs), timeout=300)
+    assert step4.returncode == 0, step4.stderr
+    assert "My-Shapes" in step4.stdout  # the YAML's display name, in percent with an interval
+    table = (runs / "report" / "table_toy-llava15_limit4.csv").read_text()
+    assert "My-Shapes" in table
+    assert not any(Path(p).is_relative_to(REPO / "scope_eval") for p in (tasks, questions))

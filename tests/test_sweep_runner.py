@@ -15,7 +15,7 @@ import pytest
 import yaml
 from rich.console import Console
 
-from scope_eval.sweeps.cells import CELL_FILE, cell_dir, expand
+from scope_eval.sweeps.cells import CELL_FILE, cell_dir, expand, samples_file
 from scope_eval.sweeps.config import SweepConfigError, load_sweep, sweep_from_dict, with_overrides
 from scope_eval.sweeps.runner import SweepSetupError, describe_plan, run_sweep
 
@@ -90,7 +90,8 @@ def test_missing_metric_fails_only_that_task_in_a_grouped_launch(tmp_path):
     assert "mme_perception_score,none" in summary.failed[0][1]
     gqa = json.loads((tmp_path / "tiny/none/full/gqa" / CELL_FILE).read_text())
     assert gqa["timing"]["launch_tasks"] == ["gqa", "mme"]
-    assert (tmp_path / "tiny/none/full/gqa" / gqa["files"]["samples"]).name.endswith("_samples_gqa.jsonl")
+    assert tmp_path / "tiny/none/full/gqa" / gqa["files"]["samples"] == samples_file(tmp_path / "tiny/none/full/gqa", "gqa")
+    assert samples_file(tmp_path / "tiny/none/full/gqa", "gqa").is_file()  # the one predictable place
     # the rerun only launches the missing task
     summary = run_sweep(config, fake(), quiet())
     assert [c.task for c in summary.finished] == ["mme"] and [c.task for c in summary.skipped] == ["gqa"]
@@ -170,7 +171,7 @@ def test_cli_reports_config_errors_with_exit_code_2(tmp_path):
     config_file.write_text(yaml.safe_dump(sweep_data(tmp_path / "runs", budgets=[0])))
     result = subprocess.run([sys.executable, "-m", "scope_eval", "sweep", str(config_file)], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2
-    assert "budget must be at least 1 visual token" in " ".join(result.stdout.split())
+    assert "budget must be at least 1 visual token" in " ".join(result.stderr.split())
 
 
 def test_data_dir_points_the_plugin_tasks_at_local_copies(tmp_path):

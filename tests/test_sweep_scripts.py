@@ -49,7 +49,7 @@ def test_dry_run_prints_scope_and_unpruned_commands(tmp_path):
 
 def test_next_budget_above_the_token_count_is_refused():
     result = run_script("run_scope_llava_next_7b.sh", "3000", "--dry-run")
-    assert result.returncode == 2 and "larger than the 2880 visual tokens available" in " ".join(result.stdout.split())
+    assert result.returncode == 2 and "larger than the 2880 visual tokens available" in " ".join(result.stderr.split())
 
 
 def test_script_runs_and_prints_the_row_beside_the_papers(tmp_path):

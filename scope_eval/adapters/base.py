@@ -59,11 +59,13 @@ class PruningHandle:
         self.llm_stage = None  # adapters.llm_stage.LlmStage, for in-LLM methods
         self._patches = InstancePatches()
         self._hooks: list[RemovableHandle] = []
-        self._counts: list[int] = []
+        self._counts: list[float] = []  # ints for pre-LLM methods, layer averages for in-LLM ones
         self._layer_counts: list = []  # in-LLM methods: one adapters.llm_stage.LayerCounts per image
         self._degenerate = 0
         self._warned_degenerate = False
         self.active = True
+        self.last_timing = None  # cost.timing.PassTiming of the last measure() call
+        self.last_flops = None  # cost.flops.PrefillFlops of that call (per image), None when unknowable
 
     # -- the shared pre-LLM sequence ---------------------------------------------------------------
     def attach_probe(self, vision_tower: torch.nn.Module, feature_layer: int) -> None:
@@ -132,7 +134,7 @@ class PruningHandle:
         self.llm_stage.expect_prefill(visual, attention_mask)  # type: ignore[union-attr]
 
     # -- realised visual tokens -------------------------------------------------------------------
-    def record(self, counts: list[int], degenerate: int = 0) -> None:
+    def record(self, counts: list[float], degenerate: int = 0) -> None:
         """Note the visual tokens of each image, and how many of these images had a degenerate selection."""
         self._counts.extend(counts)
         self._degenerate += degenerate
@@ -147,8 +149,10 @@ class PruningHandle:
                 stacklevel=2,
             )
 
-    def take_counts(self) -> list[int]:
-        """Visual tokens that reached the language model, per image, since the last call."""
+    def take_counts(self) -> list[float]:
+        """Visual tokens per image since the last call, in the budget unit: for pre-LLM methods the tokens
+        that reached the language model (whole numbers); for in-LLM methods their average over the decoder
+        layers (a fraction in general). take_layer_counts() gives in-LLM methods' per-layer whole numbers."""
         counts, self._counts = self._counts, []
         return counts
 
@@ -162,6 +166,48 @@ class PruningHandle:
         """In-LLM methods: LayerCounts per image since the last call (.per_layer, .layer_average, .after_layer)."""
         records, self._layer_counts = self._layer_counts, []
         return records
+
+    def measure(self, generate: Callable[[], Any]) -> Any:
+        """Run one ``generate`` call (e.g. ``lambda: model.generate(**inputs)``) with its parts timed and its
+        prefill priced; returns its output and keeps ``last_timing`` (seconds: vision, selection, LM prefill,
+        time to first token, total) and ``last_flops`` (analytic FLOPs of one image's prefill: vision,
+        selection, projector, language model; None for several images). transformers models only."""
+        from scope_eval.cost.flops import prefill_flops
+        from scope_eval.cost.timing import Clock, PassTimer
+
+        base = getattr(self.model, "model", None)
+        if getattr(base, "vision_tower", None) is None or getattr(base, "language_model", None) is None:
+            raise PruningError("handle.measure() times transformers' LLaVA models (model.model.vision_tower); "
+                               "for the original LLaVA codebase use `scope-eval bench` or the lmms-eval cost record")  # fmt: skip
+        crops: list[int] = []
+        counting = base.vision_tower.register_forward_pre_hook(
+            lambda module, args: crops.append(int(args[0].shape[0])) if args and isinstance(args[0], torch.Tensor) else None
+        )
+        counted, layered = len(self._counts), len(self._layer_counts)
+        timer = PassTimer(self.model, self.plan.method, Clock(next(self.model.parameters()).device))
+        output = None
+
+        def run() -> None:
+            nonlocal output
+            output = generate()
+
+        try:
+            self.last_timing = timer.run(run)
+        finally:
+            timer.close()
+            counting.remove()
+        counts, layers = self._counts[counted:], self._layer_counts[layered:]
+        self.last_flops = None
+        if len(counts) == 1 and crops:
+            config = self.model.config
+            tokens_per_crop = (config.vision_config.image_size // config.vision_config.patch_size) ** 2
+            per_layer = list(layers[0].per_layer) if layers else None
+            projected = crops[0] * tokens_per_crop if self.plan.keeps_all else int(counts[0])
+            self.last_flops = prefill_flops(
+                config, self.plan, crops=crops[0], projected_tokens=per_layer[0] if per_layer else projected,
+                prefill_tokens=self.last_timing.prefill_tokens, visual_per_layer=per_layer,
+            )  # fmt: skip
+        return output
 
     def take_degenerate(self) -> int:
         """Images whose selection was degenerate (see KeptTokens.degenerate) since the last call."""

@@ -21,13 +21,15 @@ DEFAULT_IMAGE_SIZE = {"llava-1.5": (336, 336), "llava-next": (672, 672), "qwen2-
 
 
 def bench(
-    model: str | None = typer.Option(None, "--model", help="llava-hf checkpoint directory or hub id (local cache)."),
-    shape: str | None = typer.Option(None, "--shape", help=SHAPE_HELP),
-    methods: str = typer.Option(
-        "all", "--methods", help="Comma-separated pruning methods, or 'all'. 'none' always runs."
+    model: str | None = typer.Option(
+        None, "--pretrained", "--model", help="llava-hf checkpoint directory or hub id (local cache). (--model: old spelling)"
     ),
-    budgets: str | None = typer.Option(
-        None, "--budgets", help="Comma-separated visual tokens per image (default: the paper's for the family)."
+    shape: str | None = typer.Option(None, "--shape", help=SHAPE_HELP),
+    methods: list[str] = typer.Option(
+        ["all"], "--method", "--methods", help="Pruning method (repeatable or comma-separated), or 'all'. 'none' always runs."
+    ),
+    budgets: list[str] = typer.Option(
+        [], "--budget", "--budgets", help="Visual tokens per image (repeatable or comma-separated; default: the paper's for the family)."
     ),
     budget_policy: str = typer.Option("per_crop", "--budget-policy", help="LLaVA-NeXT: per_crop (paper) or global."),
     method_option: list[str] = typer.Option(
@@ -48,7 +50,7 @@ def bench(
         None, "--attention", help="attn_implementation: sdpa, eager, flash_attention_2 (default: transformers')."
     ),
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads (default: torch's)."),
-    out: Path | None = typer.Option(None, "--out", help="Write OUT.json, OUT.md and OUT.png."),
+    out: Path | None = typer.Option(None, "--output", "--out", help="Write OUTPUT.json, OUTPUT.md and OUTPUT.png. (--out: old spelling)"),
     title: str | None = typer.Option(None, "--title", help="Heading of the markdown section (default: the model)."),
 ) -> None:
     """Measure what pruning saves (prefill time, FLOPs, memory) and what selection costs."""
@@ -62,7 +64,7 @@ def bench(
         from .summary import report
 
         if (model is None) == (shape is None):
-            raise BenchError("pass exactly one of --model (a checkpoint) or --shape (a built-in model)")
+            raise BenchError("pass exactly one of --pretrained (a checkpoint) or --shape (a built-in model)")
         known = [*SHAPES, *TOY_CHECKPOINTS, *QWEN_SHAPES]
         if shape is not None and shape not in known:
             raise BenchError(f"unknown --shape {shape!r}; choose one of: {', '.join(known)}")
@@ -71,7 +73,7 @@ def bench(
             raise BenchError(f"unknown --attention {attention!r}; choose one of: {', '.join(ATTENTION_IMPLEMENTATIONS)}")
         if threads is not None:
             torch.set_num_threads(threads)
-        chosen = _method_list(methods)
+        chosen = _method_list(",".join(methods))
         options = _method_options(method_option, chosen)  # before the model loads: a typo costs nothing
         target = resolve_device(device)
         bench_model = load_bench_model(shape or model, target, resolve_dtype(dtype, target), attention)
@@ -79,7 +81,7 @@ def bench(
         settings = BenchSettings(
             methods=chosen,
             method_options=options,
-            budgets=_int_list(budgets, "--budgets") if budgets else _paper_budgets(bench_model, size),
+            budgets=_int_list(",".join(budgets), "--budget") if budgets else _paper_budgets(bench_model, size),
             budget_policy=budget_policy,
             repeats=repeats,
             warmup=warmup,
@@ -216,11 +218,11 @@ def _command_line(shape, model, settings, *, dtype: str, device: str, threads, o
     words = [
         "scope-eval",
         "bench",
-        "--shape" if shape else "--model",
+        "--shape" if shape else "--pretrained",
         shape or model,
-        "--methods",
+        "--method",
         ",".join(settings.methods),
-        "--budgets",
+        "--budget",
         ",".join(map(str, settings.budgets)),
         "--budget-policy",
         settings.budget_policy,
@@ -246,5 +248,5 @@ def _command_line(shape, model, settings, *, dtype: str, device: str, threads, o
     if threads is not None:
         words += ["--threads", str(threads)]
     if out is not None:
-        words += ["--out", str(out)]
+        words += ["--output", str(out)]
     return shlex.join(words)

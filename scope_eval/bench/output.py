@@ -38,6 +38,9 @@ COMPARED: Columns = [
 ]
 
 
+NO_ESTIMATE = "n/a"  # a method that gives no FLOP estimate: its selection is not in the prefill total
+
+
 def cells(row: dict[str, Any], columns: Columns) -> list[str]:
     ttft = row["samples_ms"]["ttft"]
     selection_flops = row["flops"]["selection"]
@@ -51,7 +54,9 @@ def cells(row: dict[str, Any], columns: Columns) -> list[str]:
     out = []
     for key, _ in columns:
         value = values[key]
-        if value is None:
+        if value is None and key == "selection_gflops":
+            out.append(NO_ESTIMATE)  # a method without a FLOP model (selection_flops returned None)
+        elif value is None:
             out.append("all" if key == "budget" else "–")
         elif key == "selection_share":
             out.append(f"{100 * value:.2f}%")

@@ -290,11 +290,14 @@ def bench_selection(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads (default: torch's)."),
     setting: Optional[list[str]] = typer.Option(None, "--setting", help="Only these settings: llava15, per_crop, global (repeatable)."),
     reference: bool = typer.Option(True, "--reference/--no-reference", help="Also check inplace against the float64 reference greedy."),
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the timings as JSON here."),
-    markdown_path: Optional[Path] = typer.Option(None, "--markdown", help="Write the table as Markdown here."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Write OUTPUT.json (timings) and OUTPUT.md (the table)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the timings as JSON here (old spelling; --output writes both)."),
+    markdown_path: Optional[Path] = typer.Option(None, "--markdown", help="Write the table as Markdown here (old spelling; --output writes both)."),
     note: str = typer.Option("", "--note", help="Free text placed above the table in the Markdown (e.g. machine load)."),
 ) -> None:
     """Time SCOPE's exact selection against the paper-style naive loop at the paper's token budgets."""
+    if output is not None:
+        json_path, markdown_path = json_path or output.with_suffix(".json"), markdown_path or output.with_suffix(".md")
     dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if dtype not in dtypes:
         raise typer.BadParameter(f"choose one of {', '.join(dtypes)}", param_hint="--dtype")

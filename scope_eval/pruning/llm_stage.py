@@ -136,7 +136,7 @@ class LlmStageMethod(PruningMethod):
     """Base of in-LLM methods: a schedule of drop layers and counts, and ``choose`` per drop."""
 
     stage: ClassVar[str] = "llm"
-    budget_unit: str = "layer_average"
+    budget_unit: str = "layer_average"  # K = visual tokens averaged over all layers, or "after_layer": after the drop
 
     def __post_init__(self) -> None:
         if self.budget_unit not in BUDGET_UNITS:

@@ -11,12 +11,11 @@ from ..provenance import describe as describe_environment
 from ..sweeps.cells import CELL_FILE, run_name
 from ..sweeps.cost import COST_COLUMNS, cost_columns
 from ..sweeps.integrity import read_cell
-from ..sweeps.metrics import benchmarks_for_task
-from ..sweeps.tasks import yaml_metrics
+from ..sweeps.tasks import include_dirs_of, task_benchmarks
 
 TIDY_COLUMNS = [
     "run", "model", "paper_model", "method", "method_label", "options", "budget", "budget_policy", "limit",
-    "task", "benchmark", "metric", "value", "n", "tokens_min", "tokens_mean", "tokens_max", "cell_dir", "environment",
+    "task", "benchmark", "metric", "unit", "chance", "include_path", "value", "n", "tokens_min", "tokens_mean", "tokens_max", "cell_dir", "environment",
     "pretrained", "backend", "setting",
 ]  # fmt: skip
 TIDY_COLUMNS += COST_COLUMNS  # per-sample cost of the cell: median and p90 (scope_eval/sweeps/cost.py)
@@ -28,8 +27,10 @@ def finished_cells(runs_dir: Path) -> list[Path]:
     return sorted(p for p in runs_dir.rglob(CELL_FILE) if not any(part.startswith(".") for part in p.relative_to(runs_dir).parts))
 
 
-def tidy(runs_dir: Path, damaged: list[tuple[Path, str]] | None = None) -> pd.DataFrame:
-    """Damaged cells (integrity.py) are left out, and listed in `damaged` as (cell.json, why) when given."""
+def tidy(runs_dir: Path, damaged: list[tuple[Path, str]] | None = None, include_dirs: tuple[Path, ...] = ()) -> pd.DataFrame:
+    """Damaged cells (integrity.py) are left out, and listed in `damaged` as (cell.json, why) when given.
+    A task's benchmark (name, headline, scale) comes from its YAML: the shipped ones, the include path the
+    cell was swept with (in its cell.json), else `include_dirs` (`report --include-path`)."""
     rows = []
     for record_path in finished_cells(runs_dir):
         record, problem = read_cell(record_path)
@@ -39,7 +40,8 @@ def tidy(runs_dir: Path, damaged: list[tuple[Path, str]] | None = None) -> pd.Da
             continue
         cell = record["cell"]
         tokens = record.get("visual_tokens") or {}
-        for benchmark in benchmarks_for_task(cell["task"], yaml_metrics(cell["task"])):
+        dirs = include_dirs_of(record) or include_dirs
+        for benchmark in task_benchmarks(cell["task"], dirs):
             rows.append({
                 "run": run_name(cell["model"], cell.get("limit")),
                 "model": cell["model"],
@@ -53,6 +55,9 @@ def tidy(runs_dir: Path, damaged: list[tuple[Path, str]] | None = None) -> pd.Da
                 "task": cell["task"],
                 "benchmark": benchmark.name,
                 "metric": benchmark.describe(),
+                "unit": benchmark.unit,
+                "chance": benchmark.chance,
+                "include_path": str(dirs[0]) if dirs else None,
                 "value": benchmark.value(record["results"]),
                 "n": record.get("n_samples"),
                 "tokens_min": tokens.get("min"),

@@ -9,6 +9,7 @@ from typing import List, Optional
 import pandas as pd
 import typer
 
+from ..sweeps.cli_values import split_values, whole_numbers
 from .collect import MixedCellsError, tidy
 from .gaps import Gap, find_gaps
 from .plots import plot_accuracy_vs_cost, plot_run, plot_time_breakdown
@@ -37,14 +38,14 @@ def write_report(runs_dir: Path, out_dir: Path, cells: pd.DataFrame | None = Non
     reference = reference_long()
     stats = cell_statistics(cells, runs_dir)  # intervals, paired tests, agreement (stats.py)
     for run in sorted(cells["run"].unique()):
-        table = paper_layout(cells, run)
+        text_table = interval_layout(stats, run)  # the Markdown, CSV (with numbers) and TeX tables: one set of columns
         written = {suffix: out_dir / f"table_{run}{suffix}" for suffix in (".md", ".csv", ".tex")}
-        table.to_csv(written[".csv"], index=False)
-        written[".md"].write_text(_markdown_page(run, cells, interval_layout(stats, run)) + _gaps_note(run, gaps or []) + "\n")
+        interval_layout(stats, run, as_text=False).to_csv(written[".csv"], index=False)
+        written[".md"].write_text(_markdown_page(run, cells, text_table) + _gaps_note(run, gaps or []) + "\n")
         stats_csv = out_dir / f"stats_{run}.csv"  # every number of the Markdown table, one column each
         stats[stats["run"] == run].to_csv(stats_csv, index=False)
         files.tables.append(stats_csv)
-        written[".tex"].write_text(table.to_latex(index=False, float_format="%.1f", na_rep="--"))
+        written[".tex"].write_text(_latex(text_table))
         files.tables += list(written.values())
         comparison = compare_with_paper(cells, run, reference)
         if not comparison.empty:
@@ -52,7 +53,7 @@ def write_report(runs_dir: Path, out_dir: Path, cells: pd.DataFrame | None = Non
             comparison.to_csv(compared[".csv"], index=False)
             compared[".md"].write_text(markdown(comparison_grid(comparison)) + "\n")
             files.comparisons += list(compared.values())
-        files.plots.append(plot_run(cells, run, reference, out_dir / f"plot_{run}.png"))
+        files.plots.append(plot_run(stats, run, reference, out_dir / f"plot_{run}.png"))
         files.plots += [
             path
             for path in (
@@ -64,20 +65,22 @@ def write_report(runs_dir: Path, out_dir: Path, cells: pd.DataFrame | None = Non
     return files, cells
 
 
-def read_runs(runs_dir: Path) -> tuple[pd.DataFrame, list[Gap]]:
+def read_runs(runs_dir: Path, include_dirs: tuple[Path, ...] = ()) -> tuple[pd.DataFrame, list[Gap]]:
     """The tidy table of the intact finished cells, and every wanted cell it lacks with the reason."""
     damaged: list[tuple[Path, str]] = []
-    cells = tidy(runs_dir, damaged)
+    cells = tidy(runs_dir, damaged, include_dirs)
     return cells, find_gaps(runs_dir, cells, damaged)
 
 
 def report(
     runs_dir: Path = typer.Argument(..., metavar="RUNS_DIR", help="Output root of `scope-eval sweep` (e.g. ./runs)."),
     output: Optional[Path] = typer.Option(None, "--output", help="Where to write the report (default: RUNS_DIR/report)."),
-    methods: Optional[List[str]] = typer.Option(None, "--method", help="Print only these methods (repeatable); files keep everything."),
-    budgets: Optional[List[int]] = typer.Option(None, "--budget", help="Print only these budgets (repeatable); unpruned rows always show."),
+    methods: Optional[List[str]] = typer.Option(None, "--method", help="Print only these methods (repeatable or comma-separated); files keep everything."),
+    budgets: Optional[List[str]] = typer.Option(None, "--budget", help="Print only these budgets (repeatable or comma-separated); unpruned rows always show."),
+    include_path: Optional[Path] = typer.Option(None, "--include-path", help="Folder of your own task YAMLs, for cells whose cell.json does not name it."),
 ) -> None:
     """Tidy table, the paper's layout with Avg, the side-by-side with the published numbers, and plots."""
+    methods, budgets = split_values(methods), whole_numbers(budgets, "--budget")
     if not runs_dir.is_dir():
         typer.echo(f"error: {runs_dir} is not a folder; pass the --output of a sweep (default ./runs)", err=True)
         raise typer.Exit(2)
@@ -86,7 +89,7 @@ def report(
         typer.echo(f"error: --output {out_dir} is a file; pass a folder (it is created if missing)", err=True)
         raise typer.Exit(2)
     try:
-        cells, gaps = read_runs(runs_dir)
+        cells, gaps = read_runs(runs_dir, (include_path,) if include_path else ())
     except MixedCellsError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from None
@@ -130,6 +133,21 @@ def _check_filters(cells: pd.DataFrame, methods: list[str], budgets: list[int]) 
         typer.echo(f"error: --budget {', '.join(map(str, unknown_budgets))} is in none of the cells; known: "
                    f"{', '.join(map(str, known_budgets))}", err=True)  # fmt: skip
         raise typer.Exit(2)
+
+
+def _latex(table: pd.DataFrame) -> str:
+    """The Markdown table's columns and text, escaped for LaTeX (%, _ and the significance marks)."""
+    marks = {"†": r"$^\dagger$", "‡": r"$^\ddagger$", "→": r"$\to$", "%": r"\%", "_": r"\_"}
+
+    def escape(value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        for mark, latex in marks.items():
+            value = value.replace(mark, latex)
+        return value
+
+    escaped = table.map(escape).rename(columns=escape)
+    return escaped.to_latex(index=False, float_format="%.1f", na_rep="--", escape=False)
 
 
 def _gaps_note(run: str | None, gaps: list[Gap]) -> str:

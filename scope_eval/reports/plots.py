@@ -1,9 +1,22 @@
-"""Score against retained visual tokens, one panel per benchmark, one line per method, with the
-paper's points overlaid (hollow markers, dashed)."""
+"""The report's figures: score against retained visual tokens (`plot_*`), score against measured cost
+(`cost_*`), and where the time to first token goes (`time_*`).
+
+One visual language in all three, meant to survive print and colour-blind readers:
+- colour: Paul Tol's colour-blind-safe "muted" palette plus grey; every method also has its own marker,
+  so more than ten methods stay apart without relying on colour alone;
+- line style: solid = pre-LLM method (selects before the language model), dashed = in-LLM method (drops
+  inside the decoder); the unpruned model is a black dotted line (or a star), the paper's points hollow;
+- names: each method's display name (its class's), with its options only when one run holds several
+  variants of it; benchmarks by their display names, y axes by metric and unit;
+- 95 % intervals (stats.py) as error bars, nudged apart along x so that they do not hide each other;
+- layout: matplotlib's constrained layout with the legend *outside* the axes, so nothing is cropped or
+  covered at one benchmark or at twenty methods.
+"""
 
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -12,73 +25,88 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .tables import UNPRUNED, benchmark_columns, display_name, method_rank  # noqa: E402
+from ..sweeps.tasks import task_benchmarks  # noqa: E402
+from .tables import UNPRUNED, benchmark_columns, method_rank  # noqa: E402
+
+# Paul Tol's "muted" scheme (colour-blind safe, https://personal.sron.nl/~pault/), Okabe-Ito orange, grey;
+# past twelve methods colours repeat, but markers do not until the next twelve
+PALETTE = ("#332288", "#88CCEE", "#44AA99", "#117733", "#999933", "#DDCC77", "#CC6677", "#882255", "#AA4499", "#E69F00", "#777777")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "p", "h", "*")
+DPI = 150
 
 
-def plot_run(tidy: pd.DataFrame, run: str, reference: pd.DataFrame, path: Path) -> Path:
-    data = tidy[tidy["run"] == run]
-    benchmarks = benchmark_columns(data["benchmark"].unique())
-    paper_model = next(iter(data["paper_model"].dropna().unique()), None)
-    published = reference[reference["model"] == paper_model] if paper_model else reference.iloc[0:0]
-    columns = min(4, len(benchmarks))
-    rows = math.ceil(len(benchmarks) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(4.0 * columns, 3.2 * rows), squeeze=False)
+# -- how each method looks ----------------------------------------------------------------------------
+def method_stage(method: str) -> str:
+    """'vision' (pre-LLM) or 'llm' (in-LLM); 'vision' for a method no longer registered."""
+    from scope_eval.pruning import METHODS
+
+    cls = METHODS.get(method)
+    return cls.stage if cls is not None else "vision"
+
+
+def legend_names(data: pd.DataFrame) -> dict[str, str]:
+    """method_label -> the name a figure shows: the class's display name, plus the options when the run
+    holds several variants of one method (e.g. "random (seed=1)")."""
+    from scope_eval.pruning import METHODS
+
+    rows = data.drop_duplicates("method_label")
+    variants = rows.groupby("method")["method_label"].nunique()
+    names = {}
+    for _, row in rows.iterrows():
+        method, label = row["method"], row["method_label"]
+        shown = METHODS[method].label() if method in METHODS else method
+        options = row.get("options")
+        if variants[method] > 1 and label != method:
+            shown += f" ({options.replace(',', ', ')})" if isinstance(options, str) and options else f" ({label})"
+        names[label] = shown
+    return names
+
+
+def method_styles(data: pd.DataFrame) -> dict[str, dict]:
+    """method_label -> matplotlib style (colour, marker, line style), ordered as the tables order rows."""
     labels = sorted(data["method_label"].unique(), key=lambda label: _rank(data, label))
-    colours = {label: _colour(index) for index, label in enumerate(labels)}
-    for axis, benchmark in zip(axes.flat, benchmarks):
-        rows_here = data[data["benchmark"] == benchmark]
-        for label in labels:
-            points = rows_here[rows_here["method_label"] == label].sort_values("budget")
-            if points.empty:
-                continue
-            style = dict(color=colours[label], label=_legend(data, label))
-            if (points["method"] == UNPRUNED).all():
-                axis.axhline(points["value"].iloc[0], linestyle=":", **style)
-            else:
-                axis.plot(points["budget"], points["value"], marker="o", **style)
-            method = points["method"].iloc[0]
-            if label != method:
-                continue  # the paper only reports default options
-            theirs = published[(published["method"] == method) & (published["benchmark"] == benchmark)]
-            theirs = theirs.sort_values("budget")
-            if not theirs.empty and method != UNPRUNED:
-                axis.plot(theirs["budget"], theirs["value"], marker="o", markerfacecolor="none", linestyle="--", color=colours[label], alpha=0.7)
-            elif not theirs.empty:
-                axis.axhline(theirs["value"].iloc[0], linestyle="--", color=colours[label], alpha=0.5)
-        budgets = sorted(rows_here.loc[rows_here["method"] != UNPRUNED, "budget"].unique())
-        if budgets:
-            axis.set_xscale("log", base=2)
-            axis.set_xticks(budgets, [str(b) for b in budgets])
-            axis.minorticks_off()
-        axis.set_title(benchmark)
-        axis.set_xlabel("retained visual tokens")
-        axis.grid(alpha=0.3)
-    for axis in list(axes.flat)[len(benchmarks):]:
-        axis.set_visible(False)
-    legend: dict[str, object] = {}
-    for axis in axes.flat:
-        for handle, name in zip(*axis.get_legend_handles_labels()):
-            legend.setdefault(name, handle)
-    handles, names = list(legend.values()), list(legend)
-    caption = f"{run}: solid = reproduced, dotted = unpruned"
-    if paper_model:
-        caption += f"; hollow/dashed = paper ({paper_model}, arXiv 2510.24214)"
-    figure.legend(handles, names, loc="lower center", ncol=min(len(names), 7), frameon=False)
-    figure.suptitle(caption, fontsize=10)
-    figure.tight_layout(rect=(0, 0.08, 1, 0.95))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    names = legend_names(data)
+    styles, index = {}, 0
+    for label in labels:
+        method = data.loc[data["method_label"] == label, "method"].iloc[0]
+        if method == UNPRUNED:
+            styles[label] = {"color": "black", "marker": "*", "linestyle": ":", "label": names[label]}
+            continue
+        in_llm = method_stage(method) == "llm"
+        styles[label] = {
+            "color": PALETTE[index % len(PALETTE)],
+            "marker": MARKERS[index % len(MARKERS)],
+            "linestyle": "--" if in_llm else "-",
+            "label": names[label] + (" [in-LLM]" if in_llm else ""),
+        }
+        index += 1
+    return styles
 
 
-def _colour(index: int):
-    """Distinct colours for up to 20 rows: tab20's ten strong hues first, then their light variants."""
-    return plt.cm.tab20((2 * index) % 20 + (index // 10) % 2)
+def axis_label(data: pd.DataFrame, benchmark: str) -> str:
+    """`F1 (%)`-style: the headline metric(s) of the benchmark and their unit."""
+    rows = data[data["benchmark"] == benchmark]
+    task = rows["task"].iloc[0]
+    include = rows["include_path"].iloc[0] if "include_path" in rows else None
+    dirs = (Path(include),) if isinstance(include, str) and include else ()
+    try:
+        found = next(b for b in task_benchmarks(task, dirs) if b.name == benchmark)
+    except (KeyError, StopIteration):
+        return str(rows["metric"].iloc[0])
+    unit = found.unit or ("%" if found.scale == 100.0 else "")
+    metric = " + ".join(m.replace("_", " ") for m in found.metrics)
+    return f"{metric} ({unit})" if unit else metric
 
 
-def _legend(data: pd.DataFrame, label: str) -> str:
-    return display_name(label, data.loc[data["method_label"] == label, "method"].iloc[0])
+def chance_level(data: pd.DataFrame, benchmark: str) -> float | None:
+    if "chance" not in data:
+        rows = data[data["benchmark"] == benchmark]
+        try:
+            return next(b.chance for b in task_benchmarks(rows["task"].iloc[0]) if b.name == benchmark)
+        except (KeyError, StopIteration):
+            return None
+    values = pd.to_numeric(data.loc[data["benchmark"] == benchmark, "chance"], errors="coerce").dropna()
+    return float(values.iloc[0]) if len(values) else None
 
 
 def _rank(data: pd.DataFrame, label: str) -> tuple[int, str]:
@@ -86,9 +114,108 @@ def _rank(data: pd.DataFrame, label: str) -> tuple[int, str]:
     return method_rank(method), label
 
 
+def _nudge(x: float, index: int, count: int, spread: float = 0.05) -> float:
+    """x moved a little along a log axis, so that the error bars of methods at one budget sit side by side."""
+    return x * 2 ** ((index - (count - 1) / 2) * spread / max(1, count / 6))
+
+
+def _interval(points: pd.DataFrame) -> list | None:
+    if "ci_low" not in points or points["ci_low"].isna().all():
+        return None
+    values = points["value"].to_numpy(dtype=float)
+    low = pd.to_numeric(points["ci_low"], errors="coerce").to_numpy(dtype=float)
+    high = pd.to_numeric(points["ci_high"], errors="coerce").to_numpy(dtype=float)
+    return [[max(0.0, v - l) if not math.isnan(l) else 0.0 for v, l in zip(values, low)],
+            [max(0.0, h - v) if not math.isnan(h) else 0.0 for v, h in zip(values, high)]]  # fmt: skip
+
+
+def _panels(count: int, width: float, height: float, columns: int | None = None):
+    columns = max(1, min(columns or (count if count <= 4 else 3), count))
+    rows = math.ceil(count / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False, layout="constrained")
+    for axis in list(axes.flat)[count:]:
+        axis.set_visible(False)
+    return figure, list(axes.flat)[:count]
+
+
+def _legend(figure: plt.Figure, axes: list, columns: int | None = None) -> None:
+    """One legend for the figure, below every panel (constrained layout makes room for it)."""
+    found: dict[str, object] = {}
+    for axis in axes:
+        for handle, name in zip(*axis.get_legend_handles_labels()):
+            found.setdefault(name, handle)
+    if found:
+        width = figure.get_figwidth()
+        per_row = columns or max(1, min(len(found), int(width // 2.6)))
+        figure.legend(list(found.values()), list(found), loc="outside lower center", ncol=per_row, frameon=False, fontsize=8)
+
+
+# -- score against retained visual tokens ---------------------------------------------------------------
+def plot_run(tidy: pd.DataFrame, run: str, reference: pd.DataFrame, path: Path) -> Path:
+    """One panel per benchmark: each method's score (with its 95 % interval when `tidy` has one) against
+    the visual tokens it keeps, the unpruned model as a dotted line, the paper's numbers hollow."""
+    return _save(run_figure(tidy, run, reference), path)
+
+
+def run_figure(tidy: pd.DataFrame, run: str, reference: pd.DataFrame) -> plt.Figure:
+    data = tidy[tidy["run"] == run]
+    benchmarks = benchmark_columns(data["benchmark"].unique())
+    paper_model = next(iter(data["paper_model"].dropna().unique()), None)
+    published = reference[reference["model"] == paper_model] if paper_model else reference.iloc[0:0]
+    styles = method_styles(data)
+    figure, axes = _panels(len(benchmarks), 4.2, 3.3)
+    pruning = [label for label in styles if styles[label]["color"] != "black"]
+    for axis, benchmark in zip(axes, benchmarks):
+        rows_here = data[data["benchmark"] == benchmark]
+        for label, style in styles.items():
+            points = rows_here[rows_here["method_label"] == label].sort_values("budget")
+            if points.empty:
+                continue
+            if (points["method"] == UNPRUNED).all():
+                value = float(points["value"].iloc[0])
+                axis.axhline(value, color="black", linestyle=":", linewidth=1.4, label=style["label"])
+                error = _interval(points)
+                if error is not None:
+                    axis.axhspan(value - error[0][0], value + error[1][0], color="black", alpha=0.06, linewidth=0)
+            else:
+                index = pruning.index(label)
+                x = [_nudge(float(b), index, len(pruning)) for b in points["budget"]]
+                axis.errorbar(x, points["value"], yerr=_interval(points), capsize=2, elinewidth=0.8, markersize=5, linewidth=1.5, **style)
+            method = points["method"].iloc[0]
+            if label != method:
+                continue  # the paper only reports default options
+            theirs = published[(published["method"] == method) & (published["benchmark"] == benchmark)].sort_values("budget")
+            if theirs.empty:
+                continue
+            if method == UNPRUNED:
+                axis.axhline(theirs["value"].iloc[0], color="black", linestyle=(0, (1, 3)), linewidth=0.8, alpha=0.6)
+            else:
+                axis.plot(theirs["budget"], theirs["value"], marker=style["marker"], markerfacecolor="none", linestyle=":",
+                          linewidth=0.8, color=style["color"], alpha=0.8)  # fmt: skip
+        chance = chance_level(data, benchmark)
+        if chance is not None:
+            axis.axhline(chance, color="grey", linewidth=0.8, linestyle="-.", label="chance")
+        budgets = sorted(rows_here.loc[rows_here["method"] != UNPRUNED, "budget"].unique())
+        if budgets:
+            axis.set_xscale("log", base=2)
+            axis.set_xticks(budgets, [str(int(b)) for b in budgets])
+            axis.minorticks_off()
+        axis.set_title(benchmark, fontsize=10)
+        axis.set_xlabel("retained visual tokens per image", fontsize=8)
+        axis.set_ylabel(axis_label(data, benchmark), fontsize=8)
+        axis.tick_params(labelsize=8)
+        axis.grid(alpha=0.3)
+    _legend(figure, axes)
+    caption = f"{run}: 95% intervals; solid = pre-LLM, dashed = in-LLM, dotted = unpruned"
+    if paper_model:
+        caption += f"; hollow = paper ({paper_model})"
+    _caption(figure, caption)
+    return figure
+
+
 # -- accuracy against cost, and where the time goes (cost measured inside the evaluation runs) -----------
-COST_AXES = (("ttft_s_median", 1000.0, "time to first token, ms (median)"), ("prefill_flops_median", 1e-9, "prefill GFLOPs (analytic)"))
-TIME_PARTS = (("vision_s_median", "vision tower"), ("selection_s_median", "selection"), ("llm_prefill_s_median", "LLM prefill"))
+COST_AXES = (("ttft_s_median", 1000.0, "time to first token (ms, median per sample)"), ("prefill_flops_median", 1e-9, "prefill (GFLOPs, analytic)"))
+TIME_PARTS = (("vision_s_median", "vision tower", "#88CCEE"), ("selection_s_median", "selection", "#CC6677"), ("llm_prefill_s_median", "LLM prefill", "#44AA99"))
 
 
 def _has_cost(data: pd.DataFrame, column: str) -> bool:
@@ -106,73 +233,87 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 
 def plot_accuracy_vs_cost(stats: pd.DataFrame, run: str, path: Path) -> Path | None:
     """Per benchmark: score against measured TTFT and against prefill FLOPs; each method a line through its
-    budgets, the unpruned model a star, 95% intervals as error bars, the Pareto front dashed grey.
+    budgets, the unpruned model a star, 95% intervals as error bars, the Pareto front grey.
     None when the cells recorded no cost (runs made before per-sample timing)."""
+    figure = cost_figure(stats, run)
+    return None if figure is None else _save(figure, path)
+
+
+def cost_figure(stats: pd.DataFrame, run: str) -> plt.Figure | None:
     data = stats[stats["run"] == run]
     if not _has_cost(data, "ttft_s_median"):
         return None
     benchmarks = benchmark_columns(data["benchmark"].unique())
-    figure, axes = plt.subplots(len(benchmarks), 2, figsize=(9.0, 3.2 * len(benchmarks)), squeeze=False)
-    labels = sorted(data["method_label"].unique(), key=lambda label: _rank(data, label))
-    colours = {label: _colour(index) for index, label in enumerate(labels)}
-    for row, benchmark in zip(axes, benchmarks):
+    styles = method_styles(data)
+    figure, flat = _panels(2 * len(benchmarks), 4.6, 3.4, columns=2)
+    for number, benchmark in enumerate(benchmarks):
         rows_here = data[data["benchmark"] == benchmark]
-        for axis, (column, scale, xlabel) in zip(row, COST_AXES):
+        for axis, (column, scale, xlabel) in zip(flat[2 * number : 2 * number + 2], COST_AXES):
             points = []
-            for label in labels:
+            for label, style in styles.items():
                 line = rows_here[rows_here["method_label"] == label].dropna(subset=[column]).sort_values(column)
                 if line.empty:
                     continue
                 x = line[column].to_numpy(dtype=float) * scale
-                y = line["value"].to_numpy(dtype=float)
-                error = [y - line["ci_low"].to_numpy(dtype=float), line["ci_high"].to_numpy(dtype=float) - y]
-                unpruned = (line["method"] == UNPRUNED).all()
-                style = {"color": colours[label], "label": _legend(data, label), "marker": "*" if unpruned else "o", "markersize": 11 if unpruned else 5}
-                axis.errorbar(x, y, yerr=error, linestyle="none" if unpruned else "-", capsize=2, **style)
-                points += list(zip(x, y))
+                unpruned = style["color"] == "black"
+                axis.errorbar(x, line["value"], yerr=_interval(line), capsize=2, elinewidth=0.7, linewidth=1.2,
+                              markersize=11 if unpruned else 5, **{**style, "linestyle": "none" if unpruned else style["linestyle"]})  # fmt: skip
+                points += list(zip(x, line["value"].to_numpy(dtype=float)))
             front = pareto_front(points)
             if len(front) > 1:
-                axis.step(*zip(*front), where="post", color="grey", linestyle="--", linewidth=1, label="Pareto front")
-            axis.set_title(benchmark)
-            axis.set_xlabel(xlabel)
+                axis.step(*zip(*front), where="post", color="grey", linewidth=3, alpha=0.35, label="Pareto front", zorder=0)
+            axis.set_title(benchmark, fontsize=10)
+            axis.set_xlabel(xlabel, fontsize=8)
+            axis.set_ylabel(axis_label(data, benchmark), fontsize=8)
+            axis.tick_params(labelsize=8)
             axis.grid(alpha=0.3)
-    legend: dict[str, object] = {}
-    for axis in axes.flat:
-        for handle, name in zip(*axis.get_legend_handles_labels()):
-            legend.setdefault(name, handle)
-    figure.legend(list(legend.values()), list(legend), loc="lower center", ncol=min(len(legend), 6), frameon=False)
-    figure.suptitle(f"{run}: score against cost, both from the same evaluation runs", fontsize=10)
-    figure.tight_layout(rect=(0, 0.06, 1, 0.96))
-    return _save(figure, path)
+    _legend(figure, flat)
+    _caption(figure, f"{run}: score against cost, both from the same evaluation runs (95% intervals)")
+    return figure
 
 
 def plot_time_breakdown(stats: pd.DataFrame, run: str, path: Path) -> Path | None:
-    """One stacked bar per method and budget: median vision, selection and LLM prefill time (median over
-    the row's tasks of each task's median), with the median time to first token as a black tick."""
+    """One horizontal stacked bar per method and budget: median vision, selection and LLM prefill time
+    (median over the row's tasks of each task's median), the median time to first token as a black tick."""
+    figure = time_figure(stats, run)
+    return None if figure is None else _save(figure, path)
+
+
+def time_figure(stats: pd.DataFrame, run: str) -> plt.Figure | None:
     data = stats[stats["run"] == run].drop_duplicates("cell_dir")
     if not _has_cost(data, "ttft_s_median"):
         return None
+    names = legend_names(data)
     groups = sorted(data.groupby(["method_label", "budget"]), key=lambda item: (item[1]["method"].iloc[0] != UNPRUNED, -item[0][1], _rank(data, item[0][0])))
-    names = [f"{label}\n{budget}" for (label, budget), _ in groups]
-    figure, axis = plt.subplots(figsize=(max(5.0, 0.7 * len(groups) + 2), 3.8))
-    bottom = [0.0] * len(groups)
-    for index, (column, part) in enumerate(TIME_PARTS):
-        heights = [1000 * float(pd.to_numeric(rows[column], errors="coerce").median()) for _, rows in groups]
-        heights = [0.0 if math.isnan(h) else h for h in heights]
-        axis.bar(names, heights, bottom=bottom, color=f"C{index}", label=part)
-        bottom = [b + h for b, h in zip(bottom, heights)]
-    ttft = [1000 * float(pd.to_numeric(rows["ttft_s_median"], errors="coerce").median()) for _, rows in groups]
-    axis.scatter(names, ttft, marker="_", s=400, color="black", label="time to first token", zorder=3)
-    axis.set_ylabel("ms (median per sample)")
-    axis.set_title(f"{run}: where the time to first token goes (measured in the evaluation)", fontsize=10)
-    axis.legend(fontsize=8)
-    axis.grid(axis="y", alpha=0.3)
-    figure.tight_layout()
-    return _save(figure, path)
+    rows = [f"{names[label]}  @{int(budget)}" for (label, budget), _ in groups]
+    figure, axis = plt.subplots(figsize=(7.5, 1.4 + 0.24 * len(groups)), layout="constrained")
+    positions = list(range(len(groups)))[::-1]  # first row on top
+    left = [0.0] * len(groups)
+    for column, part, colour in TIME_PARTS:
+        widths = [1000 * float(pd.to_numeric(rows_[column], errors="coerce").median()) for _, rows_ in groups]
+        widths = [0.0 if math.isnan(w) else w for w in widths]
+        axis.barh(positions, widths, left=left, color=colour, label=part, height=0.7)
+        left = [a + w for a, w in zip(left, widths)]
+    ttft = [1000 * float(pd.to_numeric(rows_["ttft_s_median"], errors="coerce").median()) for _, rows_ in groups]
+    axis.scatter(ttft, positions, marker="|", s=160, color="black", label="time to first token", zorder=3)
+    axis.set_yticks(positions, rows, fontsize=8)
+    axis.set_xlabel("milliseconds (median per sample)", fontsize=9)
+    axis.tick_params(axis="x", labelsize=8)
+    axis.grid(axis="x", alpha=0.3)
+    axis.set_ylim(-0.7, len(groups) - 0.3)
+    figure.legend(loc="outside lower center", ncol=4, frameon=False, fontsize=8)
+    _caption(figure, f"{run}: where the time to first token goes (measured in the evaluation)")
+    return figure
+
+
+def _caption(figure: plt.Figure, text: str, size: int = 9) -> None:
+    """The figure's title, wrapped to its width (a one-panel figure is narrow)."""
+    characters = max(30, int(figure.get_figwidth() * 72 / (0.6 * size)))
+    figure.suptitle(textwrap.fill(text, characters), fontsize=size)
 
 
 def _save(figure: plt.Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=DPI)
     plt.close(figure)
     return path

@@ -211,15 +211,15 @@ def measured(runs_dir: Path, limit: int | float | None | Mapping[str, int | floa
 
 def _cell_items(cell: Path, task: str, benchmark_name: str) -> dict[str, list] | None:
     """{doc_id: [score, answer]} from the cell's logged samples, or None when it has none readable."""
-    from ..sweeps.metrics import benchmarks_for_task
-    from ..sweeps.tasks import yaml_metrics
+    from ..sweeps.tasks import include_dirs_of, task_benchmarks
 
     try:
-        samples = json.loads((cell / CELL_FILE).read_text()).get("files", {}).get("samples")
+        record = json.loads((cell / CELL_FILE).read_text())
+        samples = record.get("files", {}).get("samples")
         lines = (cell / samples).read_text().splitlines() if samples else []
     except (OSError, ValueError, AttributeError):
         return None
-    benchmark = next(b for b in benchmarks_for_task(task, yaml_metrics(task)) if b.name == benchmark_name)
+    benchmark = next(b for b in task_benchmarks(task, include_dirs_of(record)) if b.name == benchmark_name)
     items: dict[str, list] = {}
     for line in lines:
         sample = json.loads(line)
@@ -370,11 +370,11 @@ def _plain(value: Any) -> Any:
 
 def regress(
     config_path: Path = typer.Argument(..., help="regression config, e.g. configs/regression/toy.yaml"),
-    runs: Path | None = typer.Option(None, help="runs folder to use (and resume); default: a fresh temporary one"),
+    runs: Path | None = typer.Option(None, "--output", "--runs", help="runs folder to use (and resume); default: a fresh temporary one (--runs: old spelling)"),
     update_baseline: bool = typer.Option(False, "--update-baseline", help="store this run as the new baseline"),
 ) -> None:
     """Re-run a fixed subset and fail, naming each metric whose documents got significantly worse than the baseline's."""
-    console = Console()
+    console = Console(soft_wrap=True)
     try:
         config = load_regression(config_path)
         baseline = None if update_baseline else read_baseline(config.baseline, config.limit)  # before hours of runs
@@ -391,7 +391,7 @@ def regress(
                 return
             verdict = compare(current, baseline, config.rule)
     except (SweepConfigError, MixedCellsError) as error:
-        console.print(f"[red]error:[/] {error}")
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {error}", highlight=False)
         raise typer.Exit(2) from None
     for line in environment_differences(baseline.attrs.get("environment"), recorded_environment()):
         console.print(f"[yellow]warning:[/] environment differs from the baseline's: {line}; compared anyway", highlight=False)

@@ -5,7 +5,10 @@ Every finished cell keeps lmms-eval's per-sample log (``--log_samples``): one JS
 ``process_results`` returned for it (a number such as ``exact_match: 1.0``, or a record such as POPE's
 ``{"prediction": "yes", "answer": "no", ...}`` that only a pooled aggregation turns into a score).
 
-- Intervals: percentile bootstrap over documents. Each resample draws documents with replacement and
+- Intervals: where the headline is the share of documents answered right (a mean of 0/1 scores, e.g.
+  exact match), the Wilson score interval, which stays honest at 0 % and 100 % (8/8 right: about
+  [68, 100], where a bootstrap collapses to [100, 100]). Pooled metrics (F1, the MME score): percentile
+  bootstrap over documents. Each resample draws documents with replacement and
   recomputes the headline number exactly as the benchmark does: the task YAML's own aggregation
   functions (POPE F1, the MME score, ...) on the resampled records, summed and scaled as in
   ``sweeps.metrics``. MME-style metrics score pairs of questions per image (acc+), so there the image
@@ -41,8 +44,8 @@ import yaml
 
 from ..sweeps.cells import CELL_FILE
 from ..sweeps.cost import COST_COLUMNS, cost_columns, logged_cost, summarise
-from ..sweeps.metrics import Benchmark, benchmarks_for_task
-from ..sweeps.tasks import include_dir_tasks, read_task_yaml, yaml_metrics
+from ..sweeps.metrics import Benchmark
+from ..sweeps.tasks import known_tasks, read_task_yaml, task_benchmarks
 
 RESAMPLES = 1000
 CONFIDENCE = 0.95
@@ -60,6 +63,19 @@ def seed_for(*identity: object) -> int:
     """A 63-bit seed from constants and names only (stable across machines and Python versions)."""
     text = "|".join([SEED_SALT, *map(str, identity)])
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
+
+
+WILSON_Z = 1.959963984540054  # two-sided 95 %
+
+
+def wilson_interval(right: int, total: int, z: float = WILSON_Z) -> tuple[float, float]:
+    """Wilson score interval of a proportion right/total, as fractions (Wilson 1927)."""
+    if total <= 0:
+        return math.nan, math.nan
+    share = right / total
+    centre = (share + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * math.sqrt(share * (1 - share) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def percentile_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
@@ -192,9 +208,11 @@ def _mean(values: list) -> float:
 
 
 @cache
-def aggregation(task: str, metric: str) -> Callable[[list], float] | None:
+def aggregation(task: str, metric: str, include_dirs: tuple[Path, ...] = ()) -> Callable[[list], float] | None:
     """The function lmms-eval aggregates ``metric`` of ``task`` with; None when it cannot be found."""
-    info = include_dir_tasks().get(task)
+    from ..sweeps.tasks import INCLUDE_DIR
+
+    info = known_tasks(INCLUDE_DIR, include_dirs).get(task)
     path = info.yaml_path if info is not None and info.yaml_path is not None else _builtin_task_yaml(task)
     if path is None:
         return None
@@ -211,9 +229,10 @@ def aggregation(task: str, metric: str) -> Callable[[list], float] | None:
 class HeadlineScorer:
     """A benchmark's headline number recomputed on any resample of a cell's samples."""
 
-    def __init__(self, benchmark: Benchmark, task: str, samples: list[dict]):
+    def __init__(self, benchmark: Benchmark, task: str, samples: list[dict], include_dirs: tuple[Path, ...] = ()):
         self.benchmark = benchmark
-        self.functions = [(metric, aggregation(task, metric)) for metric in benchmark.metrics]
+        self.include_dirs = include_dirs
+        self.functions = [(metric, aggregation(task, metric, include_dirs)) for metric in benchmark.metrics]
         self.samples = samples
         self.image_field = GROUPED_BY_IMAGE.get(benchmark.name)
 
@@ -260,6 +279,17 @@ class HeadlineScorer:
             return value
         return {**value, self.image_field: f"{value.get(self.image_field)}#{copy}"}
 
+    def right_count(self) -> int | None:
+        """Documents answered right, when the headline is their share (a mean of one 0/1 score per
+        document); None otherwise (pooled metrics, graded scores, MME's per-image pairs)."""
+        if not self.per_item:
+            return None
+        (metric, _), = self.functions
+        values = [self.samples[index].get(metric) for index in range(len(self.samples))]
+        if any(not isinstance(v, (int, float)) or float(v) not in (0.0, 1.0) for v in values):  # bools count as 0/1
+            return None
+        return int(sum(float(v) for v in values))
+
     def correct(self, index: int) -> bool | None:
         values = [item_correct(self.samples[index].get(metric)) for metric, _ in self.functions if metric in self.samples[index]]
         return values[0] if len(values) == 1 else None
@@ -267,7 +297,7 @@ class HeadlineScorer:
 
 # -- one report's statistics -------------------------------------------------------------------------
 STAT_COLUMNS = [
-    "ci_low", "ci_high", "resamples", "seed",
+    "ci_low", "ci_high", "ci_method", "resamples", "seed",
     *[f"vs_{ref}_{name}" for ref in ("unpruned", "scope") for name in ("diff", "diff_low", "diff_high", "p_bootstrap", "p_mcnemar", "test", "significant")],
     "paired_n", "answers_compared", "identical", "agreement", "right_to_wrong", "wrong_to_right",
 ]  # fmt: skip
@@ -288,19 +318,31 @@ def cell_statistics(tidy: pd.DataFrame, runs_dir: Path, resamples: int = RESAMPL
         samples = samples_of(row["cell_dir"])
         if all(_missing(row.get(column)) for column in COST_COLUMNS):  # a cell stored before its cost summary was
             row = pd.Series({**row.to_dict(), **cost_columns(summarise([c for c in map(logged_cost, samples) if c]))})
-        benchmark = next(b for b in benchmarks_for_task(row["task"], yaml_metrics(row["task"])) if b.name == row["benchmark"])
-        scorer = HeadlineScorer(benchmark, row["task"], samples)
+        dirs = _include_dirs(row)
+        benchmark = next(b for b in task_benchmarks(row["task"], dirs) if b.name == row["benchmark"])
+        scorer = HeadlineScorer(benchmark, row["task"], samples, dirs)
         if scorer.usable:
             units = scorer.units()
             seed = seed_for(row["run"], row["task"], row["benchmark"], row["method_label"], row["budget"])
             stats.update(resamples=resamples, seed=seed)
             score = partial(scorer.score, units)
-            stats["ci_low"], stats["ci_high"] = bootstrap_interval(score, len(units), seed, resamples)
+            right = scorer.right_count()
+            if right is not None:
+                low, high = wilson_interval(right, len(scorer.samples))
+                stats.update(ci_low=low * benchmark.scale, ci_high=high * benchmark.scale, ci_method="wilson")
+            else:
+                stats["ci_low"], stats["ci_high"] = bootstrap_interval(score, len(units), seed, resamples)
+                stats["ci_method"] = "bootstrap"
             for reference, partner in (("unpruned", _unpruned_row(tidy, row)), ("scope", _scope_row(tidy, row))):
                 if partner is not None:
                     stats.update(_paired(reference, row, partner, scorer, samples_of(partner["cell_dir"]), resamples))
         rows.append({**row.to_dict(), **stats})
     return pd.DataFrame(rows, columns=list(tidy.columns) + STAT_COLUMNS)
+
+
+def _include_dirs(row: pd.Series) -> tuple[Path, ...]:
+    folder = row.get("include_path")
+    return (Path(folder),) if isinstance(folder, str) and folder else ()
 
 
 def _missing(value: Any) -> bool:
@@ -334,8 +376,8 @@ def _paired(reference: str, row: pd.Series, partner: pd.Series, scorer: Headline
     shared = sorted(set(mine) & set(theirs), key=str)
     if not shared:
         return {}
-    a = HeadlineScorer(scorer.benchmark, row["task"], [mine[d] for d in shared])
-    b = HeadlineScorer(scorer.benchmark, partner["task"], [theirs[d] for d in shared])
+    a = HeadlineScorer(scorer.benchmark, row["task"], [mine[d] for d in shared], scorer.include_dirs)
+    b = HeadlineScorer(scorer.benchmark, partner["task"], [theirs[d] for d in shared], scorer.include_dirs)
     if not b.usable:
         return {}
     units = a.units()  # same documents in the same order: the units of one are the units of the other

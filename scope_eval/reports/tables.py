@@ -152,7 +152,10 @@ GFLOPS = "prefill GFLOPs"
 MARK_VS_UNPRUNED = "†"
 MARK_VS_SCOPE = "‡"
 MARKS_LEGEND = (
-    f"Each score is `value [95% bootstrap interval]` over documents. {MARK_VS_UNPRUNED} = differs from the unpruned "
+    "Each score is `value [95% interval]` over documents: the Wilson score interval where the score is the share "
+    "of documents answered right (exact match: honest at 0% and 100%), a percentile bootstrap over documents "
+    "(images for MME) where it is pooled (F1, the MME score); stats_*.csv names the method per cell (`ci_method`). "
+    f"{MARK_VS_UNPRUNED} = differs from the unpruned "
     f"model on the same documents, {MARK_VS_SCOPE} = differs from SCOPE at the same budget (p < 0.05: exact McNemar "
     "for right/wrong-per-item metrics, paired bootstrap for pooled ones such as F1 and the MME score). "
     f"'{AGREEMENT}': share of answers identical to the unpruned model's (r→w / w→r: answers that turned "
@@ -164,8 +167,11 @@ MARKS_LEGEND = (
 )
 
 
-def interval_layout(stats: pd.DataFrame, run: str) -> pd.DataFrame:
-    """The paper layout as text: `93.1 [88.0, 97.2]†` per benchmark, Avg, agreement with unpruned, TTFT."""
+def interval_layout(stats: pd.DataFrame, run: str, as_text: bool = True) -> pd.DataFrame:
+    """The paper layout as text: `93.1 [88.0, 97.2]†` per benchmark, Avg, agreement with unpruned, TTFT.
+
+    ``as_text=False``: the same columns with numbers (for CSV), each benchmark's interval and significance
+    in columns of their own beside it (`GQA low`, `GQA high`, `GQA vs unpruned`, `GQA vs SCOPE`)."""
     data = stats[stats["run"] == run]
     layout = paper_layout(data, run)
     columns = benchmark_columns(data["benchmark"].unique())
@@ -175,7 +181,10 @@ def interval_layout(stats: pd.DataFrame, run: str) -> pd.DataFrame:
         row: dict[str, object] = {"method": line["method"], "budget": line["budget"]}
         for benchmark in columns:
             found = cells[cells["benchmark"] == benchmark]
-            row[benchmark] = _with_interval(found.iloc[0]) if len(found) else None
+            if as_text:
+                row[benchmark] = _with_interval(found.iloc[0]) if len(found) else None
+            else:
+                row.update(_numbers(benchmark, found.iloc[0] if len(found) else None))
         row[AVG] = line[AVG]
         row[AGREEMENT] = _agreement(cells.drop_duplicates("cell_dir"))
         row[VISUAL] = _median(cells, "tokens_mean")
@@ -184,7 +193,20 @@ def interval_layout(stats: pd.DataFrame, run: str) -> pd.DataFrame:
         ttft = _median(cells, "ttft_s_median")
         row[TTFT] = None if ttft is None else 1000 * ttft
         rows.append(row)
+    if not as_text:
+        return pd.DataFrame(rows)
     return pd.DataFrame(rows, columns=["method", "budget", *columns, AVG, AGREEMENT, VISUAL, GFLOPS, TTFT])
+
+
+def _numbers(benchmark: str, cell: pd.Series | None) -> dict[str, object]:
+    get = (lambda key: None) if cell is None else (lambda key: cell.get(key))
+    return {
+        benchmark: get("value"),
+        f"{benchmark} low": get("ci_low"),
+        f"{benchmark} high": get("ci_high"),
+        f"{benchmark} vs unpruned": MARK_VS_UNPRUNED if get("vs_unpruned_significant") is True else "",
+        f"{benchmark} vs SCOPE": MARK_VS_SCOPE if get("vs_scope_significant") is True else "",
+    }
 
 
 def _median(cells: pd.DataFrame, column: str) -> float | None:

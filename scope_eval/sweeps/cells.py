@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import methods as method_catalog
-from .config import KeepRatio, MethodSpec, ModelSpec, SweepConfig
+from .config import RESULT_NEUTRAL_LMMS_EVAL_ARGS, KeepRatio, MethodSpec, ModelSpec, SweepConfig
 from .tasks import INCLUDE_DIR
 
 CELL_FILE = "cell.json"
@@ -115,13 +115,39 @@ def model_args(config: SweepConfig, method: MethodSpec, budget: int | None) -> d
     return args
 
 
+def samples_file(cell_folder: Path, task: str) -> Path:
+    """Where a finished cell keeps lmms-eval's per-sample log (answers, scores, token counts): one rule for
+    every way a cell is evaluated, e.g. runs/toy-llava15/scope/b64/scope_toy_pope/samples_scope_toy_pope.jsonl."""
+    return cell_folder / f"samples_{task}.jsonl"
+
+
 def include_path(config: SweepConfig) -> Path:
-    """The plugin's task directory, or with data_dir the copy of it that reads the local data (written
-    by the runner with scope_eval.lmms.local_data before the first launch)."""
-    if config.data_dir is None:
+    """The --include_path of the launches: the plugin's task directory; with data_dir the copy of it that
+    reads the local data; with include_path a folder joining the plugin's tasks and the user's (lmms-eval
+    takes one folder). Both are written by the runner before the first launch (write_include_dir)."""
+    if config.data_dir is None and config.include_path is None:
         return INCLUDE_DIR
-    digest = hashlib.sha1(str(Path(config.data_dir).resolve()).encode()).hexdigest()[:10]
+    source = config.data_dir if config.data_dir is not None else config.include_path
+    digest = hashlib.sha1(str(Path(source).resolve()).encode()).hexdigest()[:10]
     return Path(config.output).resolve() / ".include" / digest
+
+
+def write_include_dir(config: SweepConfig) -> Path:
+    """The joint include folder of an `include_path` sweep: the plugin's task folder and the user's mirrored
+    as real folders of symlinked files (lmms-eval's os.walk does not enter symlinked folders, but reads
+    symlinked files, and `!function utils.fn` and relative data_files resolve through them)."""
+    target = include_path(config)
+    for name, source in (("scope_eval", INCLUDE_DIR), ("user", Path(config.include_path))):
+        for path in sorted(source.rglob("*")):
+            if path.is_dir() or "__pycache__" in path.parts:
+                continue
+            link = target / name / path.relative_to(source)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if link.is_symlink() and link.resolve() == path.resolve():
+                continue
+            link.unlink(missing_ok=True)
+            link.symlink_to(path.resolve())
+    return target
 
 
 def lmms_eval_command(
@@ -159,6 +185,8 @@ def lmms_eval_command(
         command += ["--limit", str(config.limit)]
     if config.gen_kwargs:
         command += ["--gen_kwargs", ",".join(f"{key}={_arg(value)}" for key, value in config.gen_kwargs.items())]
+    for key, value in config.lmms_eval_args.items():
+        command += [f"--{key}"] if value is True else [] if value is False else [f"--{key}", _arg(value)]
     return command
 
 
@@ -173,13 +201,17 @@ def fingerprint(config: SweepConfig, cell: Cell) -> dict[str, object]:
     """Everything that changes a cell's numbers (not where the data was read from). A finished cell whose
     fingerprint differs from the current config is reported as a conflict, never silently reused or
     overwritten."""
-    return {
+    found = {
         "backend": config.model.backend,
         "model_args": model_args(config, cell.method, cell.budget),
         "task": cell.task,
         "limit": config.limit,
         "gen_kwargs": dict(config.gen_kwargs),
     }
+    changing = {key: value for key, value in config.lmms_eval_args.items() if key not in RESULT_NEUTRAL_LMMS_EVAL_ARGS}
+    if changing:  # only when set, so that cells stored before lmms_eval_args existed stay valid
+        found["lmms_eval_args"] = changing
+    return found
 
 
 def _arg(value: object) -> str:

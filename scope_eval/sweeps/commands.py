@@ -9,6 +9,7 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
+from .cli_values import split_values, whole_numbers
 from .config import SweepConfigError, load_sweep, with_overrides
 from .runner import SweepSetupError, describe_plan, print_summary, run_sweep
 from .scores import report_hint, score_table
@@ -18,35 +19,38 @@ def sweep(
     config_path: Path = typer.Argument(..., metavar="CONFIG", help="Sweep YAML, e.g. configs/llava15_7b_table1.yaml"),
     num_processes: Optional[int] = typer.Option(None, "--num-processes", help="Processes (GPUs) per lmms-eval launch; >1 uses accelerate launch."),
     limit: Optional[str] = typer.Option(None, "--limit", help="Documents per task (N, or a fraction in (0,1)); limited runs go to their own folders."),
-    methods: Optional[List[str]] = typer.Option(None, "--method", help="Run only this method (name or label; repeatable). Config entries keep their options."),
-    budgets: Optional[List[int]] = typer.Option(None, "--budget", help="Run these budgets instead of the config's (repeatable). The unpruned cells are not affected."),
+    methods: Optional[List[str]] = typer.Option(None, "--method", help="Run only this method (name or label; repeatable or comma-separated). Config entries keep their options."),
+    budgets: Optional[List[str]] = typer.Option(None, "--budget", help="Run these budgets instead of the config's (repeatable or comma-separated). The unpruned cells are not affected."),
     keep_ratios: Optional[List[float]] = typer.Option(None, "--keep-ratio", help="Run these keep ratios (share of each image's visual tokens, e.g. 0.25) instead of the config's budgets (repeatable)."),
-    tasks: Optional[List[str]] = typer.Option(None, "--task", help="Run only these tasks (repeatable)."),
-    output: Optional[str] = typer.Option(None, "--output", help="Root folder of the runs (config default: ./runs)."),
+    tasks: Optional[List[str]] = typer.Option(None, "--task", help="Run only these tasks (repeatable or comma-separated)."),
+    output: Optional[str] = typer.Option(None, "--output", help="Root folder of the runs (default: the config's output, relative to the config file; else ./runs)."),
     pretrained: Optional[str] = typer.Option(None, "--pretrained", help="Checkpoint (hub id or local folder) instead of the config's."),
+    include_path: Optional[str] = typer.Option(None, "--include-path", help="Folder of your own task YAMLs (as lmms-eval's --include_path), beside the shipped ones."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Folder with local copies of the benchmarks, handed to the plugin."),
     offline: Optional[bool] = typer.Option(None, "--offline/--online", help="Run lmms-eval with the Hugging Face hub switched off (or on)."),
     evaluator: Optional[str] = typer.Option(None, "--evaluator", help="Python interpreter and what it runs instead of lmms-eval, e.g. '/other/venv/bin/python -m lmms_eval'; runs one process per cell (isolation: process)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the lmms-eval commands and run nothing."),
 ) -> None:
     """Run a methods x budgets x tasks sweep through lmms-eval; finished cells are kept and skipped."""
-    console = Console()
+    console = Console(soft_wrap=True)  # paths stay whole (pasteable) whatever the terminal width
+    errors = Console(stderr=True, soft_wrap=True)
     try:
         config = with_overrides(
             load_sweep(config_path),
             num_processes=num_processes,
             limit=_parse_limit(limit),
-            methods=methods or None,
-            budgets=budgets or None,
+            methods=split_values(methods),
+            budgets=whole_numbers(budgets, "--budget"),
             keep_ratios=keep_ratios or None,
-            tasks=tasks or None,
+            tasks=split_values(tasks),
             output=output,
             pretrained=pretrained,
             data_dir=data_dir,
+            include_path=include_path,
             offline=offline,
         )
     except SweepConfigError as error:
-        console.print(f"[red]error:[/] {error}")
+        errors.print(f"[red]error:[/] {error}", highlight=False)
         raise typer.Exit(2) from None
     evaluator_args = shlex.split(evaluator) if evaluator else None
     try:
@@ -56,10 +60,10 @@ def sweep(
             return
         summary = run_sweep(config, evaluator_args, console)
     except SweepSetupError as error:
-        console.print(f"[red]error:[/] {error}")
+        errors.print(f"[red]error:[/] {error}", highlight=False)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: finished cells are kept; run the same command again to resume")
+        errors.print("[yellow]interrupted[/]: finished cells are kept; run the same command again to resume")
         raise typer.Exit(130) from None
     print_summary(summary, console)
     table = score_table(config)

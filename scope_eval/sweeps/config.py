@@ -110,6 +110,9 @@ class SweepConfig:
     # thread and 505 ms on two while another process kept the second core busy.
     cpu_threads: int | None = None
     data_dir: str | None = None  # local copies of the benchmarks, handed to the plugin
+    include_path: str | None = None  # a folder of task YAMLs of one's own (lmms-eval's --include_path)
+    # lmms-eval's own command-line options, passed through (seed, verbosity, wandb_args, ...): option -> value
+    lmms_eval_args: dict[str, Scalar] = field(default_factory=dict)
     output: str = "./runs"
     source: str | None = None  # the YAML file it came from
     # (resolved path, as written) for every value written relative to the config file (./ or ../): the
@@ -154,6 +157,11 @@ def load_sweep(path: str | Path) -> SweepConfig:
             if not Path(checkpoint).is_dir():
                 raise SweepConfigError(f"{path}: model.pretrained {model['pretrained']} -> {checkpoint} is not a folder")
             data["model"] = {**model, "pretrained": checkpoint}
+    for key in PATH_KEYS:  # folders the config names: any relative path is relative to the config file
+        if isinstance(data.get(key), str) and data[key] and not Path(data[key]).expanduser().is_absolute():
+            resolved = str((path.parent / data[key]).resolve())
+            written[resolved] = data[key]
+            data[key] = resolved
     if isinstance(data.get("methods"), list):  # method options naming local files (cdpruner's text_encoder), likewise
         data["methods"] = [
             {**entry, "options": {key: _relative_to_config(path, value, written) for key, value in entry["options"].items()}}
@@ -162,6 +170,12 @@ def load_sweep(path: str | Path) -> SweepConfig:
         ]
     config = sweep_from_dict(data, where=str(path))
     return dataclasses.replace(config, written_paths=tuple(sorted(written.items())))
+
+
+# Keys that always name local folders. One rule for a config's paths: relative means relative to the config
+# file (model.pretrained and method options, which may also be hub ids, count as paths when they start with
+# ./ or ../). Before this rule `output` was relative to the shell's folder; the shipped configs say ../runs.
+PATH_KEYS = ("output", "include_path", "data_dir")
 
 
 def _relative_to_config(path: Path, value: Any, written: dict[str, str]) -> Any:
@@ -187,6 +201,7 @@ def sweep_from_dict(data: Mapping[str, Any], where: str = "<config>") -> SweepCo
     fields["tasks"] = tuple(_as_list(data["tasks"], f"{where}: tasks", "tasks: [gqa, mme]"))
     for key in ("gen_kwargs",):
         fields[key] = _as_mapping(data.get(key), f"{where}: {key}", "gen_kwargs: {max_new_tokens: 16}")
+    fields["lmms_eval_args"] = _as_mapping(data.get("lmms_eval_args"), f"{where}: lmms_eval_args", "lmms_eval_args: {verbosity: DEBUG}")
     config = SweepConfig(model=model, methods=methods, source=where if where != "<config>" else None, **fields)
     validate(config, where)
     return config
@@ -204,6 +219,8 @@ def with_overrides(config: SweepConfig, **overrides: Any) -> SweepConfig:
         given["budgets"] = ()
     elif "budgets" in given and "keep_ratios" not in given:
         given["keep_ratios"] = ()
+    if "include_path" in given:  # from the command line: relative to the shell's folder
+        given["include_path"] = str(Path(given["include_path"]).expanduser().resolve())
     for key in ("budgets", "keep_ratios", "tasks"):
         if key in given:
             given[key] = tuple(given[key])
@@ -262,7 +279,12 @@ def validate(config: SweepConfig, where: str) -> None:
             )
             if problem:
                 raise SweepConfigError(f"{where}: method {method.label} at budget {budget!r}: {problem}")
-    _check_tasks(config.tasks, where)
+    if config.include_path is not None and not Path(config.include_path).is_dir():
+        raise SweepConfigError(f"{where}: include_path {config.include_path} is not a folder of task YAMLs (relative paths are relative to the config file)")
+    if config.include_path is not None and config.data_dir is not None:
+        raise SweepConfigError(f"{where}: include_path and data_dir cannot be combined yet; sweep your own tasks and the local paper copies separately")
+    _check_lmms_eval_args(config.lmms_eval_args, where)
+    _check_tasks(config.tasks, where, _include_dirs(config))
     if config.limit is not None:
         limit = config.limit
         whole = isinstance(limit, numbers.Integral) and not isinstance(limit, bool) and limit >= 1
@@ -432,15 +454,20 @@ def _as_mapping(value: Any, where: str, example: str) -> dict[str, Any]:
     return dict(value)
 
 
-def _check_tasks(tasks: Any, where: str) -> None:
+def _include_dirs(config: SweepConfig) -> tuple[Path, ...]:
+    return (Path(config.include_path),) if config.include_path else ()
+
+
+def _check_tasks(tasks: Any, where: str, include_dirs: tuple[Path, ...] = ()) -> None:
     if not isinstance(tasks, tuple) or not tasks or not all(isinstance(t, str) for t in tasks):
         raise SweepConfigError(f"{where}: tasks must be a non-empty list of lmms-eval task names")
-    known = known_tasks(INCLUDE_DIR)
+    known = known_tasks(INCLUDE_DIR, include_dirs)
     unknown = [task for task in tasks if task not in known]
     if unknown:
+        searched = ", ".join(str(d) for d in (INCLUDE_DIR, *include_dirs))
         raise SweepConfigError(
             f"{where}: unknown task(s) {', '.join(unknown)}; known: {', '.join(sorted(known))} "
-            f"(tasks of {INCLUDE_DIR} included)"
+            f"(tasks of {searched} included; a folder of your own task YAMLs goes in include_path: or --include-path)"
         )
     _reject_duplicates("tasks", tasks, where)
     for task in tasks:
@@ -449,9 +476,9 @@ def _check_tasks(tasks: Any, where: str) -> None:
                 f"{where}: '{task}' is a group; a cell is one task, so list its tasks instead: {', '.join(known[task].subtasks)}"
             )
         try:
-            benchmarks_for_task(task, known[task].metrics)
+            benchmarks_for_task(task, known[task].metrics, known[task].meta)
         except KeyError as error:
-            raise SweepConfigError(f"{where}: {error.args[0]}; add it to scope_eval/sweeps/metrics.py") from None
+            raise SweepConfigError(f"{where}: {error.args[0]}; fix the task YAML's metric_list or metadata") from None
 
 
 def _check_data_dir(config: SweepConfig, where: str) -> None:
@@ -464,6 +491,27 @@ def _check_data_dir(config: SweepConfig, where: str) -> None:
             f"{where}: {', '.join(hub_only)} are lmms-eval's built-in tasks, which always read the hub; "
             f"with data_dir use the plugin's scope_<name> tasks (e.g. scope_gqa), which it points at the local copies"
         )
+
+
+# lmms-eval options the runner sets itself (from other fields), and those that change the numbers
+RUNNER_LMMS_EVAL_ARGS = {
+    "model": "model.backend", "model_args": "model.model_args", "tasks": "tasks", "batch_size": "batch_size",
+    "log_samples": "(always on)", "output_path": "output", "include_path": "include_path", "limit": "limit",
+    "gen_kwargs": "gen_kwargs",
+}  # fmt: skip
+RESULT_NEUTRAL_LMMS_EVAL_ARGS = frozenset({"verbosity", "wandb_args", "hf_hub_log_args", "wandb_log_samples", "show_config", "timezone"})
+
+
+def _check_lmms_eval_args(args: Mapping[str, Any], where: str) -> None:
+    for key, value in args.items():
+        name = str(key)
+        if name.lstrip("-") in RUNNER_LMMS_EVAL_ARGS:
+            name = name.lstrip("-")
+            raise SweepConfigError(f"{where}: lmms_eval_args.{key} is set by the runner; use '{RUNNER_LMMS_EVAL_ARGS[name]}' instead")
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            raise SweepConfigError(f"{where}: lmms_eval_args.{key}: write lmms-eval's option name without dashes, e.g. verbosity")
+        if not isinstance(value, (str, int, float, bool)):
+            raise SweepConfigError(f"{where}: lmms_eval_args.{key} must be a single value (string, number or boolean), got {value!r}")
 
 
 def _reject_duplicates(name: str, values: tuple[Any, ...], where: str) -> None:

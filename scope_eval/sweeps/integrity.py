@@ -16,8 +16,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .metrics import expected_metric_keys, is_finite_number
-from .tasks import yaml_metrics
+from .metrics import is_finite_number
+from .tasks import expected_keys, include_dirs_of
 
 SEAL = "integrity"
 
@@ -88,7 +88,7 @@ def _check_sealed(record: dict[str, Any], record_path: Path) -> str | None:
 def _check_metrics(record: dict[str, Any], record_path: Path) -> str | None:
     task = str(record["cell"].get("task"))
     try:
-        expected = expected_metric_keys(task, yaml_metrics(task))
+        expected = expected_keys(task, include_dirs_of(record))
     except KeyError:
         return None  # a task this version does not know: the report says so when it reads the cell
     missing = [key for key in expected if not is_finite_number(record["results"].get(key))]

@@ -21,6 +21,8 @@ class Benchmark:
     metrics: tuple[str, ...]  # metric names, summed
     scale: float = 1.0  # multiply the sum by this to get the paper's units
     in_avg: bool = True  # False for a second view of a task that another benchmark already counts
+    chance: float | None = None  # the score of guessing, in the same units (drawn on plots), if known
+    unit: str = ""  # "%" when the score is a percentage; shown on plot axes
 
     def describe(self) -> str:
         summed = " + ".join(self.metrics)
@@ -65,12 +67,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     # views, not averaged beside the correct ones; the paper's columns are compared with these.
     Benchmark("DocVQA-fork", ("scope_docvqa_val",), ("anls_fork",), 100.0, in_avg=False),
     Benchmark("OCRBench-fork", ("scope_ocrbench",), ("ocrbench_accuracy_fork",), 100.0, in_avg=False),
-    # The synthetic toy tasks (scope_eval/lmms/tasks/toy), in the same units as their real counterparts.
-    Benchmark("Toy-POPE", ("scope_toy_pope",), ("pope_f1_score",), 100.0),
-    Benchmark("Toy-POPE-wide", ("scope_toy_pope_wide",), ("pope_f1_score",), 100.0),
-    Benchmark("Toy-GQA", ("scope_toy_gqa",), ("exact_match",), 100.0),
-    Benchmark("Toy-Count", ("scope_toy_count",), ("exact_match",), 100.0),
-    Benchmark("Toy-MME", ("scope_toy_mme",), ("mme_score",)),
+    # The synthetic toy tasks are described by the metadata of their own YAMLs (scope_eval/lmms/tasks/toy).
 )
 
 BENCHMARK_ORDER: tuple[str, ...] = tuple(b.name for b in BENCHMARKS)
@@ -91,12 +88,22 @@ def averaged(names: list[str]) -> list[str]:
     return counted
 
 
-def benchmarks_for_task(task: str, yaml_metrics: tuple[str, ...] = ()) -> tuple[Benchmark, ...]:
+METADATA_KEYS = ("display_name", "headline", "scale", "chance", "unit")
+
+
+def benchmarks_for_task(task: str, yaml_metrics: tuple[str, ...] = (), metadata: Mapping[str, object] | None = None) -> tuple[Benchmark, ...]:
     """The benchmarks a task feeds.
 
-    A task the table above does not know (e.g. a synthetic task of the include directory) becomes its own
-    benchmark named after the task, headlined by the first metric its YAML lists, in lmms-eval's units.
+    A task YAML says how it is reported under its `metadata:` (lmms-eval passes that block through):
+    `display_name` (the table column), `headline` (metric, or list of metrics summed; default the first
+    of metric_list), `scale` (e.g. 100 for a fraction shown as a percentage), `chance` (the guessing score,
+    in the scaled units), `unit` ("%" by default when scale is 100). Without them, lmms-eval's own tasks
+    (which we cannot annotate) come from the table above, and any other task becomes its own benchmark
+    named after the task, headlined by the first metric its YAML lists, in lmms-eval's units.
     """
+    metadata = metadata or {}
+    if any(key in metadata for key in METADATA_KEYS):
+        return (benchmark_from_metadata(task, yaml_metrics, metadata),)
     known = tuple(b for b in BENCHMARKS if task in b.tasks)
     if known:
         return known
@@ -105,12 +112,17 @@ def benchmarks_for_task(task: str, yaml_metrics: tuple[str, ...] = ()) -> tuple[
     return (Benchmark(task, (task,), (yaml_metrics[0],)),)
 
 
-def expected_metric_keys(task: str, yaml_metrics: tuple[str, ...] = ()) -> tuple[str, ...]:
-    """Result keys that must be present (and numeric) for a run of `task` to count as finished."""
-    keys: list[str] = []
-    for benchmark in benchmarks_for_task(task, yaml_metrics):
-        keys.extend(m + FILTER_SUFFIX for m in benchmark.metrics if m + FILTER_SUFFIX not in keys)
-    return tuple(keys)
+def benchmark_from_metadata(task: str, yaml_metrics: tuple[str, ...], metadata: Mapping[str, object]) -> Benchmark:
+    headline = metadata.get("headline") or (yaml_metrics[:1] if yaml_metrics else None)
+    metrics = (headline,) if isinstance(headline, str) else tuple(headline or ())
+    if not metrics or not all(isinstance(m, str) for m in metrics):
+        raise KeyError(f"task '{task}': metadata.headline must name a metric (or a list of them) of its metric_list")
+    scale, chance = metadata.get("scale", 1.0), metadata.get("chance")
+    if not is_finite_number(scale) or (chance is not None and not is_finite_number(chance)):
+        raise KeyError(f"task '{task}': metadata.scale and metadata.chance must be numbers, got {scale!r}, {chance!r}")
+    name = metadata.get("display_name", task)
+    unit = metadata.get("unit", "%" if float(scale) == 100.0 else "")
+    return Benchmark(str(name), (task,), metrics, float(scale), chance=None if chance is None else float(chance), unit=str(unit))
 
 
 def is_finite_number(value: object) -> bool:

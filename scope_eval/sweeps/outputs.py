@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
-from .metrics import expected_metric_keys, is_finite_number
-from .tasks import yaml_metrics
+from .metrics import is_finite_number
+from .tasks import expected_keys
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ def find_results_json(output_path: Path) -> Path | None:
     return found[-1] if found else None  # timestamps sort in time order
 
 
-def read_task_outcomes(output_path: Path, tasks: tuple[str, ...], exit_code: int) -> list[TaskOutcome]:
+def read_task_outcomes(output_path: Path, tasks: tuple[str, ...], exit_code: int, include_dirs: Sequence[Path] = ()) -> list[TaskOutcome]:
     results_file = find_results_json(output_path)
     if results_file is None:
         reason = f"lmms-eval wrote no results json (exit code {exit_code})"
@@ -45,17 +46,17 @@ def read_task_outcomes(output_path: Path, tasks: tuple[str, ...], exit_code: int
     if not isinstance(data, dict):
         reason = f"results json {results_file} is not a mapping"
         return [TaskOutcome(task, False, reason, {}, None, None, results_file) for task in tasks]
-    return [_task_outcome(data, results_file, task) for task in tasks]
+    return [_task_outcome(data, results_file, task, include_dirs) for task in tasks]
 
 
-def _task_outcome(data: dict, results_file: Path, task: str) -> TaskOutcome:
+def _task_outcome(data: dict, results_file: Path, task: str, include_dirs: Sequence[Path] = ()) -> TaskOutcome:
     task_results = (data.get("results") or {}).get(task)
     samples = next(iter(sorted(results_file.parent.glob(f"*_samples_{task}.jsonl"))), None)
     n_samples = ((data.get("n-samples") or {}).get(task) or {}).get("effective")
     if not isinstance(task_results, dict):
         return TaskOutcome(task, False, f"no results for '{task}' in {results_file.name}", {}, n_samples, samples, results_file)
     missing = [
-        key for key in expected_metric_keys(task, yaml_metrics(task)) if not is_finite_number(task_results.get(key))
+        key for key in expected_keys(task, include_dirs) if not is_finite_number(task_results.get(key))
     ]
     if missing:
         reason = f"metric(s) {', '.join(missing)} missing or not finite in {results_file.name}"

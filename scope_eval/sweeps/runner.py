@@ -70,7 +70,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .cells import CELL_FILE, Cell, Launch, cell_dir, child_env, expand, fingerprint, include_path, model_folder, plan_launches
+from .cells import (
+    CELL_FILE, Cell, Launch, cell_dir, child_env, expand, fingerprint, include_path, model_folder, plan_launches,
+    samples_file, write_include_dir,
+)
 from .config import SweepConfig, normalise_checkpoint
 from .cost import cost_summary
 from .integrity import read_cell, seal
@@ -190,6 +193,8 @@ def run_sweep(
     with _exclusive(root), _sigterm_as_interrupt(), _progress(console) as progress:
         if config.data_dir is not None:
             _write_local_tasks(config, {cell.task for cell in pending})
+        if config.include_path is not None:
+            write_include_dir(config)
         feedback = _Feedback(progress, len(pending), summary)
         if isolation == "process":
             _run_processes(config, launches, provenance, feedback)
@@ -500,7 +505,8 @@ def run_launch(config: SweepConfig, launch: Launch, provenance: dict) -> list[tu
         "isolation": "process",
         "exit_code": exit_code,
     }
-    outcomes = read_task_outcomes(work / "lmms", launch.tasks, exit_code)
+    user_tasks = (Path(config.include_path),) if config.include_path else ()
+    outcomes = read_task_outcomes(work / "lmms", launch.tasks, exit_code, user_tasks)
     results = []
     for cell, outcome in zip(launch.cells, outcomes):
         if outcome.ok:
@@ -644,6 +650,10 @@ def _finish_cell(config: SweepConfig, launch: Launch, cell: Cell, outcome: TaskO
         staging = launch.work_dir.parent / f".stage-{cell.task}"
         shutil.rmtree(staging, ignore_errors=True)
         _copy_task_files(launch.work_dir, staging, outcome)
+    samples = None
+    if outcome.samples_file is not None:  # lmms-eval's <checkpoint folder>/<timestamp>_samples_<task>.jsonl
+        samples = samples_file(staging, cell.task)
+        os.replace(staging / outcome.samples_file.relative_to(launch.work_dir), samples)
     record = {
         "format": FORMAT,
         "cell": {
@@ -673,7 +683,7 @@ def _finish_cell(config: SweepConfig, launch: Launch, cell: Cell, outcome: TaskO
         "cost": cost,  # per-sample times and FLOPs: median and p90 per field (scope_eval/sweeps/cost.py)
         "files": {
             "log": LOG_FILE,
-            "samples": str(outcome.samples_file.relative_to(launch.work_dir)) if outcome.samples_file else None,
+            "samples": samples.name if samples is not None else None,
             "results": results_file,
         },
     }

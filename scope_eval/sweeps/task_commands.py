@@ -23,7 +23,7 @@ def tasks_dir(
         return
     from ..lmms.local_data import write_tasks_dir
 
-    report = Console(stderr=True)
+    report = Console(stderr=True, soft_wrap=True)
     try:
         copies = write_tasks_dir(data_dir, output)
     except FileNotFoundError as error:
@@ -39,13 +39,18 @@ def tasks_dir(
 
 
 def validate_tasks(
-    directory: Path = typer.Argument(TASKS_DIR, help="Include directory to check (default: the shipped one)."),
+    directory: Optional[Path] = typer.Argument(None, help="Include directory to check (default: the shipped one)."),
+    include_path: Optional[Path] = typer.Option(None, "--include-path", help="The same as DIRECTORY, spelled as in sweep and report."),
     check_hub: bool = typer.Option(False, "--check-hub", help="Also ask the Hugging Face hub whether hub datasets exist."),
 ) -> None:
     """Load every task YAML under DIRECTORY: schema, !function targets, data present; non-zero exit on any problem."""
     from .validate_tasks import print_checks, validate_directory
 
+    if directory is not None and include_path is not None and directory != include_path:
+        raise typer.BadParameter(f"given twice ({directory} and {include_path}); pass one", param_hint="--include-path")
+    directory = directory or include_path or TASKS_DIR
+
     checks = validate_directory(directory, check_hub=check_hub)
-    print_checks(checks, Console())
+    print_checks(checks, Console(soft_wrap=True))
     if not checks or any(not check.ok for check in checks):
         raise typer.Exit(1)

@@ -169,7 +169,7 @@ TOY_TASKS: tuple[ToyTask, ...] = (
 
 
 def toy_data(
-    out_dir: Path = typer.Option(TASK_DIR, help="where the <task>.jsonl files go (default: the plugin's task dir)"),
+    out_dir: Path = typer.Option(TASK_DIR, "--output", "--out-dir", help="where the <task>.jsonl files go (default: the plugin's task dir; --out-dir: old spelling)"),
     check: bool = typer.Option(False, help="only compare regenerated files with those in out_dir; exit 1 on a difference"),
 ) -> None:
     """Regenerate the synthetic benchmark's JSONL files (deterministic: same seed, same bytes)."""

@@ -47,8 +47,8 @@ class CDPrunerMethod(PruningMethod):
     report_rank = 70
     needs_instruction = True
 
-    text_encoder: str | None = None
-    selection_dtype: str = "float32"
+    text_encoder: str | None = None  # CLIP checkpoint (folder or hub id) embedding the instruction; required
+    selection_dtype: str = "float32"  # "model": compute in the features' dtype, as the official code does
 
     def __post_init__(self) -> None:
         self.selection_dtype = check_selection_dtype(self.name, self.selection_dtype)

@@ -35,8 +35,8 @@ class DivPruneMethod(PruningMethod):
     display_name = "DivPrune"
     report_rank = 50
 
-    on: str = "projected"
-    selection_dtype: str = "float32"
+    on: str = "projected"  # diversity measured after the projector ("projected") or on the tower's "features"
+    selection_dtype: str = "float32"  # "model": compute in the features' dtype, as the official code does
 
     def __post_init__(self) -> None:
         self.selection_dtype = check_selection_dtype(self.name, self.selection_dtype)

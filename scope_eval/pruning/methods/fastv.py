@@ -27,7 +27,7 @@ class FastVMethod(LlmStageMethod):
     name = "fastv"
     display_name = "FastV"
     report_rank = 90
-    layer: int = 2
+    layer: int = 2  # 0-based decoder layer before which visual tokens are dropped
 
     def scoring_flops(self, work: DropWork) -> int:
         return last_query_scoring_flops(work)

@@ -37,7 +37,7 @@ class RandomMethod(PruningMethod):
     report_rank = 80
     needs_image_keys = True
 
-    seed: int = 0
+    seed: int = 0  # mixed with each image's pixels: the same image gets the same draw anywhere
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):

@@ -27,9 +27,9 @@ class ScopeMethod(PruningMethod):
     report_rank = 10
     needs_saliency = True
 
-    alpha: float = 1.0
-    combine: str = "multi"
-    selection_dtype: str = "float32"
+    alpha: float = 1.0  # exponent of the CLS saliency in the greedy gain (0: coverage only)
+    combine: str = "multi"  # gain x saliency**alpha ("multi", the paper's) or gain + saliency**alpha ("add")
+    selection_dtype: str = "float32"  # "model": compute in the features' dtype, as the official code does
 
     def __post_init__(self) -> None:
         self.alpha = check_alpha(self.alpha)

@@ -59,10 +59,10 @@ class VisionZipMethod(PruningMethod):
     needs_cls = True
     needs_saliency = True
 
-    contextual: int | None = None
-    crop_split: str = "floor"
-    packing: str = "grouped"
-    selection_dtype: str = "float32"
+    contextual: int | None = None  # merged contextual tokens; None: budget * 10 // 64, the official split
+    crop_split: str = "floor"  # "official": the SCOPE repo's per-crop counts on LLaVA-NeXT
+    packing: str = "grouped"  # "official": the SCOPE repo's order of the crops' tokens on LLaVA-NeXT
+    selection_dtype: str = "float32"  # "model": compute in the features' dtype, as the official code does
 
     def __post_init__(self) -> None:
         self.selection_dtype = check_selection_dtype(self.name, self.selection_dtype)

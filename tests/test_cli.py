@@ -1,0 +1,106 @@
+"""`scope-eval` reads like one tool: --version, `methods`, one spelling per option (old ones noted),
+standard placeholders, errors on stderr, paths never wrapped, and --help without the heavy imports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from scope_eval import __version__
+from scope_eval.cli import COMMANDS, DEPRECATED, app, deprecation_notes, load_command
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def scope_eval_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    code = "import sys; from scope_eval.cli import main; sys.argv = ['scope-eval', *sys.argv[1:]]; main()"
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_version():
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"scope-eval {__version__}"
+
+
+def test_help_lists_every_command_without_importing_torch_pandas_or_lmms_eval():
+    code = (
+        "import sys; from scope_eval.cli import main; sys.argv = ['scope-eval', '--help']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('LOADED', sorted(m for m in ('torch', 'pandas', 'lmms_eval', 'matplotlib', 'transformers') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert "LOADED []" in result.stdout, result.stdout[-2000:] + result.stderr[-2000:]
+    for name in COMMANDS:
+        assert name in result.stdout
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_command_uses_standard_placeholders(name):
+    result = CliRunner().invoke(app, [name, "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    for typer_style in ("<list[", "<int", "<str>", "<bool>", "<float>", "int range"):
+        assert typer_style not in result.output, f"{name}: {typer_style}"
+    command = load_command(name)
+    long_names = {opt for param in command.params for opt in getattr(param, "opts", ())}
+    assert not {"--out", "--out-dir", "--methods", "--budgets"} & {o for o in long_names if o not in DEPRECATED.get(name, {})}
+    if name in ("sweep", "report", "regress", "bench", "bench-selection", "tasks-dir", "make-task-data", "toy-data", "toy-export"):
+        assert "--output" in long_names, name
+
+
+def test_methods_lists_every_registered_method_with_stage_and_option_defaults():
+    from scope_eval.pruning import METHODS
+    from scope_eval.pruning.registry import method_options
+
+    result = CliRunner().invoke(app, ["methods", "--json"])
+    assert result.exit_code == 0, result.output
+    listed = {entry["name"]: entry for entry in json.loads(result.output)}
+    assert set(listed) == set(METHODS)
+    for name, entry in listed.items():
+        assert entry["stage"] == METHODS[name].stage
+        assert {o["name"]: o["default"] for o in entry["options"]} == {
+            key: (list(value) if isinstance(value, tuple) else value) for key, value in method_options(name).items()
+        }
+    scope_options = {o["name"]: o["help"] for o in listed["scope"]["options"]}
+    assert scope_options["alpha"] and scope_options["combine"]  # one line each, from the field's comment
+    text = CliRunner().invoke(app, ["methods"]).output
+    assert "alpha=1.0" in text and "pre-LLM" in text and "in-LLM" in text
+
+
+def test_methods_and_budgets_are_given_the_same_way_everywhere(tmp_path):
+    """Repeated or comma-separated, in sweep (dry run) and report alike."""
+    from scope_eval.sweeps.cli_values import split_values, whole_numbers
+
+    assert split_values(["scope,dart", "none"]) == ["scope", "dart", "none"] and split_values(None) is None
+    assert whole_numbers(["192,128", "64"], "--budget") == [192, 128, 64]
+    config = ROOT / "configs" / "smoke_toy.yaml"
+    both = [
+        CliRunner().invoke(app, ["sweep", str(config), "--dry-run", "--output", str(tmp_path), *args])
+        for args in (["--method", "scope,none", "--budget", "64"], ["--method", "scope", "--method", "none", "--budget", "64"])
+    ]
+    assert both[0].exit_code == 0, both[0].output
+    assert both[0].output == both[1].output and "method=scope" in both[0].output
+
+
+def test_old_spellings_still_work_with_a_deprecation_note(tmp_path):
+    assert deprecation_notes(["bench", "--out=x", "--methods", "scope"]) == [
+        "scope-eval bench: --out is deprecated, use --output",
+        "scope-eval bench: --methods is deprecated, use --method",
+    ]
+    assert deprecation_notes(["sweep", "--output", "x"]) == []
+    result = scope_eval_cli("toy-data", "--out-dir", str(tmp_path), "--check")
+    assert "--out-dir is deprecated, use --output" in result.stderr
+    assert "stale or missing toy data" in result.stderr and result.returncode == 1  # the old option still worked
+
+
+def test_errors_go_to_stderr_with_a_non_zero_exit_and_paths_are_not_wrapped(tmp_path):
+    missing = tmp_path / ("a_rather_long_folder_name_" * 4) / "sweep.yaml"
+    result = scope_eval_cli("sweep", str(missing))
+    assert result.returncode == 2 and result.stdout == ""
+    assert str(missing) in result.stderr  # whole on one line, although stderr is no terminal (80 columns)
+    report = scope_eval_cli("report", str(tmp_path / "nothing"))
+    assert report.returncode == 2 and report.stdout == "" and "error:" in report.stderr
