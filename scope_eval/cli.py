@@ -13,6 +13,7 @@ def build_app():
     import typer
 
     from scope_eval.bench.command import bench
+    from scope_eval.bench.qwen_saliency import bench_qwen_saliency
     from scope_eval.bench.selection import bench_selection
     from scope_eval.reports.commands import report
     from scope_eval.reports.regression import regress
@@ -28,6 +29,7 @@ def build_app():
         "regress": regress,  # accuracy regression check against a stored baseline
         "bench": bench,  # what pruning saves: prefill, FLOPs, memory
         "bench-selection": bench_selection,  # exact fast greedy vs the naive loop
+        "bench-qwen-saliency": bench_qwen_saliency,  # Qwen SCOPE saliency recomputation: time, peak memory
         "tasks-dir": tasks_dir,  # the lmms-eval include directory (optionally pointed at local data)
         "validate-tasks": validate_tasks,  # check task YAMLs the way lmms-eval loads them
         "toy-data": toy_data,  # regenerate the synthetic benchmark files

@@ -42,6 +42,10 @@ BAD_MODEL_ARGS = [
     ({"method": "scope", "budget": 0.0}, "at least 1"),
     ({"method": "visionzip", "budget": 64, "contextual": 100}, "contextual=100 exceeds the budget 64; lower contextual"),
     ({"method": "visionzip", "budget": "64.0", "contextual": 65}, "contextual=65 exceeds the budget 64"),
+    ({"method": "scope", "budget": 64, "keep_ratio": 0.25}, "pass exactly one of budget"),
+    ({"method": "scope", "keep_ratio": "1.5"}, "keep_ratio must be in (0, 1]"),
+    ({"method": "scope", "keep_ratio": "a quarter"}, "keep_ratio must be a number"),
+    ({"method": "none", "keep_ratio": 0.5}, "takes no keep_ratio"),
 ]
 
 
@@ -55,6 +59,12 @@ def test_bad_model_args_fail_before_loading(args, message):
 def test_whole_number_model_arg_budget_becomes_that_int(budget):
     plan, _ = split_model_args("llava_hf_scope", {"method": "scope", "budget": budget}, MODEL_ARGS)
     assert plan.budget == 64 and type(plan.budget) is int
+
+
+@pytest.mark.parametrize("ratio", [0.25, "0.25", " 0.25 "])
+def test_model_arg_keep_ratio_becomes_a_ratio_plan(ratio):
+    plan, _ = split_model_args("qwen2_vl_scope", {"method": "scope", "keep_ratio": ratio}, MODEL_ARGS)
+    assert plan.keep_ratio == 0.25 and plan.budget is None and plan.ratio_budget(345) == 86
 
 
 # -- budgets and options: the Python API -------------------------------------------------------------

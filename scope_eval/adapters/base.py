@@ -211,4 +211,5 @@ class PruningHandle:
 
     def __repr__(self) -> str:
         state = "active" if self.active else "removed"
-        return f"{type(self).__name__}({self.plan.method!r}, budget={self.plan.budget}, policy={self.plan.budget_policy}, {state})"
+        budget = f"keep_ratio={self.plan.keep_ratio}" if self.plan.keep_ratio is not None else f"budget={self.plan.budget}"
+        return f"{type(self).__name__}({self.plan.method!r}, {budget}, policy={self.plan.budget_policy}, {state})"

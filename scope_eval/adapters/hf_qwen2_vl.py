@@ -52,15 +52,16 @@ class HfQwen2VLHandle(PruningHandle):
     takes_saliency_layer = True
 
     def __init__(self, model: Any, plan: PruningPlan, processor: Any = None, saliency_layer: int | None = None):
+        """``processor`` is accepted for the common prune() call and left alone: Qwen's prompt keeps its N
+        placeholders per image, the cut happens inside the model."""
         super().__init__(model, plan)
         config = model.config
         self.image_token_id = config.image_token_id
         base = model.model
-        self.merge_unit = base.visual.spatial_merge_size**2
         self._stock_get_image_features = base.get_image_features
-        self._stock_get_video_features = base.get_video_features
         self._pending_keep: list[torch.Tensor] | None = None  # per image [N_i] bool, from the last encoding
         self.kept_masks: list[torch.Tensor] = []  # per image of the last encoding: which tokens reach the LM
+        self._encoding: Any = None  # the last encoding returned (generate() may pass it back to each step)
         self._placeholders: torch.Tensor | None = None  # [B, L] image placeholders of the prompt being run
         self._decode: tuple[Any, torch.Tensor, torch.Tensor, int] | None = None  # (cache, columns, pad, length)
         block = default_saliency_block(config.vision_config) if saliency_layer is None else saliency_layer
@@ -73,7 +74,8 @@ class HfQwen2VLHandle(PruningHandle):
             )
         if self.install_without_selection(base):
             return
-        self.probe = QwenSaliencyProbe(base.visual, self.saliency_block)
+        if plan.method.needs_saliency:  # its recomputation costs a ViT block's attention: only when used
+            self.probe = QwenSaliencyProbe(base.visual, self.saliency_block)
         self._patches.set(base, "get_image_features", self._get_pruned_image_features)
         self._patches.set(base, "get_video_features", self._refuse_video)
         self._hooks.append(base.register_forward_pre_hook(self._note_placeholders, with_kwargs=True))
@@ -107,7 +109,8 @@ class HfQwen2VLHandle(PruningHandle):
         if image_grid_thw is None:
             raise PruningError("Qwen2-VL needs image_grid_thw with pixel_values (the processor returns both)")
         out = self._stock_get_image_features(pixel_values, image_grid_thw, **kwargs)
-        saliency = self.probe.take(image_grid_thw).split([int(t.shape[0]) for t in out.pooler_output])  # type: ignore[union-attr]
+        sizes = [int(t.shape[0]) for t in out.pooler_output]
+        saliency = self.probe.take().split(sizes) if self.probe is not None else [None] * len(sizes)  # type: ignore[attr-defined]
         patch_rows = pixel_values.split((image_grid_thw.prod(-1)).tolist())
         tokens, keep, counts, degenerate = [], [], [], 0
         for image, image_saliency, pixels in zip(out.pooler_output, saliency, patch_rows):
@@ -118,17 +121,18 @@ class HfQwen2VLHandle(PruningHandle):
             degenerate += kept.degenerate is not None and bool(kept.degenerate.any())
         self.record(counts, degenerate=degenerate)
         self._pending_keep = self.kept_masks = keep
+        self._encoding = out
         out.pooler_output = tuple(tokens)
         return out
 
-    def _select(self, image: torch.Tensor, saliency: torch.Tensor, pixels: torch.Tensor):
+    def _select(self, image: torch.Tensor, saliency: torch.Tensor | None, pixels: torch.Tensor):
         """One image's tokens [N, D] with merged tokens at their places, its kept mask [N], the selection."""
         num_tokens = image.shape[0]
         selection = self.plan.crop_selection(1, num_tokens)
         method = selection.method
         visual = VisualTokens(
             features=image.unsqueeze(0),  # post-merger: what enters the LM (SCOPE's post-projector cosine)
-            saliency=saliency.unsqueeze(0),
+            saliency=None if saliency is None else saliency.unsqueeze(0),
             keys=None,
             project=torch.nn.Identity(),  # the tokens are already in the LM's space
             image_keys=pixel_keys(pixels.unsqueeze(0)) if method.needs_image_keys else None,
@@ -152,7 +156,12 @@ class HfQwen2VLHandle(PruningHandle):
         # generate() encodes the images before this forward, a plain forward inside it: note the placeholders
         # either way; the language model's pre-hook pairs them with the encoding's kept masks.
         input_ids = kwargs.get("input_ids", args[0] if args else None)
-        has_images = kwargs.get("pixel_values") is not None or bool((kwargs.get("mm_encoder_outputs") or {}).get("image"))
+        encoded = (kwargs.get("mm_encoder_outputs") or {}).get("image")
+        has_images = kwargs.get("pixel_values") is not None or encoded is not None
+        if encoded is not None and encoded is self._encoding:
+            # generate() without a cache hands the same encoding to every step's full forward: its kept
+            # masks hold for each of them (with a cache, only the prefill has placeholders to cut)
+            self._pending_keep = self.kept_masks
         if input_ids is None:
             if has_images:
                 raise PruningError("a pruned Qwen model needs input_ids (with image placeholders), not inputs_embeds")

@@ -79,9 +79,12 @@ class QwenSaliencyProbe:
         self._rotate = sys.modules[type(attention).__module__].apply_rotary_pos_emb_vision
         self._qkv: torch.Tensor | None = None
         self._call: dict | None = None
+        self._saliency: torch.Tensor | None = None
         self._handles = [
             attention.register_forward_pre_hook(self._store_call, with_kwargs=True),
             attention.qkv.register_forward_hook(self._store_qkv),
+            # computed as the tower finishes, so timers around the tower count it as encoding
+            visual.register_forward_hook(self._compute_at_tower_end, with_kwargs=True),
         ]
 
     def _store_call(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -90,8 +93,19 @@ class QwenSaliencyProbe:
     def _store_qkv(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
         self._qkv = output.detach()
 
-    def take(self, grid_thw: torch.Tensor) -> torch.Tensor:
-        """[sum N_merged] float32 saliency of the tower call just made, for images of ``grid_thw``."""
+    def _compute_at_tower_end(self, module: nn.Module, args: tuple, kwargs: dict, output) -> None:
+        grid_thw = kwargs.get("grid_thw", args[1] if len(args) > 1 else None)
+        self._saliency = self.compute(grid_thw)
+
+    def take(self) -> torch.Tensor:
+        """[sum N_merged] float32 saliency of the tower call just made (one value per LM token)."""
+        if self._saliency is None:
+            raise RuntimeError("the vision tower has not run since the saliency probe was installed")
+        saliency, self._saliency = self._saliency, None
+        return saliency
+
+    def compute(self, grid_thw: torch.Tensor) -> torch.Tensor:
+        """[sum N_merged] float32 saliency from the captured block call, for images of ``grid_thw``."""
         if self._qkv is None or self._call is None:
             raise RuntimeError("the vision tower has not run since the saliency probe was installed")
         qkv, call = self._qkv, self._call
@@ -120,7 +134,7 @@ class QwenSaliencyProbe:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        self._qkv = self._call = None
+        self._qkv = self._call = self._saliency = None
 
 
 __all__ = ["QUERY_CHUNK_ELEMENTS", "QwenSaliencyProbe", "attention_received", "check_saliency_block", "default_saliency_block"]

@@ -12,10 +12,12 @@ import typer
 SHAPE_HELP = (
     "Built-in model: llava-1.5-7b, llava-1.5-13b, llava-next-7b (random weights, real dimensions), "
     "tiny-llava-1.5, tiny-llava-next (random, tiny widths, real 336/14 geometry), "
-    "toy-llava-1.5, toy-llava-next (the shipped trained toy checkpoints)."
+    "toy-llava-1.5, toy-llava-next (the shipped trained toy checkpoints), qwen2-vl-7b, qwen2.5-vl-7b (random "
+    "weights, real dimensions, images up to max_pixels=1280*28*28), tiny-qwen2-vl, tiny-qwen2.5-vl."
 )
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2", "flex_attention")
-DEFAULT_IMAGE_SIZE = {"llava-1.5": (336, 336), "llava-next": (672, 672)}  # NeXT: 672x672 gives 5 crops = 2880 tokens
+# NeXT: 672x672 gives 5 crops = 2880 tokens; Qwen: a 640x480 photo (GQA's typical size) gives 23x17 = 391 tokens
+DEFAULT_IMAGE_SIZE = {"llava-1.5": (336, 336), "llava-next": (672, 672), "qwen2-vl": (480, 640), "qwen2.5-vl": (480, 640)}
 
 
 def bench(
@@ -56,13 +58,14 @@ def bench(
         from . import output
         from .loading import BenchError, load_bench_model, resolve_device, resolve_dtype
         from .runner import BenchSettings, run_bench
-        from .shapes import PAPER_BUDGETS, SHAPES, TOY_CHECKPOINTS
+        from .shapes import PAPER_BUDGETS, QWEN_SHAPES, SHAPES, TOY_CHECKPOINTS
         from .summary import report
 
         if (model is None) == (shape is None):
             raise BenchError("pass exactly one of --model (a checkpoint) or --shape (a built-in model)")
-        if shape is not None and shape not in SHAPES and shape not in TOY_CHECKPOINTS:
-            raise BenchError(f"unknown --shape {shape!r}; choose one of: {', '.join([*SHAPES, *TOY_CHECKPOINTS])}")
+        known = [*SHAPES, *TOY_CHECKPOINTS, *QWEN_SHAPES]
+        if shape is not None and shape not in known:
+            raise BenchError(f"unknown --shape {shape!r}; choose one of: {', '.join(known)}")
         _check_numbers(threads=threads, repeats=repeats, warmup=warmup, prompt_tokens=prompt_tokens, new_tokens=new_tokens)
         if attention is not None and attention not in ATTENTION_IMPLEMENTATIONS:
             raise BenchError(f"unknown --attention {attention!r}; choose one of: {', '.join(ATTENTION_IMPLEMENTATIONS)}")
@@ -70,14 +73,15 @@ def bench(
             torch.set_num_threads(threads)
         target = resolve_device(_device_name(device))
         bench_model = load_bench_model(shape or model, target, resolve_dtype(dtype, target), attention)
+        size = _image_size(image_size) if image_size else DEFAULT_IMAGE_SIZE[bench_model.family]
         settings = BenchSettings(
             methods=_method_list(methods),
             method_options=_method_options(method_option),
-            budgets=_int_list(budgets, "--budgets") if budgets else list(PAPER_BUDGETS[bench_model.family]),
+            budgets=_int_list(budgets, "--budgets") if budgets else _paper_budgets(bench_model, size),
             budget_policy=budget_policy,
             repeats=repeats,
             warmup=warmup,
-            image_size=_image_size(image_size) if image_size else DEFAULT_IMAGE_SIZE[bench_model.family],
+            image_size=size,
             prompt_tokens=prompt_tokens,
             new_tokens=new_tokens,
         )
@@ -99,6 +103,19 @@ def bench(
             out.with_suffix(".md").write_text(output.markdown(summary, title))
             output.plot(summary, out.with_suffix(".png"))
             typer.echo(f"wrote {out.with_suffix('.json')}, .md, .png", err=True)
+
+
+def _paper_budgets(bench_model, image_size: tuple[int, int]) -> list[int]:
+    """The paper's budgets of the family; Qwen: Table 8's keep ratios applied to the test image's tokens."""
+    from scope_eval.pruning.plan import PruningPlan
+
+    from .loading import build_inputs
+    from .shapes import PAPER_BUDGETS, PAPER_KEEP_RATIOS
+
+    if bench_model.family not in PAPER_KEEP_RATIOS:
+        return list(PAPER_BUDGETS[bench_model.family])
+    tokens = int((build_inputs(bench_model, image_size, 0)["input_ids"] == bench_model.config.image_token_id).sum())
+    return [PruningPlan.build("scope", keep_ratio=r).ratio_budget(tokens) for r in PAPER_KEEP_RATIOS[bench_model.family]]
 
 
 @contextmanager

@@ -15,9 +15,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .shapes import SHAPES, TOY_CHECKPOINTS, TOY_KIND, Family, ModelShape
+from .shapes import QWEN_SHAPES, SHAPES, TOY_CHECKPOINTS, TOY_KIND, Family, ModelShape, QwenShape
 
 FILLER_WORD = "image"
+QWEN_FAMILIES = ("qwen2-vl", "qwen2.5-vl")
+QWEN_FILLER_ID = 1000  # any ordinary vocabulary row: the text's content does not change the cost
+QWEN_BENCH_MAX_PIXELS = 1280 * 28 * 28  # Qwen2-VL's recommended max_pixels (1280 LM tokens per image)
 MODEL_TYPES: dict[str, Family] = {"llava": "llava-1.5", "llava_next": "llava-next"}
 
 
@@ -77,6 +80,8 @@ def load_bench_model(source: str, device: torch.device, dtype: torch.dtype, atte
     options = {"dtype": dtype} if attention is None else {"dtype": dtype, "attn_implementation": attention}
     if source in SHAPES:
         return _build_shape(SHAPES[source], device, options)
+    if source in QWEN_SHAPES:
+        return _build_qwen_shape(QWEN_SHAPES[source], device, options)
     if source in TOY_CHECKPOINTS:
         directory = toy_checkpoint_dir(source)
         if not (directory / "config.json").is_file():
@@ -137,6 +142,17 @@ def _build_shape(shape: ModelShape, device: torch.device, options: dict) -> Benc
     return BenchModel(model, processor, shape.family, shape.name, device, options["dtype"])
 
 
+def _build_qwen_shape(shape: QwenShape, device: torch.device, options: dict) -> BenchModel:
+    """Random weights in the shape; the processor is Qwen's own image processing (no tokenizer is needed:
+    build_inputs lays the token ids out as Qwen2VLProcessor does)."""
+    from transformers import AutoModelForImageTextToText, Qwen2VLImageProcessor
+
+    with torch.device(device):
+        model = AutoModelForImageTextToText.from_config(shape.config(), **options).eval()
+    processor = Qwen2VLImageProcessor(max_pixels=QWEN_BENCH_MAX_PIXELS)
+    return BenchModel(model, processor, shape.family, shape.name, device, options["dtype"])
+
+
 def shape_processor(shape: ModelShape) -> Any:
     """The real CLIP / anyres image processing for the shape's geometry, with the toy word-level tokenizer."""
     from scope_eval.toy.model import build_processor
@@ -152,6 +168,8 @@ def build_inputs(bench_model: BenchModel, image_size: tuple[int, int], prompt_to
     """
     height, width = image_size
     pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    if bench_model.family in QWEN_FAMILIES:
+        return _qwen_inputs(bench_model, Image.fromarray(pixels), prompt_tokens)
     processor = bench_model.processor
     image_token = getattr(processor, "image_token", "<image>")
     encoded = processor(images=[Image.fromarray(pixels)], text=image_token, return_tensors="pt")
@@ -160,5 +178,25 @@ def build_inputs(bench_model: BenchModel, image_size: tuple[int, int], prompt_to
     encoded["input_ids"] = torch.cat([encoded["input_ids"], text], dim=1)
     encoded["attention_mask"] = torch.ones_like(encoded["input_ids"])
     inputs = {key: value.to(bench_model.device) for key, value in encoded.items()}
+    inputs["pixel_values"] = inputs["pixel_values"].to(bench_model.dtype)
+    return inputs
+
+
+def _qwen_inputs(bench_model: BenchModel, image: Image.Image, prompt_tokens: int) -> dict:
+    """<|vision_start|>, the image's N placeholders, <|vision_end|>, then ``prompt_tokens`` filler tokens."""
+    config = bench_model.config
+    encoded = bench_model.processor(images=[image], return_tensors="pt")
+    grid = encoded["image_grid_thw"]
+    placeholders = int(grid.prod()) // config.vision_config.spatial_merge_size**2
+    ids = [config.vision_start_token_id] + [config.image_token_id] * placeholders + [config.vision_end_token_id]
+    input_ids = torch.tensor([ids + [QWEN_FILLER_ID] * prompt_tokens])
+    inputs = {
+        "input_ids": input_ids,
+        "attention_mask": torch.ones_like(input_ids),
+        "mm_token_type_ids": (input_ids == config.image_token_id).int(),
+        "pixel_values": encoded["pixel_values"],
+        "image_grid_thw": grid,
+    }
+    inputs = {key: value.to(bench_model.device) for key, value in inputs.items()}
     inputs["pixel_values"] = inputs["pixel_values"].to(bench_model.dtype)
     return inputs

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from scope_eval.adapters.placeholders import pad_token_id
-from scope_eval.cost.flops import DecoderDims, PrefillFlops, kv_cache_bytes, prefill_flops
+from scope_eval.cost.flops import DecoderDims, PrefillFlops, kv_cache_bytes, prefill_flops, qwen_prefill_flops
 from scope_eval.cost.timing import Clock, PassTimer, PassTiming
 from scope_eval.pruning import PruningError
 from scope_eval.pruning.plan import PruningPlan
@@ -154,6 +154,15 @@ def run_bench(bench_model: BenchModel, settings: BenchSettings, progress: Callab
     finished = [r for r in results.values() if r is not None]
     dims = DecoderDims.of(model.config.get_text_config())
     element_bytes = torch.finfo(bench_model.dtype).bits // 8
+    if "image_grid_thw" in inputs:  # Qwen: one image of a varying number of patches
+        grid = tuple(int(x) for x in inputs["image_grid_thw"][0])
+        for result in finished:
+            result.flops = qwen_prefill_flops(
+                model.config, plans[(result.method, result.budget)], grid=grid,  # type: ignore[arg-type]
+                prefill_tokens=result.prefill_tokens, visual_per_layer=result.visual_per_layer,
+            )
+            result.kv_cache_bytes = kv_cache_bytes(dims, result.prefill_tokens, element_bytes)
+        return BenchRun(finished, 1000 * statistics.median(preprocessing), {"start": load_at_start, "end": _load_average()})
     tokens_per_crop = (model.config.vision_config.image_size // model.config.vision_config.patch_size) ** 2
     for result in finished:
         projected = crops * tokens_per_crop if result.method == "none" else result.visual_tokens
@@ -189,7 +198,7 @@ def _load_average() -> list[float] | None:
 
 
 def _crops(bench_model: BenchModel, inputs: dict) -> int:
-    if bench_model.family == "llava-1.5":
+    if bench_model.family != "llava-next":  # LLaVA-1.5, Qwen: one image, one encoding
         return 1
     from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
 

@@ -23,7 +23,7 @@ from transformers import (
 
 from scope_eval.adapters.families import NEXT_GRID_PINPOINTS
 
-Family = Literal["llava-1.5", "llava-next"]
+Family = Literal["llava-1.5", "llava-next", "qwen2-vl", "qwen2.5-vl"]
 
 IMAGE_TOKEN_ID = 32000
 PAD_TOKEN_ID = 32001
@@ -112,7 +112,6 @@ SHAPES: dict[str, ModelShape] = {
     )
 }
 
-QwenFamily = Literal["qwen2-vl", "qwen2.5-vl"]
 QWEN_IMAGE_TOKEN_ID = 151655  # <|image_pad|> in Qwen2-VL's and Qwen2.5-VL's vocabulary
 QWEN_VOCAB = 152064
 
@@ -124,7 +123,7 @@ class QwenShape:
     image size (processor min/max_pixels): 14 px patches, 2x2 merged into one LM token."""
 
     name: str
-    family: QwenFamily
+    family: Family
     vision: TransformerDims
     text: TransformerDims
     vocab: int
@@ -179,6 +178,10 @@ QWEN_SHAPES: dict[str, QwenShape] = {
 # Trained toy checkpoints shipped inside the package (scope_eval/toy/weights/<kind>), by shape name.
 TOY_CHECKPOINTS: dict[str, str] = {"toy-llava-1.5": "llava15", "toy-llava-next": "llava_next"}
 TOY_KIND: dict[str, str] = {"llava-1.5": "llava15", "llava-next": "llava_next"}  # scope_eval.toy's names
+
+# Qwen: the share of an image's visual tokens kept in the paper's Table 8 (the bench turns them into budgets
+# for its test image, PruningPlan.ratio_budget).
+PAPER_KEEP_RATIOS: dict[str, tuple[float, ...]] = {"qwen2-vl": (0.25, 0.10), "qwen2.5-vl": (0.25, 0.10)}
 
 # The paper's budgets per family (Tables 1 and 2; the unit: docs/semantics.md#budget-unit).
 PAPER_BUDGETS: dict[str, tuple[int, ...]] = {"llava-1.5": (192, 128, 64), "llava-next": (640, 320, 160)}

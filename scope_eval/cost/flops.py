@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from scope_eval.pruning.cost import DropWork
+from scope_eval.pruning.cost import DropWork, SelectionWork
 from scope_eval.pruning.plan import PruningPlan
 
 
@@ -126,6 +126,99 @@ def selection_flops(plan: PruningPlan, crops: int, vision: VisionDims, text_widt
 def kv_cache_bytes(dims: DecoderDims, tokens: int, bytes_per_element: int) -> int:
     """Keys and values of every layer for ``tokens`` positions."""
     return 2 * dims.layers * tokens * dims.kv_width * bytes_per_element
+
+
+@dataclass(frozen=True)
+class QwenVisionDims:
+    """A Qwen2-VL / Qwen2.5-VL ViT: width D, MLP width and matrices (Qwen2-VL fc1/fc2: 2; Qwen2.5-VL's gated
+    MLP: 3), patch size, merge size, and for Qwen2.5-VL its window size and full-attention blocks."""
+
+    hidden: int
+    layers: int
+    mlp: int
+    mlp_matrices: int
+    patch: int
+    merge: int
+    window: int | None
+    full_blocks: tuple[int, ...]
+
+    @classmethod
+    def of(cls, vision_config: Any) -> QwenVisionDims:
+        windowed = hasattr(vision_config, "fullatt_block_indexes")
+        hidden = vision_config.hidden_size if windowed else vision_config.embed_dim
+        return cls(
+            hidden=hidden,
+            layers=vision_config.depth,
+            mlp=vision_config.intermediate_size if windowed else int(hidden * vision_config.mlp_ratio),
+            mlp_matrices=3 if windowed else 2,
+            patch=vision_config.patch_size,
+            merge=vision_config.spatial_merge_size,
+            window=vision_config.window_size if windowed else None,
+            full_blocks=tuple(vision_config.fullatt_block_indexes) if windowed else tuple(range(vision_config.depth)),
+        )
+
+
+def qwen_vision_flops(dims: QwenVisionDims, grid: tuple[int, int, int]) -> int:
+    """One image of ``grid`` = (t, h, w) patches through the ViT blocks.
+
+    Patch embedding 2*P*(3*2*p^2)*D (temporal patch 2); every block 2*P*(4*D^2 + m*D*D_ff) plus attention
+    4*sum(len^2)*D over its segments (the image, or Qwen2.5-VL's windows in its window blocks).
+    """
+    t, h, w = grid
+    patches = t * h * w
+    width = dims.hidden
+    windows = [h * w] * t
+    if dims.window is not None:
+        import torch
+        from transformers.vision_utils import get_vision_window_index
+
+        _, bounds = get_vision_window_index(
+            torch.tensor([list(grid)]), spatial_merge_size=dims.merge, window_size=dims.window, patch_size=dims.patch
+        )
+        windows = (bounds[1:] - bounds[:-1]).tolist()
+    full_attention = 4 * t * (h * w) ** 2 * width
+    window_attention = 4 * sum(n * n for n in windows) * width
+    projections = 2 * patches * (4 * width * width + dims.mlp_matrices * width * dims.mlp)
+    blocks = sum(projections + (full_attention if b in dims.full_blocks else window_attention) for b in range(dims.layers))
+    patch_embedding = 2 * patches * (3 * 2 * dims.patch**2) * width
+    return patch_embedding + blocks
+
+
+def qwen_merger_flops(dims: QwenVisionDims, patches: int, lm_width: int) -> int:
+    """The merger (Qwen's projector) on every 2x2 group: 2*(P/4)*((4D)^2 + 4D*d)."""
+    group = dims.merge**2 * dims.hidden
+    return 2 * (patches // dims.merge**2) * (group * group + group * lm_width)
+
+
+def qwen_prefill_flops(
+    config: Any,
+    plan: PruningPlan,
+    *,
+    grid: tuple[int, int, int],
+    prefill_tokens: int,
+    visual_per_layer: list[int] | None = None,
+) -> PrefillFlops:
+    """Qwen2-VL / Qwen2.5-VL prefill of one image of ``grid`` patches. The tower and the merger (the
+    ``projector`` part) run on every patch, since selection comes after the merger; a method that uses
+    saliency adds to the tower the recomputation of one block's attention logits, 2*P^2*D; selection is
+    priced on the N post-merger tokens (no projection)."""
+    vision = QwenVisionDims.of(config.vision_config)
+    text = DecoderDims.of(config.get_text_config())
+    patches = grid[0] * grid[1] * grid[2]
+    tokens = patches // vision.merge**2
+    tower, merger = qwen_vision_flops(vision, grid), qwen_merger_flops(vision, patches, text.hidden)
+    if visual_per_layer is not None:
+        layer_tokens = [prefill_tokens - visual_per_layer[0] + n for n in visual_per_layer]
+        return PrefillFlops(tower, llm_selection_flops(plan, text, layer_tokens, visual_per_layer), merger,
+                            language_model_prefill_flops(text, prefill_tokens, layer_tokens))
+    selection: int | None = 0
+    if not plan.keeps_all:
+        chosen = plan.crop_selection(1, tokens)
+        work = SelectionWork(1, tokens, chosen.budget, text.hidden, text.hidden, projected=True)
+        selection = chosen.method.selection_flops(work)
+        if chosen.method.needs_saliency:  # recomputed as the tower ends, so it is timed (and counted) with it
+            tower += 2 * patches * patches * vision.hidden
+    return PrefillFlops(tower, selection, merger, language_model_prefill_flops(text, prefill_tokens))
 
 
 @dataclass(frozen=True)

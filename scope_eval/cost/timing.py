@@ -83,9 +83,10 @@ class PassTimer:
         self._first_forward_end: float | None = None
         self._first_forward_end_cpu = 0.0
         self._prefill_tokens = 0
+        tower = getattr(base, "vision_tower", None) or base.visual  # LLaVA's, or Qwen2-VL's
         self._handles = [
-            base.vision_tower.register_forward_pre_hook(lambda *_: self._vision.start()),
-            base.vision_tower.register_forward_hook(lambda *_: self._vision.stop()),
+            tower.register_forward_pre_hook(lambda *_: self._vision.start()),
+            tower.register_forward_hook(lambda *_: self._vision.stop()),
             base.language_model.register_forward_pre_hook(self._language_model_starts, with_kwargs=True),
             base.language_model.register_forward_hook(self._language_model_ends),
             model.register_forward_hook(self._model_forward_ends),

@@ -51,9 +51,10 @@ def split_model_args(model_id: str, kwargs: dict[str, Any], wrapper_args: set[st
     options = {key: kwargs[key] for key in _all_method_option_names() if key in kwargs}
     # the budget's type and lower bound and the method's own limits (e.g. visionzip contextual <= budget)
     # now; the upper bound once prune() sees the loaded model
-    if "keep_ratio" in kwargs:  # the share of each image's own visual tokens, instead of a budget (Qwen's dynamic N)
-        options["keep_ratio"] = _number(kwargs["keep_ratio"])
-    plan = PruningPlan.build(method, _number(kwargs.get("budget")), kwargs.get("budget_policy", "per_crop"), **options)
+    plan = PruningPlan.build(
+        method, _number(kwargs.get("budget")), kwargs.get("budget_policy", "per_crop"),
+        keep_ratio=_number(kwargs.get("keep_ratio")), **options,
+    )
     check_llm_schedule(model_id, plan.method, plan.budget, upstream.get("pretrained"))
     return plan, upstream
 

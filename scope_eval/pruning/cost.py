@@ -18,9 +18,13 @@ class SelectionWork:
     keep: int  # kept per selection
     vision_width: int  # D, the pre-projector feature width
     text_width: int  # d, the language model's width (projected tokens)
+    projected: bool = False  # the candidates are already in the LM's space (Qwen's post-merger tokens)
 
     def projector_flops(self) -> int:
-        """Projecting all candidates of one selection through LLaVA's 2-layer MLP projector."""
+        """Projecting all candidates of one selection through LLaVA's 2-layer MLP projector (0 when they
+        already are projected)."""
+        if self.projected:
+            return 0
         return 2 * self.tokens * (self.vision_width * self.text_width + self.text_width * self.text_width)
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from scope_eval.cost.flops import DecoderDims, language_model_prefill_flops, prefill_flops
+from scope_eval.cost.flops import prefill_flops, qwen_prefill_flops
 from scope_eval.cost.timing import Clock, PassTimer, _Span
 from scope_eval.pruning.plan import PruningPlan
 
@@ -81,11 +81,11 @@ class CostMeter(PassTimer):
         self._model = model
         self.clock = Clock(torch.device("cpu"))
         self.flops_config = _FlopsConfig(parts)
-        # Fixed-size crops (LLaVA). Qwen's vision tower takes any size, so it has none: its FLOP model is the
-        # language model's alone for now (prefill_flops stays None), its times are measured as for LLaVA.
-        image_size = getattr(parts.vision_config, "image_size", None)
-        self.tokens_per_crop = None if image_size is None else (image_size // parts.vision_config.patch_size) ** 2
-        self.text_dims = DecoderDims.of(parts.text_config)
+        # Qwen: images of varying patch grids (the tower's grid_thw), priced one by one
+        self.qwen = hasattr(parts.vision_config, "spatial_merge_size")
+        self._grids: list[tuple[int, int, int]] = []
+        if not self.qwen:
+            self.tokens_per_crop = (parts.vision_config.image_size // parts.vision_config.patch_size) ** 2
         self.plan = plan
         self._vision, self._selection, self._language_model = _Span(self.clock), _Span(self.clock), _Span(self.clock)
         self._first_forward_end: float | None = None
@@ -104,7 +104,12 @@ class CostMeter(PassTimer):
 
     def _tower_starts(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         pixels = args[0] if args else kwargs.get("pixel_values", kwargs.get("images"))
-        if self._vision.depth == 0 and isinstance(pixels, torch.Tensor):
+        if self._vision.depth == 0 and self.qwen:  # Qwen's pixel rows are patches: count the images' grids
+            grids = kwargs.get("grid_thw", args[1] if len(args) > 1 else None)
+            if isinstance(grids, torch.Tensor):
+                self._grids.extend(tuple(int(x) for x in grid) for grid in grids.tolist())
+                self._crops += grids.shape[0]
+        elif self._vision.depth == 0 and isinstance(pixels, torch.Tensor):
             self._crops += int(pixels.shape[0])  # one row per crop (the adapters concatenate them)
         self._vision.start()
 
@@ -116,7 +121,7 @@ class CostMeter(PassTimer):
         for span in (self._vision, self._selection, self._language_model):
             span.spans.clear()
             span.depth = 0
-        self._crops, self._prefill_tokens, self._first_forward_end = 0, 0, None
+        self._crops, self._prefill_tokens, self._first_forward_end, self._grids = 0, 0, None, []
         started = self.clock.now()
         output = generate()
         ended = self.clock.now()
@@ -129,7 +134,9 @@ class CostMeter(PassTimer):
             "decode_s": ended - first_token,
             "generate_s": ended - started,
         }
-        crops, prefill_tokens = self._crops, self._prefill_tokens
+        crops, prefill_tokens, grids = self._crops, self._prefill_tokens, list(self._grids)
+        if self.qwen:
+            return output, lambda counts, layers=(): {**times, **self._qwen_flops(grids, prefill_tokens, layers)}
         return output, lambda counts, layers=(): {**times, **self._flops(counts, crops, prefill_tokens, layers)}
 
     def _flops(self, counts: list[int], crops: int, prefill_tokens: int, layers=()) -> dict:
@@ -138,10 +145,6 @@ class CostMeter(PassTimer):
         images = len(counts)
         if images == 0 or crops == 0 or prefill_tokens == 0:  # a text-only request
             return {"prefill_tokens": prefill_tokens, "prefill_flops": None, "llm_prefill_flops": None}
-        if self.tokens_per_crop is None:  # no vision FLOP model for this family: the language model's prefill only
-            lengths = None if not layers else [prefill_tokens - layers[0].per_layer[0] + n for n in layers[0].per_layer]
-            return {"prefill_tokens": prefill_tokens, "prefill_flops": None,
-                    "llm_prefill_flops": language_model_prefill_flops(self.text_dims, prefill_tokens, lengths)}
         crops_per_image = max(1, crops // images)
         # The projector sees every crop's tokens when nothing is pruned, else only the kept ones.
         projected = crops * self.tokens_per_crop if self.plan.keeps_all else sum(counts)
@@ -162,6 +165,19 @@ class CostMeter(PassTimer):
             "prefill_flops": images * per_image + flops.language_model,
             "llm_prefill_flops": flops.language_model,
         }
+
+    def _qwen_flops(self, grids: list[tuple[int, int, int]], prefill_tokens: int, layers=()) -> dict:
+        """Qwen: each image's tower, saliency, selection and merger at its own grid; the LM once."""
+        if not grids or prefill_tokens == 0:  # a text-only request
+            return {"prefill_tokens": prefill_tokens, "prefill_flops": None, "llm_prefill_flops": None}
+        visual_per_layer = list(layers[0].per_layer) if layers else None  # batch size 1: one sequence
+        per_image = [
+            qwen_prefill_flops(self.flops_config, self.plan, grid=grid, prefill_tokens=prefill_tokens, visual_per_layer=visual_per_layer)
+            for grid in grids
+        ]
+        language_model = per_image[0].language_model
+        images = sum(f.vision + (f.selection or 0) + f.projector for f in per_image)
+        return {"prefill_tokens": prefill_tokens, "prefill_flops": images + language_model, "llm_prefill_flops": language_model}
 
     def close(self) -> None:
         super().close()
