@@ -142,7 +142,6 @@ def test_keep_ratio_keeps_each_images_own_share(qwen2_dir, ratio):
     results = answer(qwen2(qwen2_dir, method="divprune", keep_ratio=ratio), simple_requests(docs()))
     expected = [[max(1, int(ratio * merged_tokens(h, w) + 0.5))] for h, w in SIZES]
     assert [r.token_counts.visual_tokens for r in results] == expected
-    assert all(r.text for r in results)
 
 
 def test_keep_ratio_and_budget_together_are_refused(qwen2_dir):

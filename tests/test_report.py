@@ -14,7 +14,7 @@ from rich.console import Console
 
 from scope_eval.reports.commands import write_report
 from scope_eval.reports.reference import AVG, reference_long, render_reference_markdown
-from scope_eval.reports.tables import compare_with_paper, paper_layout, relative_avg
+from scope_eval.reports.tables import compare_with_paper, markdown, paper_layout, relative_avg
 from scope_eval.sweeps.config import sweep_from_dict
 from scope_eval.sweeps.runner import run_sweep
 
@@ -183,3 +183,11 @@ def test_rows_carry_the_layer_averaged_tokens_and_flops_beside_accuracy():
     assert _median(cells, "tokens_mean") == pytest.approx(237.35)  # one value per cell, missing ones skipped
     assert _median(cells, "prefill_flops_median") == pytest.approx(1.3e9)
     assert _median(cells, "ttft_s_median") is None
+
+
+def test_markdown_writes_budgets_exactly_and_scores_at_one_decimal():
+    """Keep ratios (Qwen, Table 8) must not be rounded like the scores: 0.25 stays 0.25, 0.1 stays 0.1."""
+    table = pd.DataFrame({"method": ["none", "scope", "scope", "scope"], "budget": [1.0, 0.25, 0.1, 64], "POPE": [88.44, 86.51, 84.3, 80.0]})
+    rows = [line.split("|")[1:-1] for line in markdown(table).splitlines()[2:]]
+    assert [cells[1].strip() for cells in rows] == ["1", "0.25", "0.1", "64"]
+    assert [cells[2].strip() for cells in rows] == ["88.4", "86.5", "84.3", "80.0"]

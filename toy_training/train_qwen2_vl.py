@@ -43,10 +43,10 @@ from scope_eval.toy.questions import Question
 from scope_eval.toy.qwen2_vl import DEFAULT_SYSTEM_PROMPT, QWEN_WEIGHTS_DIR, build_toy_qwen2_vl
 from scope_eval.toy.vocab import SHORT_ANSWER_PROMPT
 
-from .train import export_float16, log_to
+from .train import export_float16, load_or_build_pool, log_to
 from .train_language import sample_question
 from .train_vision import warmup_cosine
-from .training_data import build_pool, pixel_values
+from .training_data import pixel_values
 
 GRID = 24  # patches per side of a 336 px scene
 MERGE = 2
@@ -202,6 +202,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--eval-every", type=int, default=150)
     parser.add_argument("--export-dir", type=Path, default=QWEN_WEIGHTS_DIR)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--continue-language", action="store_true",
+                        help="start the language stage from <work-dir>/qwen2_vl (the best checkpoint so far) instead of the toy LLaVA")
     return parser.parse_args(argv)
 
 
@@ -215,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
 
-    pool = build_pool(args.pool_size, args.data_seed)
+    pool = load_or_build_pool(args.work_dir, args.pool_size, args.data_seed, log)
     images = np.stack([jpeg_round_trip(image) for image in pool.images])
     log(f"[data] pool of {len(images)} scenes ({time.time() - started:.0f}s)")
     llava = AutoModelForImageTextToText.from_pretrained(args.llava_dir, dtype=torch.float32).eval()
@@ -282,8 +284,13 @@ def main(argv: list[str] | None = None) -> int:
     log(f"[features] pool {tuple(features.shape)}, dev {len(dev_items)} ({time.time() - started:.0f}s); patch dim {patch_dim}")
 
     # 3. merger and language model from the LLaVA projector and Llama, then trained on the question mixture
-    copy_language_model(model, llava)
-    merger_from_projector(visual.merger, llava.model.multi_modal_projector, features[:200])
+    if args.continue_language:
+        model = AutoModelForImageTextToText.from_pretrained(args.work_dir / "qwen2_vl", dtype=torch.float32)
+        visual = model.model.visual
+        log(f"[language] continuing from {args.work_dir / 'qwen2_vl'}")
+    else:
+        copy_language_model(model, llava)
+        merger_from_projector(visual.merger, llava.model.multi_modal_projector, features[:200])
     visual.merger.requires_grad_(True)
     log(f"[language] dev POPE accuracy at the start: {pope_accuracy(model, prompts, dev_features, dev_questions):.3f}")
     params = list(visual.merger.parameters()) + list(model.model.language_model.parameters()) + list(model.lm_head.parameters())

@@ -15,7 +15,7 @@ from .gaps import Gap, find_gaps
 from .plots import plot_accuracy_vs_cost, plot_run, plot_time_breakdown
 from .reference import reference_long
 from .stats import cell_statistics
-from .tables import MARKS_LEGEND, compare_with_paper, comparison_grid, interval_layout, markdown, paper_layout, select_rows
+from .tables import MARKS_LEGEND, budget_as_text, compare_with_paper, comparison_grid, interval_layout, markdown, paper_layout, select_rows
 
 
 @dataclass
@@ -45,7 +45,7 @@ def write_report(runs_dir: Path, out_dir: Path, cells: pd.DataFrame | None = Non
         stats_csv = out_dir / f"stats_{run}.csv"  # every number of the Markdown table, one column each
         stats[stats["run"] == run].to_csv(stats_csv, index=False)
         files.tables.append(stats_csv)
-        written[".tex"].write_text(_latex(text_table))
+        written[".tex"].write_text(_latex(budget_as_text(text_table)))  # keep ratios exactly (0.25, not 0.2)
         files.tables += list(written.values())
         comparison = compare_with_paper(cells, run, reference)
         if not comparison.empty:

@@ -116,10 +116,18 @@ def select_rows(table: pd.DataFrame, methods: Iterable[str] = (), budgets: Itera
     return table[keep]
 
 
+def budget_as_text(table: pd.DataFrame) -> pd.DataFrame:
+    """The budget column written exactly (576, 64, or a keep ratio such as 0.25), not at the scores' one decimal."""
+    if "budget" not in table.columns:
+        return table
+    return table.assign(budget=[b if pd.isna(b) else f"{b:g}" for b in table["budget"]])
+
+
 def markdown(table: pd.DataFrame) -> str:
-    """Markdown with one decimal and a dash for a missing number."""
+    """Markdown with one decimal and a dash for a missing number (the budget written exactly)."""
     cells = table.astype(object).where(table.notna(), None)
-    return cells.to_markdown(index=False, floatfmt=".1f", missingval="–")
+    formats = ["g" if column == "budget" else ".1f" for column in table.columns]
+    return cells.to_markdown(index=False, floatfmt=formats, missingval="–")
 
 
 def _scores(rows: pd.DataFrame) -> dict[str, float]:

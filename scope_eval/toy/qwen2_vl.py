@@ -24,7 +24,7 @@ from transformers import (
 )
 
 from .model import WEIGHTS_DIR, reinit_language_and_projector
-from .vocab import vocabulary
+from .vocab import SPECIAL_TOKENS, vocabulary
 
 QWEN_WEIGHTS_DIR = WEIGHTS_DIR / "qwen2_vl"
 # lmms-eval 0.7.3 qwen2_vl's defaults; pinned in every toy config because they decide N (and so K).
@@ -40,23 +40,30 @@ QWEN_SPECIAL_TOKENS = (
 QWEN_EXTRA_WORDS = ("You", "system", "user")
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 
-# Renders Qwen2-VL's chat format for the message shapes lmms-eval sends: a default system turn unless one is
-# given, "<|vision_start|><|image_pad|><|vision_end|>" per image, "<|im_end|>" closing each turn.
+# The toy LLaVA's vicuna_v1 turn format (which its language model, the seed of this one, knows) with Qwen's
+# image markers: "<s>{system} USER: <|vision_start|><|image_pad|><|vision_end|>\n{text} ASSISTANT:", answers
+# ending with "</s>". The system message lmms-eval's qwen2_vl sends ("You are a helpful assistant.") is
+# rendered as given; without one, the default Qwen system prompt. Real Qwen2-VL uses <|im_start|> turns: the
+# markers that matter to the model code (vision start/end, image and video pads) are Qwen's.
 CHAT_TEMPLATE = (
-    "{%- if messages[0]['role'] != 'system' -%}"
-    "{{- '<|im_start|>system\\n" + DEFAULT_SYSTEM_PROMPT + "<|im_end|>\\n' -}}{%- endif -%}"
-    "{%- for message in messages -%}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
+    "{%- set ns = namespace(system='" + DEFAULT_SYSTEM_PROMPT + "') -%}"
+    "{%- for message in messages if message['role'] == 'system' -%}"
+    "{%- if message['content'] is string -%}{%- set ns.system = message['content'] -%}"
+    "{%- else -%}{%- set ns.system = message['content'][0]['text'] -%}{%- endif -%}"
+    "{%- endfor -%}"
+    "{{- '<s>' + ns.system + ' ' -}}"
+    "{%- for message in messages if message['role'] != 'system' -%}"
+    "{%- if message['role'] == 'user' -%}{{- 'USER: ' -}}{%- else -%}{{- 'ASSISTANT: ' -}}{%- endif -%}"
     "{%- if message['content'] is string -%}{{- message['content'] -}}"
     "{%- else -%}{%- for item in message['content'] -%}"
     "{%- if item['type'] == 'image' or 'image' in item or 'image_url' in item -%}"
-    "{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
-    "{%- elif item['type'] == 'video' or 'video' in item -%}{{- '<|vision_start|><|video_pad|><|vision_end|>' -}}"
+    "{{- '<|vision_start|><|image_pad|><|vision_end|>\\n' -}}"
+    "{%- elif item['type'] == 'video' or 'video' in item -%}{{- '<|vision_start|><|video_pad|><|vision_end|>\\n' -}}"
     "{%- elif 'text' in item -%}{{- item['text'] -}}{%- endif -%}"
     "{%- endfor -%}{%- endif -%}"
-    "{{- '<|im_end|>\\n' -}}"
+    "{%- if message['role'] == 'user' -%}{{- ' ' -}}{%- else -%}{{- '</s>' -}}{%- endif -%}"
     "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+    "{%- if add_generation_prompt -%}{{- 'ASSISTANT:' -}}{%- endif -%}"
 )
 
 
@@ -67,13 +74,13 @@ def qwen_vocabulary() -> list[str]:
 
 
 def build_qwen_tokenizer() -> PreTrainedTokenizerFast:
-    """Word-level, no BOS (Qwen adds none); eos is <|im_end|>, the end of an assistant turn, as in Qwen2-VL-Instruct."""
+    """Word-level; the chat template writes <s> (the tokenizer adds nothing); eos is </s>, the end of an answer."""
     words = qwen_vocabulary()
     backend = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.add_special_tokens(list(QWEN_SPECIAL_TOKENS))
+    backend.add_special_tokens(list(SPECIAL_TOKENS) + list(QWEN_SPECIAL_TOKENS))
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, eos_token="<|im_end|>", unk_token="<unk>", pad_token="<|endoftext|>",
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
         extra_special_tokens={"image_token": "<|image_pad|>", "video_token": "<|video_pad|>"}, model_max_length=4096,
     )
     tokenizer.padding_side = "left"
