@@ -6,4 +6,4 @@
 #   bash run_scope_llava_7b.sh 64 --pretrained /ckpt/llava-v1.5-7b --data-dir /data/lmms --num-processes 2
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-exec bash "$here/scripts/run_scope_budget.sh" "$(basename "$0")" "$here/configs/llava15_7b_table1.yaml" "$@"
+exec bash "$here/scripts/run_scope_budget.sh" "$(basename "$0")" "$here/configs/llava15_7b_table1.yaml" --budget none,scope "$@"

@@ -6,4 +6,4 @@
 #   bash run_scope_llava_next_7b.sh 160 --dry-run     # print the lmms-eval commands
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-exec bash "$here/scripts/run_scope_budget.sh" "$(basename "$0")" "$here/configs/llava_next_7b_table2.yaml" "$@"
+exec bash "$here/scripts/run_scope_budget.sh" "$(basename "$0")" "$here/configs/llava_next_7b_table2.yaml" --budget none,scope "$@"

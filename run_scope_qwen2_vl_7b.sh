@@ -24,23 +24,4 @@ if not 0 < p <= 100:
     sys.exit(f'PERCENT must be in (0, 100], e.g. 25 (the share of visual tokens kept), got {sys.argv[1]!r}')
 print(f'{p / 100:g}')" "$percent")
 
-output=./runs
-dry_run=0
-args=("$@")
-for ((i = 0; i < ${#args[@]}; i++)); do
-    case "${args[i]}" in
-        --output) output=${args[i + 1]:-$output} ;;
-        --output=*) output=${args[i]#--output=} ;;
-        --dry-run) dry_run=1 ;;
-    esac
-done
-
-gpus=$(python -c "import torch; print(max(1, torch.cuda.device_count()))")
-
-status=0
-python -m scope_eval sweep "$here/configs/qwen2_vl_7b_table8.yaml" --method none --method scope --method divprune \
-    --keep-ratio "$ratio" --num-processes "$gpus" "$@" || status=$?
-if [[ $dry_run -eq 0 && -d "$output" ]]; then
-    python -m scope_eval report "$output" --method none --method scope --method divprune || true
-fi
-exit $status
+exec bash "$here/scripts/run_scope_budget.sh" "$(basename "$0")" "$here/configs/qwen2_vl_7b_table8.yaml" --keep-ratio none,scope,divprune "$ratio" "$@"
