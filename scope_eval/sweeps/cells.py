@@ -121,6 +121,15 @@ def samples_file(cell_folder: Path, task: str) -> Path:
     return cell_folder / f"samples_{task}.jsonl"
 
 
+def accelerate_launch(python: str, num_processes: int) -> list[str]:
+    """`accelerate launch` for several processes, from the given interpreter. --multi_gpu is accelerate's
+    multi-process launcher (torch.distributed; gloo where there is no GPU): without it, a machine with fewer
+    than two GPUs gets one process whatever --num_processes says. accelerate has no --multi_cpu; on the CPU
+    this launcher runs the processes asked for (tests/test_plugin_cli.py: two CPU processes give the
+    one-process numbers)."""
+    return [python, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(num_processes)]
+
+
 def include_path(config: SweepConfig) -> Path:
     """The --include_path of the launches: the plugin's task directory; with data_dir the copy of it that
     reads the local data; with include_path a folder joining the plugin's tasks and the user's (lmms-eval
@@ -166,11 +175,7 @@ def lmms_eval_command(
     evaluator = list(evaluator or [sys.executable, "-m", "lmms_eval"])
     if config.num_processes > 1:
         python, target = evaluator[0], evaluator[1:]
-        # --multi_gpu is accelerate's multi-process launcher (torch.distributed; gloo where there is no GPU):
-        # without it, a machine with fewer than two GPUs gets one process whatever --num_processes says.
-        # accelerate has no --multi_cpu; on the CPU this launcher runs the processes asked for
-        # (tests/test_plugin_cli.py: two CPU processes give the one-process numbers).
-        evaluator = [python, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(config.num_processes), *target]
+        evaluator = [*accelerate_launch(python, config.num_processes), *target]
     command = [
         *evaluator,
         "--model", config.model.backend,

@@ -284,7 +284,7 @@ def validate(config: SweepConfig, where: str) -> None:
     if config.include_path is not None and config.data_dir is not None:
         raise SweepConfigError(f"{where}: include_path and data_dir cannot be combined yet; sweep your own tasks and the local paper copies separately")
     _check_lmms_eval_args(config.lmms_eval_args, where)
-    _check_tasks(config.tasks, where, _include_dirs(config))
+    _check_tasks(config.tasks, where, own_task_dirs(config))
     if config.limit is not None:
         limit = config.limit
         whole = isinstance(limit, numbers.Integral) and not isinstance(limit, bool) and limit >= 1
@@ -454,7 +454,8 @@ def _as_mapping(value: Any, where: str, example: str) -> dict[str, Any]:
     return dict(value)
 
 
-def _include_dirs(config: SweepConfig) -> tuple[Path, ...]:
+def own_task_dirs(config: SweepConfig) -> tuple[Path, ...]:
+    """The user's folders of task YAMLs (include_path), searched beside the plugin's own tasks."""
     return (Path(config.include_path),) if config.include_path else ()
 
 

@@ -72,9 +72,9 @@ from rich.table import Table
 
 from .cells import (
     CELL_FILE, Cell, Launch, cell_dir, child_env, expand, fingerprint, include_path, model_folder, plan_launches,
-    samples_file, write_include_dir,
+    samples_file, write_include_dir, accelerate_launch,
 )
-from .config import SweepConfig, normalise_checkpoint
+from .config import SweepConfig, normalise_checkpoint, own_task_dirs
 from .cost import cost_summary
 from .integrity import read_cell, seal
 from .outputs import TaskOutcome, read_task_outcomes, visual_token_summary
@@ -408,8 +408,7 @@ def worker_command(config: SweepConfig, job: Path) -> list[str]:
     """`python -m scope_eval.sweeps.worker JOB`; with several processes under `accelerate launch`, every rank
     loading the model once and evaluating its shard of every cell (data parallel, see the module docstring)."""
     if config.num_processes > 1:
-        return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(config.num_processes),
-                "-m", "scope_eval.sweeps.worker", str(job)]  # fmt: skip
+        return [*accelerate_launch(sys.executable, config.num_processes), "-m", "scope_eval.sweeps.worker", str(job)]
     return [sys.executable, "-m", "scope_eval.sweeps.worker", str(job)]
 
 
@@ -505,8 +504,7 @@ def run_launch(config: SweepConfig, launch: Launch, provenance: dict) -> list[tu
         "isolation": "process",
         "exit_code": exit_code,
     }
-    user_tasks = (Path(config.include_path),) if config.include_path else ()
-    outcomes = read_task_outcomes(work / "lmms", launch.tasks, exit_code, user_tasks)
+    outcomes = read_task_outcomes(work / "lmms", launch.tasks, exit_code, own_task_dirs(config))
     results = []
     for cell, outcome in zip(launch.cells, outcomes):
         if outcome.ok:
@@ -526,7 +524,7 @@ def _collect(config: SweepConfig, launch: Launch, provenance: dict, timing: dict
     """A worker's cell: judged by its results json as after a process launch, then sealed into place."""
     (cell,) = launch.cells
     try:
-        (outcome,) = read_task_outcomes(launch.work_dir / "lmms", launch.tasks, 0)
+        (outcome,) = read_task_outcomes(launch.work_dir / "lmms", launch.tasks, 0, own_task_dirs(config))
         if error is not None:
             outcome = dataclasses.replace(outcome, ok=False, reason=f"evaluation failed: {error}")
         elif not outcome.ok and "wrote no results json" in outcome.reason:

@@ -12,10 +12,10 @@ from pathlib import Path
 from rich.table import Table
 
 from .cells import CELL_FILE, cell_dir, expand
-from .config import SweepConfig
+from .config import SweepConfig, own_task_dirs
 from .integrity import read_cell
-from .metrics import BENCHMARK_ORDER, benchmarks_for_task
-from .tasks import yaml_metrics
+from .metrics import BENCHMARK_ORDER
+from .tasks import task_benchmarks
 
 
 def score_rows(config: SweepConfig) -> tuple[list[str], list[tuple[str, str, dict[str, float]]]]:
@@ -32,7 +32,7 @@ def score_rows(config: SweepConfig) -> tuple[list[str], list[tuple[str, str, dic
             continue
         budget = "full" if cell.budget is None else str(cell.budget)
         values = rows.setdefault((cell.method.label, budget), {})
-        for benchmark in benchmarks_for_task(cell.task, yaml_metrics(cell.task)):
+        for benchmark in task_benchmarks(cell.task, own_task_dirs(config)):  # one's own benchmark: its YAML's metadata
             try:
                 values[benchmark.name] = benchmark.value(record["results"])
             except KeyError:
