@@ -104,3 +104,18 @@ def test_errors_go_to_stderr_with_a_non_zero_exit_and_paths_are_not_wrapped(tmp_
     assert str(missing) in result.stderr  # whole on one line, although stderr is no terminal (80 columns)
     report = scope_eval_cli("report", str(tmp_path / "nothing"))
     assert report.returncode == 2 and report.stdout == "" and "error:" in report.stderr
+
+
+def test_isolation_is_chosen_on_the_command_line_as_in_the_config(tmp_path):
+    """--isolation process: one lmms-eval launch per cell group; worker (the default): one model load."""
+    config = ROOT / "configs" / "smoke_toy.yaml"
+
+    def dry_run(*args: str) -> str:
+        result = CliRunner().invoke(app, ["sweep", str(config), "--dry-run", "--output", str(tmp_path), *args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    assert "in one worker process (one model load)" in dry_run() and "scope_eval.sweeps.worker" in dry_run("--isolation", "worker")
+    assert "scope_eval.sweeps.worker" not in dry_run("--isolation", "process")
+    refused = CliRunner().invoke(app, ["sweep", str(config), "--dry-run", "--isolation", "threads"])
+    assert refused.exit_code == 2 and "isolation must be one of worker, process" in refused.output

@@ -155,3 +155,16 @@ def test_batch_size_above_one_is_refused_with_the_reason(qwen2_dir, qwen25_dir, 
     directory = qwen2_dir if build is qwen2 else qwen25_dir
     with pytest.raises(RunAborted, match="batch_size=1"):
         build(directory, method="none", batch_size="2")
+
+
+def test_saliency_layer_model_arg_chooses_the_vit_block(qwen2_dir, qwen25_dir):
+    """saliency_layer= in --model_args reaches the adapter (default: Qwen2-VL block -2, Qwen2.5-VL the last
+    full-attention block); a window-attention block of Qwen2.5-VL or a non-integer is refused by name."""
+    assert qwen2(qwen2_dir, method="scope", keep_ratio=0.25).pruning.saliency_block == 2  # depth 4: block -2
+    chosen = qwen2(qwen2_dir, method="scope", keep_ratio=0.25, saliency_layer=-1)
+    assert chosen.pruning.saliency_block == 3
+    assert qwen25(qwen25_dir, method="scope", keep_ratio=0.25).pruning.saliency_block == 3  # fullatt [1, 3]
+    with pytest.raises(RunAborted, match="window-attention block"):
+        qwen25(qwen25_dir, method="scope", keep_ratio=0.25, saliency_layer=2)
+    with pytest.raises(RunAborted, match="saliency_layer must be a whole number"):
+        qwen2(qwen2_dir, method="scope", keep_ratio=0.25, saliency_layer="last")

@@ -155,3 +155,26 @@ def test_broken_selection_fails_the_regression_check(tmp_path):
     assert broken.returncode == 1, broken.stdout + broken.stderr
     assert "REGRESSION" in broken.stdout and "method_label=scope" in broken.stdout and "scope_toy_pope" in broken.stdout
     assert "right->wrong" in broken.stdout
+
+
+def test_regression_subset_cuts_ratio_sweeps_by_keep_ratios_and_the_others_by_budgets(tmp_path):
+    """One regression config over a LLaVA sweep (token budgets) and a Qwen sweep (keep ratios): each keeps
+    only its own listed values; a keep ratio no sweep has is refused as a typo before anything runs."""
+    from scope_eval.reports.regression import load_regression, subset_sweeps
+    from scope_eval.sweeps.config import SweepConfigError
+
+    llava = {"model": {"name": "toy", "backend": "llava_hf_scope", "pretrained": "llava-hf/llava-1.5-7b-hf", "family": "llava-1.5"},
+             "methods": ["none", "scope"], "budgets": [192, 64], "tasks": ["scope_toy_pope"]}
+    qwen = {"model": {"name": "toy-qwen", "backend": "qwen2_vl_scope", "pretrained": "Qwen/Qwen2-VL-7B-Instruct", "family": "qwen2-vl"},
+            "methods": ["none", "scope"], "keep_ratios": [0.25, 0.1], "tasks": ["scope_toy_pope"]}  # fmt: skip
+    (tmp_path / "llava.yaml").write_text(yaml.safe_dump(llava))
+    (tmp_path / "qwen.yaml").write_text(yaml.safe_dump(qwen))
+    regression = {"sweeps": ["llava.yaml", "qwen.yaml"], "baseline": "b.json", "budgets": [64], "keep_ratios": [0.25]}
+    (tmp_path / "regression.yaml").write_text(yaml.safe_dump(regression))
+    llava_subset, qwen_subset = subset_sweeps(load_regression(tmp_path / "regression.yaml"), tmp_path / "runs")
+    assert (llava_subset.budgets, llava_subset.keep_ratios) == ((64,), ())
+    assert (qwen_subset.budgets, qwen_subset.keep_ratios) == ((), (0.25,))
+
+    (tmp_path / "regression.yaml").write_text(yaml.safe_dump({**regression, "keep_ratios": [0.3]}))
+    with pytest.raises(SweepConfigError, match="keep_ratios 0.3 are in none of its sweeps"):
+        subset_sweeps(load_regression(tmp_path / "regression.yaml"), tmp_path / "runs")

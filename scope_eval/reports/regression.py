@@ -36,8 +36,8 @@ from ..sweeps.runner import print_summary, run_sweep
 from .collect import MixedCellsError
 
 KEY_COLUMNS = ["model", "method_label", "budget", "task", "benchmark"]
-_KEYS = {"description", "sweeps", "methods", "budgets", "tasks", "limit", "baseline", "false_alarm", "net_flips_per_sqrt_doc",
-         "tolerance"}
+_KEYS = {"description", "sweeps", "methods", "budgets", "keep_ratios", "tasks", "limit", "baseline", "false_alarm",
+         "net_flips_per_sqrt_doc", "tolerance"}
 ANSWER_CHARS = 80  # of each stored answer: enough to see what changed, small enough for a reviewable baseline
 
 
@@ -60,6 +60,7 @@ class RegressionConfig:
     rule: Rule = Rule()
     methods: tuple[str, ...] = ()
     budgets: tuple[int, ...] = ()
+    keep_ratios: tuple[float, ...] = ()  # for sweeps whose budgets are keep ratios (Qwen)
     tasks: tuple[str, ...] = ()
     limit: int | None = None
     description: str = ""
@@ -133,7 +134,7 @@ def load_regression(path: str | Path) -> RegressionConfig:
         net_flips_per_sqrt_doc=_number(path, data, "net_flips_per_sqrt_doc", defaults.net_flips_per_sqrt_doc, "a number >= 0"),
         tolerance=_number(path, data, "tolerance", None, "a number of points >= 0"),
     )
-    for key in ("sweeps", "methods", "budgets", "tasks"):
+    for key in ("sweeps", "methods", "budgets", "keep_ratios", "tasks"):
         if data.get(key) is not None and not isinstance(data[key], list):
             raise SweepConfigError(f"{path}: {key} must be a list, got {data[key]!r}")
     here = path.parent
@@ -143,6 +144,7 @@ def load_regression(path: str | Path) -> RegressionConfig:
         rule=rule,
         methods=tuple(data.get("methods") or ()),
         budgets=tuple(data.get("budgets") or ()),
+        keep_ratios=tuple(data.get("keep_ratios") or ()),
         tasks=tuple(data.get("tasks") or ()),
         limit=data.get("limit"),
         description=data.get("description", ""),
@@ -159,10 +161,11 @@ def _number(path: Path, data: dict, key: str, default: float | None, expected: s
 
 
 def subset_sweeps(config: RegressionConfig, runs_dir: Path) -> list:
-    """The sweeps cut down to the subset, all checked before anything runs: a task or budget of the
-    regression config that no sweep has is a typo, never a reason to run a whole sweep."""
+    """The sweeps cut down to the subset, all checked before anything runs: a task, budget or keep ratio of
+    the regression config that no sweep has is a typo, never a reason to run a whole sweep. A sweep whose
+    budgets are keep ratios is cut by `keep_ratios`, the others by `budgets`."""
     sweeps = [load_sweep(sweep_path) for sweep_path in config.sweeps]
-    for name, wanted in (("tasks", config.tasks), ("budgets", config.budgets)):
+    for name, wanted in (("tasks", config.tasks), ("budgets", config.budgets), ("keep_ratios", config.keep_ratios)):
         known = {value for sweep in sweeps for value in getattr(sweep, name)}
         unknown = [value for value in wanted if value not in known]
         if unknown:
@@ -171,20 +174,27 @@ def subset_sweeps(config: RegressionConfig, runs_dir: Path) -> list:
     subset = []
     for sweep in sweeps:
         tasks = [t for t in sweep.tasks if not config.tasks or t in config.tasks]
-        budgets = [b for b in sweep.budgets if not config.budgets or b in config.budgets]
-        if not tasks or (config.budgets and not budgets):
+        if sweep.keep_ratios:
+            name, wanted = "keep_ratios", config.keep_ratios
+            kept = [r for r in sweep.keep_ratios if not wanted or r in wanted]
+        else:
+            name, wanted = "budgets", config.budgets
+            kept = [b for b in sweep.budgets if not wanted or b in wanted]
+        if not tasks or (wanted and not kept):
             raise SweepConfigError(f"regression config: sweep {sweep.source} has none of its tasks {list(config.tasks)} or "
-                                   f"budgets {list(config.budgets)}; remove that sweep or add its own")  # fmt: skip
+                                   f"{name} {list(wanted)}; remove that sweep or add its own")  # fmt: skip
         subset.append(with_overrides(
-            sweep, methods=list(config.methods) or None, budgets=budgets or None, tasks=tasks, limit=config.limit, output=str(runs_dir)
+            sweep, methods=list(config.methods) or None, tasks=tasks, limit=config.limit, output=str(runs_dir), **{name: kept or None}
         ))  # fmt: skip
     return subset
 
 
-def run_subset(config: RegressionConfig, runs_dir: Path, console: Console) -> bool:
-    """Run (or resume) the subset of every sweep into runs_dir; True if every cell finished."""
+def run_subset(config: RegressionConfig, runs_dir: Path, console: Console, **sweep_overrides: Any) -> bool:
+    """Run (or resume) the subset of every sweep into runs_dir (with `sweep_overrides` such as
+    num_processes or isolation, None = the sweep's own); True if every cell finished."""
     ok = True
     for sweep in subset_sweeps(config, runs_dir):
+        sweep = with_overrides(sweep, **sweep_overrides)
         summary = run_sweep(sweep, console=console)
         print_summary(summary, console)
         ok = ok and summary.ok
@@ -372,6 +382,8 @@ def regress(
     config_path: Path = typer.Argument(..., help="regression config, e.g. configs/regression/toy.yaml"),
     runs: Path | None = typer.Option(None, "--output", "--runs", help="runs folder to use (and resume); default: a fresh temporary one (--runs: old spelling)"),
     update_baseline: bool = typer.Option(False, "--update-baseline", help="store this run as the new baseline"),
+    num_processes: int | None = typer.Option(None, "--num-processes", help="processes per sweep (data parallel, as scope-eval sweep --num-processes)"),
+    isolation: str | None = typer.Option(None, "--isolation", help="worker (default) or process, as scope-eval sweep --isolation"),
 ) -> None:
     """Re-run a fixed subset and fail, naming each metric whose documents got significantly worse than the baseline's."""
     console = Console(soft_wrap=True)
@@ -380,7 +392,7 @@ def regress(
         baseline = None if update_baseline else read_baseline(config.baseline, config.limit)  # before hours of runs
         with tempfile.TemporaryDirectory(prefix="scope-regress-") as scratch:
             runs_dir = runs or Path(scratch)
-            finished = run_subset(config, runs_dir, console)
+            finished = run_subset(config, runs_dir, console, num_processes=num_processes, isolation=isolation)
             current = measured(runs_dir, {sweep.model.name: sweep.limit for sweep in subset_sweeps(config, runs_dir)})
             if update_baseline:
                 if not finished:

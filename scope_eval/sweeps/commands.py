@@ -28,6 +28,7 @@ def sweep(
     include_path: Optional[str] = typer.Option(None, "--include-path", help="Folder of your own task YAMLs (as lmms-eval's --include_path), beside the shipped ones."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Folder with local copies of the benchmarks, handed to the plugin."),
     offline: Optional[bool] = typer.Option(None, "--offline/--online", help="Run lmms-eval with the Hugging Face hub switched off (or on)."),
+    isolation: Optional[str] = typer.Option(None, "--isolation", help="worker: one process per model loads it once for all cells (default); process: one lmms-eval process per cell."),
     evaluator: Optional[str] = typer.Option(None, "--evaluator", help="Python interpreter and what it runs instead of lmms-eval, e.g. '/other/venv/bin/python -m lmms_eval'; runs one process per cell (isolation: process)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the lmms-eval commands and run nothing."),
 ) -> None:
@@ -48,6 +49,7 @@ def sweep(
             data_dir=data_dir,
             include_path=include_path,
             offline=offline,
+            isolation=isolation,
         )
     except SweepConfigError as error:
         errors.print(f"[red]error:[/] {error}", highlight=False)

@@ -25,6 +25,9 @@ class PrunedWrapper:
 
     model_id: str = ""
     upstream_class: type  # the lmms-eval wrapper whose loading, prompts and generation this one keeps
+    # model_args handed to prune() as adapter options (Qwen: saliency_layer): fixed for the loaded model, so a
+    # sweep worker only runs cells that ask for the same values
+    adapter_options: tuple[str, ...] = ()
     sample: SampleRecord | None = None  # the request being generated (scope_eval.lmms.tracking)
     # Called with (answered, requests) after each answer of a generate_until call: the sweep worker's
     # per-document progress. None (the default) reports nothing.
@@ -43,6 +46,7 @@ class PrunedWrapper:
         """For wrappers whose loading is upstream's own: split the pruning args off, run ``upstream_class``'s
         ``__init__`` with the rest, then prune the loaded model (the processor named for methods that need it)."""
         plan, upstream = self.cell_plan(kwargs)
+        self._adapter_options = self.adapter_options_of(kwargs)
         with abort_on_error(f"{self.model_id}: loading {upstream.get('pretrained', 'the default checkpoint')}"):
             self.upstream_class.__init__(self, **upstream)
         self._start_pruning(self.model, plan, processor=getattr(self, processor_attribute))
@@ -53,7 +57,7 @@ class PrunedWrapper:
         self._pruning_processor = processor  # kept for switch_plan
         with abort_on_error(f"{self.model_id}: pruning the loaded model ({plan.describe()})"):
             self.pruning_plan = plan
-            self.pruning = prune(model, plan, processor=processor)
+            self.pruning = prune(model, plan, processor=processor, **getattr(self, "_adapter_options", {}))
             self.cost_meter = CostMeter(model, plan)
         self._own_patches = InstancePatches()
         self._own_patches.set(model, "generate", guarded_generate(self, model.generate))
@@ -84,7 +88,22 @@ class PrunedWrapper:
     def cell_plan(cls, kwargs: dict[str, Any]) -> tuple[PruningPlan, dict[str, Any]]:
         """(the pruning plan, the upstream wrapper's arguments) of one set of model args, validated exactly
         as ``__init__`` validates them; the sweep worker checks the upstream part against the loaded model's."""
-        return cls._split_args(kwargs, wrapper_parameters(cls.upstream_class))
+        cls.adapter_options_of(kwargs)
+        upstream_and_pruning = {key: value for key, value in kwargs.items() if key not in cls.adapter_options}
+        return cls._split_args(upstream_and_pruning, wrapper_parameters(cls.upstream_class))
+
+    @classmethod
+    def adapter_options_of(cls, kwargs: dict[str, Any]) -> dict[str, int]:
+        """The adapter options among the model args (whole numbers: ViT block indices)."""
+        options = {}
+        for key in cls.adapter_options:
+            if key in kwargs:
+                value = kwargs[key]
+                if isinstance(value, bool) or not isinstance(value, int):
+                    with abort_on_error(f"{cls.model_id} model_args"):
+                        raise ValueError(f"{key} must be a whole number (a ViT block index such as -2), got {value!r}")
+                options[key] = value
+        return options
 
     def switch_plan(self, plan: PruningPlan) -> None:
         """Prune the loaded model with another plan: the current one is removed (exact restore) first.

@@ -17,6 +17,7 @@ class Qwen2_5VlScope(PrunedWrapper, ChatQwen2_5_VL):
     is_simple = False
     model_id = "qwen2_5_vl_scope"
     upstream_class = ChatQwen2_5_VL
+    adapter_options = ("saliency_layer",)  # the ViT block of SCOPE's saliency (docs/semantics.md)
 
     def __init__(self, **kwargs) -> None:
         self._load_upstream_and_prune(kwargs, processor_attribute="processor")

@@ -17,6 +17,7 @@ class Qwen2VlScope(PrunedWrapper, Qwen2_VL):
     is_simple = True
     model_id = "qwen2_vl_scope"
     upstream_class = Qwen2_VL
+    adapter_options = ("saliency_layer",)  # the ViT block of SCOPE's saliency (docs/semantics.md)
 
     def __init__(self, **kwargs) -> None:
         self._load_upstream_and_prune(kwargs, processor_attribute="processor")
