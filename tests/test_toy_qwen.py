@@ -55,7 +55,7 @@ def test_qwen_training_script_runs_and_exports_loadable_float16_weights(tmp_path
     export_dir = tmp_path / "weights"
     assert train_qwen2_vl.main([
         "--work-dir", str(tmp_path / "work"), "--pool-size", "16", "--distill-steps", "2", "--distill-batch", "2",
-        "--phases", "2:attribute,1:all", "--batch", "4", "--eval-every", "3", "--export-dir", str(export_dir),
+        "--phases", "2x16:attribute,1x144:all", "--batch", "4", "--eval-every", "3", "--export-dir", str(export_dir),
     ]) == 0  # fmt: skip
     tensors = load_file(export_dir / "model.safetensors")
     assert all(t.dtype == torch.float16 for t in tensors.values() if t.is_floating_point())

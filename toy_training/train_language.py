@@ -114,12 +114,14 @@ class PromptBuilder:
 
 
 def keep_object_rich(patch_class: np.ndarray, patch_centre: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
-    """`count` ascending patch indices: object centres first, other object patches next, then random ones."""
-    if count >= NUM_PATCHES:
-        return np.arange(NUM_PATCHES)
+    """`count` ascending token indices: object centres first, other object tokens next, then random ones
+    (per patch for LLaVA's 576 tokens, per 2x2 group for the toy Qwen2-VL's 144)."""
+    total = len(patch_class)
+    if count >= total:
+        return np.arange(total)
     centres = np.flatnonzero(patch_centre > 0)
     others = np.setdiff1d(np.flatnonzero(patch_class > 0), centres)
-    background = np.setdiff1d(np.arange(NUM_PATCHES), np.union1d(centres, others))
+    background = np.setdiff1d(np.arange(total), np.union1d(centres, others))
     ordered = np.concatenate([rng.permutation(centres), rng.permutation(others), rng.permutation(background)])
     return np.sort(ordered[:count])
 
