@@ -87,6 +87,22 @@ def test_score_against_budget(data):
     plt.close(figure)
 
 
+def test_budget_axis_says_what_the_budget_counts():
+    """Keep ratios (Qwen) tick as shares, not as 0; per-crop budgets (LLaVA-NeXT) say so; else tokens per image."""
+    ratios = stats_frame([("scope_toy_pope", "Toy-POPE")], [("scope", "scope", "")], budgets=(0.25, 0.1))
+    ratios["budget_policy"] = None
+    per_crop = ONE.assign(budget_policy="per_crop")
+    labels = {}
+    for name, data in (("ratio", ratios), ("per_crop", per_crop), ("per_image", ONE.assign(budget_policy=None))):
+        figure = run_figure(data, "hand", reference_long())
+        axis = next(a for a in figure.axes if a.get_visible())
+        labels[name] = (axis.get_xlabel(), [t.get_text() for t in axis.get_xticklabels()])
+        plt.close(figure)
+    assert labels["ratio"] == ("share of each image's visual tokens kept", ["0.1", "0.25"])
+    assert labels["per_crop"][0] == "retained visual tokens per crop (budget_policy per_crop)"
+    assert labels["per_image"] == ("retained visual tokens per image", ["64", "128", "192"])
+
+
 @pytest.mark.parametrize("data", [ONE, MANY], ids=["one", "many"])
 def test_cost_and_time_plots(data):
     figure = cost_figure(data, "hand")

@@ -63,6 +63,16 @@ def test_toy_configs_run_every_method_at_the_paper_budgets():
     assert all(load_sweep(CONFIGS / name) for name in ("toy_llava15.yaml", "toy_llava_next.yaml"))  # valid as written
 
 
+def test_toy_qwen_config_runs_every_method_that_applies_to_qwen_at_table8_ratios():
+    from scope_eval.pruning import METHODS
+
+    config = load_sweep(CONFIGS / "toy_qwen2_vl.yaml")  # valid as written: the trained toy Qwen2-VL ships
+    # every registered method but cdpruner, which needs a CLIP text tower Qwen lacks (refused on Qwen)
+    assert {m.name for m in config.methods} == set(METHODS) - {"cdpruner"}
+    assert config.keep_ratios == (0.25, 0.1) and not config.budgets and config.offline
+    assert config.model.model_args["max_pixels"] == 602112 and config.model.model_args["min_pixels"] == 3136
+
+
 def test_table1_matrix_is_the_papers():
     config = load_sweep(CONFIGS / "llava15_7b_table1.yaml")
     cells = expand(config)

@@ -138,6 +138,22 @@ def _panels(count: int, width: float, height: float, columns: int | None = None)
     return figure, list(axes.flat)[:count]
 
 
+def budget_tick(budget: float) -> str:
+    """A budget as its tick: a token count (64) or a keep ratio (0.25)."""
+    return str(int(budget)) if float(budget).is_integer() else f"{float(budget):g}"
+
+
+def budget_axis_label(rows: pd.DataFrame) -> str:
+    """What the budget axis counts: a share of each image's tokens (keep ratios, Qwen), tokens per crop
+    (LLaVA-NeXT's per_crop policy: the budget of each crop), or tokens per image."""
+    pruned = rows[rows["method"] != UNPRUNED]
+    if len(pruned) and (pruned["budget"].astype(float) < 1).all():
+        return "share of each image's visual tokens kept"
+    if "budget_policy" in pruned and (pruned["budget_policy"] == "per_crop").any():
+        return "retained visual tokens per crop (budget_policy per_crop)"
+    return "retained visual tokens per image"
+
+
 def _legend(figure: plt.Figure, axes: list, columns: int | None = None) -> None:
     """One legend for the figure, below every panel (constrained layout makes room for it)."""
     found: dict[str, object] = {}
@@ -198,10 +214,10 @@ def run_figure(tidy: pd.DataFrame, run: str, reference: pd.DataFrame) -> plt.Fig
         budgets = sorted(rows_here.loc[rows_here["method"] != UNPRUNED, "budget"].unique())
         if budgets:
             axis.set_xscale("log", base=2)
-            axis.set_xticks(budgets, [str(int(b)) for b in budgets])
+            axis.set_xticks(budgets, [budget_tick(b) for b in budgets])
             axis.minorticks_off()
         axis.set_title(benchmark, fontsize=10)
-        axis.set_xlabel("retained visual tokens per image", fontsize=8)
+        axis.set_xlabel(budget_axis_label(rows_here), fontsize=8)
         axis.set_ylabel(axis_label(data, benchmark), fontsize=8)
         axis.tick_params(labelsize=8)
         axis.grid(alpha=0.3)
