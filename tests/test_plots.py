@@ -117,3 +117,22 @@ def test_cost_and_time_plots(data):
     assert "SCOPE  @192" in rows and not any("_l1_after" in r for r in rows)
     assert figure.get_figheight() >= 0.2 * len(rows)  # a row per bar, never squeezed
     plt.close(figure)
+
+
+def test_time_bars_count_an_in_llm_methods_selection_once():
+    """An in-LLM method scores inside the LM prefill: its bar is vision + selection + (prefill - selection),
+    so it ends at vision + prefill; a pre-LLM method's bar adds the three. Keep ratios label rows as @0.25."""
+    data = stats_frame([("scope_toy_pope", "Toy-POPE")], [("scope", "scope", ""), ("fastv", "fastv", "layer=1")], budgets=(0.25,))
+    data.loc[data["method"] != "none", "llm_prefill_s_median"] = 0.010  # the prefill holds the in-LLM selection (1.2 ms)
+    figure = time_figure(data, "hand")
+    (axis,) = figure.axes
+    rows = [t.get_text() for t in axis.get_yticklabels()]
+    ends = {}
+    for bars in axis.containers:
+        for row, bar in zip(rows, bars):
+            ends[row] = max(ends.get(row, 0.0), bar.get_x() + bar.get_width())
+    fastv = data[(data["method"] == "fastv")].iloc[0]
+    scope = data[(data["method"] == "scope")].iloc[0]
+    assert ends["FastV  @0.25"] == pytest.approx(1000 * (fastv["vision_s_median"] + fastv["llm_prefill_s_median"]))
+    assert ends["SCOPE  @0.25"] == pytest.approx(1000 * (scope["vision_s_median"] + scope["selection_s_median"] + scope["llm_prefill_s_median"]))
+    plt.close(figure)

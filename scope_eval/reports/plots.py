@@ -301,13 +301,20 @@ def time_figure(stats: pd.DataFrame, run: str) -> plt.Figure | None:
         return None
     names = legend_names(data)
     groups = sorted(data.groupby(["method_label", "budget"]), key=lambda item: (item[1]["method"].iloc[0] != UNPRUNED, -item[0][1], _rank(data, item[0][0])))
-    rows = [f"{names[label]}  @{int(budget)}" for (label, budget), _ in groups]
+    rows = [f"{names[label]}  @{budget_tick(budget)}" for (label, budget), _ in groups]
     figure, axis = plt.subplots(figsize=(7.5, 1.4 + 0.24 * len(groups)), layout="constrained")
     positions = list(range(len(groups)))[::-1]  # first row on top
     left = [0.0] * len(groups)
+    def median_ms(rows_: pd.DataFrame, column: str) -> float:
+        value = 1000 * float(pd.to_numeric(rows_[column], errors="coerce").median())
+        return 0.0 if math.isnan(value) else value
+
     for column, part, colour in TIME_PARTS:
-        widths = [1000 * float(pd.to_numeric(rows_[column], errors="coerce").median()) for _, rows_ in groups]
-        widths = [0.0 if math.isnan(w) else w for w in widths]
+        widths = [median_ms(rows_, column) for _, rows_ in groups]
+        if column == "llm_prefill_s_median":  # an in-LLM method selects inside the prefill: shown once, as selection
+            inside = [method_stage(rows_["method"].iloc[0]) == "llm" for _, rows_ in groups]
+            selection = [median_ms(rows_, "selection_s_median") for _, rows_ in groups]
+            widths = [max(0.0, w - s) if llm else w for w, s, llm in zip(widths, selection, inside)]
         axis.barh(positions, widths, left=left, color=colour, label=part, height=0.7)
         left = [a + w for a, w in zip(left, widths)]
     ttft = [1000 * float(pd.to_numeric(rows_["ttft_s_median"], errors="coerce").median()) for _, rows_ in groups]
