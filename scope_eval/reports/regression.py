@@ -368,6 +368,11 @@ def write_baseline(path: Path, current: pd.DataFrame, config: RegressionConfig) 
         "items": "per metric: {doc_id: [score, answer]} from lmms-eval's logged samples",
     }
     rows = current.sort_values(KEY_COLUMNS).to_dict(orient="records")
+    for row in rows:  # token budgets stay whole numbers beside keep ratios (a mixed column reads as floats)
+        if isinstance(row["budget"], float) and row["budget"].is_integer():
+            row["budget"] = int(row["budget"])
+        if isinstance(row.get("items"), dict):  # documents in id order, whichever process answered them
+            row["items"] = dict(sorted(row["items"].items(), key=lambda item: int(item[0]) if str(item[0]).isdigit() else str(item[0])))
     lines = [json.dumps(row, default=_plain) for row in rows]
     text = json.dumps(header, indent=1)[:-2] + ',\n "metrics": [\n  ' + ",\n  ".join(lines) + "\n ]\n}\n"
     path.parent.mkdir(parents=True, exist_ok=True)
