@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOCK := requirements/requirements.lock.txt
 LLAVA_LOCK := requirements/llava.txt
+# data-parallel CPU processes per toy sweep in `make demo` / `make regress` (the 2-core machines this targets)
+PROCESSES := 2
 
 .PHONY: setup test smoke demo regress lock test-latest clean-venv
 
@@ -34,18 +36,23 @@ smoke: $(STAMP)
 	$(BIN)/scope-eval sweep configs/smoke_toy.yaml --output runs/smoke
 	$(BIN)/scope-eval report runs/smoke --output runs/smoke/report
 
-## The main job on the embedded default: every method x budget on the toy LLaVA-1.5 and LLaVA-NeXT
-## (pre-LLM methods on both, the in-LLM FastV / PDrop / DART on LLaVA-1.5 in the same sweep), through lmms-eval, offline;
-## writes tables with intervals, significance and agreement, and the accuracy-vs-cost plots under results/toy/.
+## The main job on the embedded default: every method x budget on the toy LLaVA-1.5, LLaVA-NeXT and Qwen2-VL
+## (pre-LLM methods on all three, the in-LLM FastV / PDrop / DART / SparseVLM on LLaVA-1.5 and FastV / PDrop / DART
+## on Qwen2-VL in the same sweeps), through lmms-eval, offline; writes tables with intervals, significance and
+## agreement, and the accuracy-vs-cost plots under results/toy/.
+## Each cell's documents are split over PROCESSES data-parallel CPU processes (one model load each), as
+## over GPUs: the same answers (tests/test_sweep_worker.py), about half the time on 2 cores. On one core:
+## make demo PROCESSES=1.
 demo: $(STAMP)
-	$(BIN)/scope-eval sweep configs/toy_llava15.yaml --output runs/toy
-	$(BIN)/scope-eval sweep configs/toy_llava_next.yaml --output runs/toy
+	$(BIN)/scope-eval sweep configs/toy_llava15.yaml --output runs/toy --num-processes $(PROCESSES)
+	$(BIN)/scope-eval sweep configs/toy_llava_next.yaml --output runs/toy --num-processes $(PROCESSES)
+	$(BIN)/scope-eval sweep configs/toy_qwen2_vl.yaml --output runs/toy --num-processes $(PROCESSES)
 	$(BIN)/scope-eval report runs/toy --output results/toy
 
 ## Accuracy regression check against the stored baseline (both backends).
 regress: $(STAMP)
 	$(BIN)/scope-eval toy-export --output runs/toy_original
-	$(BIN)/scope-eval regress configs/regression/toy.yaml
+	$(BIN)/scope-eval regress configs/regression/toy.yaml --num-processes $(PROCESSES)
 
 ## Re-resolve requirements/requirements.lock.txt and requirements/llava.txt (run `make test-latest` first).
 lock:
