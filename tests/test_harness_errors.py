@@ -643,7 +643,7 @@ def test_regress_says_when_the_baseline_environment_differs_and_still_compares(t
     regression.write_baseline(tmp_path / "baseline.json", current, regression.load_regression(config))
     recorded = json.loads((tmp_path / "baseline.json").read_text())["environment"]
     assert recorded == regression.recorded_environment() and recorded["versions"]["transformers"]
-    monkeypatch.setattr(regression, "run_subset", lambda *args: True)
+    monkeypatch.setattr(regression, "run_subset", lambda *args, **overrides: True)
     monkeypatch.setattr(regression, "measured", lambda *args: current)
     same = CliRunner().invoke(app, ["regress", str(config)])
     assert same.exit_code == 0 and "environment differs" not in same.output, same.output
