@@ -16,7 +16,7 @@ from scope_eval.toy.model import PATCH_SIZE, build_processor, toy_config
 from scope_eval.toy.questions import Question
 from scope_eval.lmms.tasks.toy.scenes import NON_SQUARE_SIZES, SceneOptions, generate_scene, render
 from .train_language import sample_question
-from .train_vision import warmup_cosine
+from .train_vision import clipped_step, warmup_cosine
 from scope_eval.toy.vocab import SHORT_ANSWER_PROMPT
 
 
@@ -94,11 +94,7 @@ def finetune_next(model: LlavaNextForConditionalGeneration, config: NextStageCon
         labels[rows, lengths - 2] = inputs.input_ids[rows, lengths - 2]  # the answer word
         labels[rows, lengths - 1] = inputs.input_ids[rows, lengths - 1]  # </s>
         loss = model(**inputs, labels=labels).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
+        clipped_step(loss, optimizer, schedule, params)
         running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
         if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
             log(f"[next] step {step + 1}/{config.steps} loss={running:.3f} ({time.time() - started:.0f}s)")

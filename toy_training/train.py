@@ -46,6 +46,15 @@ def log_to(path: Path):
     return log
 
 
+def start_run(args: argparse.Namespace):
+    """Threads, the work folder and its train.log (the arguments as its first line); returns the logger."""
+    torch.set_num_threads(args.threads)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    log = log_to(args.work_dir / "train.log")
+    log(f"[args] {json.dumps({k: str(v) for k, v in vars(args).items()})}")
+    return log
+
+
 def load_or_build_pool(work_dir: Path, size: int, seed: int, log) -> ScenePool:
     cache = work_dir / f"pool_{size}_seed{seed}.pkl"
     if cache.exists():
@@ -124,10 +133,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    torch.set_num_threads(args.threads)
-    args.work_dir.mkdir(parents=True, exist_ok=True)
-    log = log_to(args.work_dir / "train.log")
-    log(f"[args] {json.dumps({k: str(v) for k, v in vars(args).items()})}")
+    log = start_run(args)
     pool = load_or_build_pool(args.work_dir, args.pool_size, args.data_seed, log)
     model, processor = build_toy_llava("llava15", seed=args.seed)
     tower_path = args.work_dir / "vision_tower.pt"

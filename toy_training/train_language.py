@@ -32,7 +32,7 @@ from scope_eval.toy.questions import (
     shape_question,
 )
 from scope_eval.lmms.tasks.toy.scenes import Scene
-from .train_vision import warmup_cosine
+from .train_vision import clipped_step, warmup_cosine
 from .training_data import pixel_values
 from scope_eval.toy.vocab import SHORT_ANSWER_PROMPT, SYSTEM_PROMPT
 
@@ -86,6 +86,23 @@ def sample_question(scene: Scene, rng: random.Random, mix: str = "all") -> Quest
     if roll < 0.88:
         return count_question(scene, rng)
     return relation_question(scene, rng)
+
+
+def sample_pool_questions(scenes: list[Scene], rng: random.Random, count: int, mix: str) -> tuple[list[int], list[Question]]:
+    """`count` (scene index, question) pairs drawn from the pool: random scenes, fresh questions of `mix`."""
+    indices, questions = [], []
+    while len(questions) < count:
+        index = rng.randrange(len(scenes))
+        question = sample_question(scenes[index], rng, mix)
+        if question is not None:
+            indices.append(index)
+            questions.append(question)
+    return indices, questions
+
+
+def answer_loss(scored: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the answer word plus 0.2 x that of the `</s>` after it ([B, 2, vocab] logits)."""
+    return F.cross_entropy(scored[:, 0], targets[:, 0]) + 0.2 * F.cross_entropy(scored[:, 1], targets[:, 1])
 
 
 class PromptBuilder:
@@ -197,24 +214,14 @@ def train_language_model(model, builder: PromptBuilder, pool_scenes: list[Scene]
     model.train()
     for phase_steps, num_tokens, mix in config.curriculum:
         for _ in range(phase_steps):
-            indices, questions = [], []
-            while len(questions) < config.batch_size:
-                index = rng.randrange(len(pool_scenes))
-                question = sample_question(pool_scenes[index], rng, mix)
-                if question is not None:
-                    indices.append(index)
-                    questions.append(question)
+            indices, questions = sample_pool_questions(pool_scenes, rng, config.batch_size, mix)
             kept = np.stack([keep_object_rich(patch_class[i], patch_centre[i], num_tokens, np_rng) for i in indices])
             features = pool_features[torch.tensor(indices)[:, None], torch.from_numpy(kept)].float()
             ids, mask, positions, targets = make_batch(builder, questions, num_tokens)
             logits = answer_logits(model, features, ids, image_start, mask)
             scored = logits[torch.arange(len(questions))[:, None], positions]
-            loss = F.cross_entropy(scored[:, 0], targets[:, 0]) + 0.2 * F.cross_entropy(scored[:, 1], targets[:, 1])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            optimizer.step()
-            schedule.step()
+            loss = answer_loss(scored, targets)
+            clipped_step(loss, optimizer, schedule, params)
             step += 1
             running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
             if dev is not None and (step % config.eval_every == 0 or step == total_steps):

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import random
 import sys
 import time
@@ -36,7 +35,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.nn import functional as F
 from transformers import AutoModelForImageTextToText
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
@@ -47,9 +45,9 @@ from scope_eval.toy.questions import Question
 from scope_eval.toy.qwen2_vl import DEFAULT_SYSTEM_PROMPT, QWEN_WEIGHTS_DIR, build_toy_qwen2_vl
 from scope_eval.toy.vocab import SHORT_ANSWER_PROMPT
 
-from .train import export_float16, load_or_build_pool, log_to, parse_phase
-from .train_language import keep_object_rich, sample_question
-from .train_vision import warmup_cosine
+from .train import export_float16, load_or_build_pool, parse_phase, start_run
+from .train_language import answer_loss, keep_object_rich, sample_pool_questions
+from .train_vision import clipped_step, warmup_cosine
 from .training_data import patch_targets, pixel_values
 
 GRID = 24  # patches per side of a 336 px scene
@@ -277,16 +275,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--language-init", choices=("llava", "random"), default="random",
                         help="seed the merger and language model from the toy LLaVA, or keep their unit-scale random init")
     parser.add_argument("--continue-language", action="store_true",
-                        help="start the language stage from <work-dir>/qwen2_vl (the best checkpoint so far) instead of the toy LLaVA")
+                        help="start the language stage from <work-dir>/qwen2_vl (the best checkpoint so far) instead of --language-init")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    torch.set_num_threads(args.threads)
-    args.work_dir.mkdir(parents=True, exist_ok=True)
-    log = log_to(args.work_dir / "train.log")
-    log(f"[args] {json.dumps({k: str(v) for k, v in vars(args).items()})}")
+    log = start_run(args)
     started = time.time()
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
@@ -332,11 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         on_object = torch.from_numpy(pool.patch_class[chosen])[:, order] > 0
         weight = 1.0 + (args.object_weight - 1.0) * on_object.float()
         loss = ((hidden.view_as(target) - target) / scale).pow(2).mean(-1).mul(weight).sum() / weight.sum()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(visual.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
+        clipped_step(loss, optimizer, schedule, visual.parameters())
         running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
         if (step + 1) % 50 == 0 or step + 1 == args.distill_steps:
             log(f"[distil] step {step + 1}/{args.distill_steps} weighted relative mse={running:.3f} ({time.time() - started:.0f}s)")
@@ -354,14 +345,17 @@ def main(argv: list[str] | None = None) -> int:
         return torch.cat(chunks)
 
     features_file = args.work_dir / f"features_{len(images)}.pt"
-    features = torch.load(features_file) if features_file.exists() else featurize(images)
-    torch.save(features, features_file)
+    if features_file.exists():  # a re-run reuses the cached features
+        features = torch.load(features_file)
+    else:
+        features = featurize(images)
+        torch.save(features, features_file)
     group_class, group_centre = (np.stack(values) for values in zip(*(
         merged_targets(pool.patch_class[i], pool.patch_centre[i]) for i in range(len(images)))))
     dev = build_dev_set(featurize)
     log(f"[features] pool {tuple(features.shape)}, dev {len(dev.questions)} ({time.time() - started:.0f}s); patch dim {patch_dim}")
 
-    # 3. merger and language model from the LLaVA projector and Llama, then trained on the question mixture
+    # 3. merger and language model (random, LLaVA-seeded or a checkpoint to continue), trained on the curriculum
     if args.continue_language:
         model = AutoModelForImageTextToText.from_pretrained(args.work_dir / "qwen2_vl", dtype=torch.float32)
         visual = model.model.visual
@@ -383,23 +377,13 @@ def main(argv: list[str] | None = None) -> int:
     # (MODEL_CARD.md); with all tokens and the mixture from the start this model stayed at chance.
     schedule_steps = [(count, mix) for steps, count, mix in phases for _ in range(steps)]
     for step, (count, mix) in enumerate(schedule_steps):
-        indices, questions = [], []
-        while len(questions) < args.batch:
-            index = rng.randrange(len(pool.scenes))
-            question = sample_question(pool.scenes[index], rng, mix)
-            if question is not None:
-                indices.append(index)
-                questions.append(question)
+        indices, questions = sample_pool_questions(pool.scenes, rng, args.batch, mix)
         ids, mask, scored, targets = prompts.batch(questions, with_answers=True)
         kept = kept_tokens(group_class, group_centre, indices, count, np_rng)
         logits = logits_of(model, prompts, features[torch.tensor(indices)].float(), ids, mask, kept)
         picked = logits[torch.arange(len(questions))[:, None], shorten(scored, kept, prompts.image_tokens)]
-        loss = F.cross_entropy(picked[:, 0], targets[:, 0]) + 0.2 * F.cross_entropy(picked[:, 1], targets[:, 1])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
+        loss = answer_loss(picked, targets)
+        clipped_step(loss, optimizer, schedule, params)
         running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
         if (step + 1) % args.eval_every == 0 or step + 1 == total_steps:
             at_count = dev_accuracy(model, prompts, dev, count) if count < MERGED else None

@@ -105,6 +105,15 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
+def clipped_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, schedule, params, max_norm: float = 1.0) -> None:
+    """One training step of every toy stage: backward, gradient norm clipped to `max_norm`, step, schedule."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, max_norm)
+    optimizer.step()
+    schedule.step()
+
+
 def train_vision_tower(tower: CLIPVisionModel, pool: ScenePool, config: VisionStageConfig, seed: int, log=print):
     torch.manual_seed(seed)
     heads = VisionProbeHeads(tower.config.hidden_size)
@@ -119,11 +128,7 @@ def train_vision_tower(tower: CLIPVisionModel, pool: ScenePool, config: VisionSt
         batch = pool_batch(pool, order.integers(0, len(pool), config.batch_size))
         losses, stats = tower_losses(tower, heads, batch, config.background_weight, config.patch_presence_weight)
         total = sum(losses.values())
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        optimizer.step()
-        schedule.step()
+        clipped_step(total, optimizer, schedule, params)
         for key, value in {"loss": total.item(), **stats}.items():
             running[key] = 0.9 * running.get(key, value) + 0.1 * value
         if (step + 1) % config.log_every == 0 or step + 1 == config.steps:

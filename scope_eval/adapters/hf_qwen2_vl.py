@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2VLForConditionalGeneration
 
-from scope_eval.pruning import KeptTokens, PruningError, VisualTokens
+from scope_eval.pruning import PruningError, VisualTokens
 from scope_eval.pruning.methods.visionzip import target_slots
 from scope_eval.pruning.plan import PruningPlan
 

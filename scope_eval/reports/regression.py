@@ -372,11 +372,17 @@ def write_baseline(path: Path, current: pd.DataFrame, config: RegressionConfig) 
         if isinstance(row["budget"], float) and row["budget"].is_integer():
             row["budget"] = int(row["budget"])
         if isinstance(row.get("items"), dict):  # documents in id order, whichever process answered them
-            row["items"] = dict(sorted(row["items"].items(), key=lambda item: int(item[0]) if str(item[0]).isdigit() else str(item[0])))
+            row["items"] = dict(sorted(row["items"].items(), key=_document_order))
     lines = [json.dumps(row, default=_plain) for row in rows]
     text = json.dumps(header, indent=1)[:-2] + ',\n "metrics": [\n  ' + ",\n  ".join(lines) + "\n ]\n}\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def _document_order(item: tuple[Any, Any]) -> tuple[int, int | str]:
+    """Numeric document ids in numeric order, any other id after them by name."""
+    doc_id = str(item[0])
+    return (0, int(doc_id)) if doc_id.isdigit() else (1, doc_id)
 
 
 def _plain(value: Any) -> Any:
