@@ -305,6 +305,7 @@ def time_figure(stats: pd.DataFrame, run: str) -> plt.Figure | None:
     figure, axis = plt.subplots(figsize=(7.5, 1.4 + 0.24 * len(groups)), layout="constrained")
     positions = list(range(len(groups)))[::-1]  # first row on top
     left = [0.0] * len(groups)
+
     def median_ms(rows_: pd.DataFrame, column: str) -> float:
         value = 1000 * float(pd.to_numeric(rows_[column], errors="coerce").median())
         return 0.0 if math.isnan(value) else value

@@ -88,7 +88,7 @@ class PrunedWrapper:
     def cell_plan(cls, kwargs: dict[str, Any]) -> tuple[PruningPlan, dict[str, Any]]:
         """(the pruning plan, the upstream wrapper's arguments) of one set of model args, validated exactly
         as ``__init__`` validates them; the sweep worker checks the upstream part against the loaded model's."""
-        cls.adapter_options_of(kwargs)
+        # adapter options are validated once, when the model is loaded (a worker's cells must repeat them)
         upstream_and_pruning = {key: value for key, value in kwargs.items() if key not in cls.adapter_options}
         return cls._split_args(upstream_and_pruning, wrapper_parameters(cls.upstream_class))
 
