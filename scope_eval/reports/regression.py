@@ -189,12 +189,10 @@ def subset_sweeps(config: RegressionConfig, runs_dir: Path) -> list:
     return subset
 
 
-def run_subset(config: RegressionConfig, runs_dir: Path, console: Console, **sweep_overrides: Any) -> bool:
-    """Run (or resume) the subset of every sweep into runs_dir (with `sweep_overrides` such as
-    num_processes or isolation, None = the sweep's own); True if every cell finished."""
+def run_subset(sweeps: list, console: Console) -> bool:
+    """Run (or resume) the subset sweeps (`subset_sweeps`); True if every cell finished."""
     ok = True
-    for sweep in subset_sweeps(config, runs_dir):
-        sweep = with_overrides(sweep, **sweep_overrides)
+    for sweep in sweeps:
         summary = run_sweep(sweep, console=console)
         print_summary(summary, console)
         ok = ok and summary.ok
@@ -403,8 +401,10 @@ def regress(
         baseline = None if update_baseline else read_baseline(config.baseline, config.limit)  # before hours of runs
         with tempfile.TemporaryDirectory(prefix="scope-regress-") as scratch:
             runs_dir = runs or Path(scratch)
-            finished = run_subset(config, runs_dir, console, num_processes=num_processes, isolation=isolation)
-            current = measured(runs_dir, {sweep.model.name: sweep.limit for sweep in subset_sweeps(config, runs_dir)})
+            # None keeps each sweep's own number of processes and isolation
+            sweeps = [with_overrides(sweep, num_processes=num_processes, isolation=isolation) for sweep in subset_sweeps(config, runs_dir)]
+            finished = run_subset(sweeps, console)
+            current = measured(runs_dir, {sweep.model.name: sweep.limit for sweep in sweeps})
             if update_baseline:
                 if not finished:
                     console.print("[red]not all cells finished; baseline left unchanged[/]")
