@@ -51,12 +51,9 @@ def job_commands(job: str, out: Path, sweep_options: list[str]) -> list[list[str
 
 def generation_seconds(out: Path) -> float:
     """Sum of generate_s over every answered document of the runs under `out` (samples files)."""
-    total = 0.0
-    for samples in out.rglob("samples_*.jsonl"):
-        for line in samples.read_text().splitlines():
-            for counts in json.loads(line).get("token_counts") or []:
-                total += float((counts.get("cost") or {}).get("generate_s") or 0.0)
-    return total
+    from scope_eval.sweeps.cost import sample_costs
+
+    return sum(float(cost.get("generate_s") or 0.0) for samples in out.rglob("samples_*.jsonl") for cost in sample_costs(samples))
 
 
 def timed_run(job: str, route: str, log: Path) -> dict:
