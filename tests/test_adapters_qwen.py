@@ -11,7 +11,7 @@ from scope_eval.adapters.qwen_saliency import QwenSaliencyProbe, attention_recei
 from scope_eval.pruning import PruningError
 from scope_eval.pruning.plan import PruningPlan
 from scope_eval.pruning.registry import METHODS
-from tiny_qwen import EOS, IMAGE, qwen_inputs, tiny_qwen
+from tiny_qwen import IMAGE, qwen_inputs, tiny_qwen
 
 FAMILIES = ["qwen2-vl", "qwen2.5-vl"]
 PRE_LLM = sorted(name for name, cls in METHODS.items() if cls.stage != "llm" and not cls.keeps_all and not cls.needs_instruction)

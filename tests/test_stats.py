@@ -159,6 +159,24 @@ def test_pooled_mme_score_resamples_images_and_a_twice_drawn_image_counts_twice(
     assert scorer.score(units, [1, 1]) == pytest.approx(50.0)  # image b twice: acc 1/2, acc+ 0
 
 
+def test_resampled_share_of_right_answers_scores_all_rows_at_once_with_the_same_numbers():
+    rng = np.random.default_rng(0)
+    (gqa,) = task_benchmarks("scope_toy_gqa")
+    samples = [{"doc_id": i, "exact_match": float(right)} for i, right in enumerate(rng.random(37) < 0.6)]
+    scorer = HeadlineScorer(gqa, "scope_toy_gqa", samples)
+    resampled = scorer.resampled(scorer.units())
+    assert scorer.per_item and scorer.right_wrong_per_unit(scorer.units()) is not None
+    rows = rng.integers(0, 37, size=(500, 37))
+    at_once = resampled.rows(rows)
+    assert at_once.tolist() == [resampled(row) for row in rows]  # whole counts over 37: equal, not approximately
+    # pooled headlines (POPE F1) have no array form: scored row by row with the task's own function
+    (pope,) = task_benchmarks("scope_toy_pope")
+    records = [{"question_id": str(i), "prediction": p, "answer": a, "category": "random"} for i, (p, a) in enumerate(rng.choice(["yes", "no"], size=(37, 2)))]
+    pooled = HeadlineScorer(pope, "scope_toy_pope", [{"doc_id": i, "pope_f1_score": r} for i, r in enumerate(records)])
+    assert pooled.right_wrong_per_unit(pooled.units()) is None
+    assert pooled.resampled(pooled.units()).rows(rows[:20]).tolist() == [pooled.score(pooled.units(), row) for row in rows[:20]]
+
+
 def test_pooled_pope_f1_is_the_tasks_own_aggregation():
     from scope_eval.lmms.tasks.toy import utils
 

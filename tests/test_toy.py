@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import defaultdict
 
 import numpy as np
 import pytest
@@ -130,6 +131,28 @@ def test_task_metrics_follow_pope_and_mme_definitions():
     assert task_utils.mme_acc(mme) == 0.75 and task_utils.mme_acc_plus(mme) == 0.5
     assert task_utils.mme_score(mme) == pytest.approx(125.0)
     assert task_utils.normalise_answer(" Yes.") == "yes" and task_utils.normalise_answer("") == ""
+
+
+def test_one_pass_mme_score_and_pope_counts_equal_their_definitions():
+    rng = random.Random(0)
+    for _ in range(200):
+        mme = [
+            {"image_id": f"image{rng.randrange(5)}", "category": rng.choice("abc"), "correct": rng.random() < 0.6}
+            for _ in range(rng.randrange(1, 25))
+        ]
+        by_category = defaultdict(list)
+        for record in mme:
+            by_category[record["category"]].append(record)
+        defined = sum(100 * (task_utils.mme_acc(rs) + task_utils.mme_acc_plus(rs)) for rs in by_category.values())
+        assert task_utils.mme_score(mme) == defined  # the same divisions, summed in the same order: equal
+        pope = [{"prediction": rng.choice(["yes", "no", "unsure"]), "answer": rng.choice(["yes", "no"])} for _ in range(rng.randrange(1, 25))]
+        said_yes = [r["prediction"] == "yes" for r in pope]
+        assert task_utils._confusion(pope) == (
+            sum(y and r["answer"] == "yes" for y, r in zip(said_yes, pope)),
+            sum(y and r["answer"] == "no" for y, r in zip(said_yes, pope)),
+            sum(not y and r["answer"] == "yes" for y, r in zip(said_yes, pope)),
+            sum(not y and r["answer"] == "no" for y, r in zip(said_yes, pope)),
+        )
 
 
 @pytest.mark.parametrize("kind,task", [("llava15", "scope_toy_pope"), ("llava_next", "scope_toy_pope")])

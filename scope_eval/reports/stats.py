@@ -34,7 +34,7 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cache, partial
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -91,18 +91,25 @@ def draws(units: int, seed: int, resamples: int = RESAMPLES) -> np.ndarray:
 
 def bootstrap_interval(score: Callable[[Sequence[int]], float], units: int, seed: int, resamples: int = RESAMPLES) -> tuple[float, float]:
     """Percentile interval of ``score(drawn unit indices)`` over bootstrap resamples of ``units`` units."""
-    values = np.array([score(row) for row in draws(units, seed, resamples)])
-    return percentile_interval(values)
+    return percentile_interval(scores_of_rows(score, draws(units, seed, resamples)))
 
 
 def paired_bootstrap(
     score_a: Callable[[Sequence[int]], float], score_b: Callable[[Sequence[int]], float], units: int, seed: int, resamples: int = RESAMPLES
 ) -> tuple[float, float, float]:
     """Interval and two-sided p-value of score_a - score_b, both scored on the same resampled units."""
-    differences = np.array([score_a(row) - score_b(row) for row in draws(units, seed, resamples)])
+    rows = draws(units, seed, resamples)
+    differences = scores_of_rows(score_a, rows) - scores_of_rows(score_b, rows)
     low, high = percentile_interval(differences)
     p = min(1.0, 2 * min(float(np.mean(differences <= 0)), float(np.mean(differences >= 0))))
     return low, high, p
+
+
+def scores_of_rows(score: Callable[[Sequence[int]], float], rows: np.ndarray) -> np.ndarray:
+    """``score`` of every row of drawn unit indices: one array operation when ``score`` offers it
+    (``ResampledHeadline.rows``), else row by row."""
+    on_rows = getattr(score, "rows", None)
+    return on_rows(rows) if on_rows is not None else np.array([score(row) for row in rows])
 
 
 def mcnemar_exact(right_to_wrong: int, wrong_to_right: int) -> float:
@@ -235,6 +242,8 @@ class HeadlineScorer:
         self.functions = [(metric, aggregation(task, metric, include_dirs)) for metric in benchmark.metrics]
         self.samples = samples
         self.image_field = GROUPED_BY_IMAGE.get(benchmark.name)
+        # (units, values per metric and unit, relabelled second draws) of the units last scored
+        self._unit_values: tuple[list[list[int]], dict[str, list[list[Any]]], dict[tuple, list[Any]]] | None = None
 
     @property
     def usable(self) -> bool:
@@ -258,26 +267,63 @@ class HeadlineScorer:
         return list(groups.values())
 
     def score(self, units: list[list[int]], drawn: Sequence[int] | None = None) -> float:
+        """The headline on the drawn units (all units, once each, when ``drawn`` is None): the metric values
+        of their documents, in draw order, handed to the task's own aggregation functions."""
         picked = range(len(units)) if drawn is None else drawn
-        copies: dict[int, int] = {}
         total = 0.0
         for metric, function in self.functions:
-            values = []
-            copies.clear()
-            for unit in picked:
-                copy = copies.get(unit, 0)
-                copies[unit] = copy + 1
-                for index in units[unit]:
-                    if metric in self.samples[index]:
-                        values.append(self._relabelled(self.samples[index][metric], copy))
+            per_unit = self._values_by_unit(units, metric)
+            if self.image_field is None:
+                values = [value for unit in picked for value in per_unit[unit]]
+            else:
+                copies: dict[int, int] = {}
+                values = []
+                for unit in picked:
+                    copy = copies.get(unit, 0)
+                    copies[unit] = copy + 1
+                    values += per_unit[unit] if copy == 0 else self._relabelled(per_unit, unit, copy)
             total += float(function(values)) if values else 0.0  # type: ignore[misc]
         return total * self.benchmark.scale
 
-    def _relabelled(self, value: Any, copy: int) -> Any:
+    def resampled(self, units: list[list[int]]) -> ResampledHeadline:
+        """The headline as a function of one resample (drawn unit indices) of these units."""
+        return ResampledHeadline(self, units)
+
+    def _values_by_unit(self, units: list[list[int]], metric: str) -> list[list[Any]]:
+        """Per unit, its documents' values of ``metric`` (kept for the units last asked for: a bootstrap
+        scores the same units a thousand times)."""
+        if self._unit_values is None or self._unit_values[0] is not units:
+            self._unit_values = (units, {}, {})
+        by_metric = self._unit_values[1]
+        if metric not in by_metric:
+            by_metric[metric] = [[self.samples[i][metric] for i in unit if metric in self.samples[i]] for unit in units]
+        return by_metric[metric]
+
+    def _relabelled(self, per_unit: list[list[Any]], unit: int, copy: int) -> list[Any]:
         """A second draw of an image must count as another image, not as two more answers to the first."""
-        if copy == 0 or self.image_field is None or not isinstance(value, dict):
-            return value
-        return {**value, self.image_field: f"{value.get(self.image_field)}#{copy}"}
+        key = (id(per_unit), unit, copy)
+        relabelled = self._unit_values[2]  # type: ignore[index]
+        if key not in relabelled:
+            relabelled[key] = [
+                {**value, self.image_field: f"{value.get(self.image_field)}#{copy}"} if isinstance(value, dict) else value
+                for value in per_unit[unit]
+            ]
+        return relabelled[key]
+
+    def right_wrong_per_unit(self, units: list[list[int]]) -> np.ndarray | None:
+        """Per unit its document's 0/1 score, when the headline is their plain mean (one right/wrong value
+        per unit, aggregated by the mean): then the mean of any resample is a count over its size, the same
+        number whether added up one by one or as an array. None otherwise."""
+        if not self.per_item:
+            return None
+        (metric, _), = self.functions
+        per_unit = self._values_by_unit(units, metric)
+        if any(len(values) != 1 or isinstance(values[0], dict) for values in per_unit):
+            return None
+        flat = [values[0] for values in per_unit]
+        if any(not isinstance(value, (bool, int, float)) or float(value) not in (0.0, 1.0) for value in flat):
+            return None
+        return np.array([float(value) for value in flat])
 
     def right_count(self) -> int | None:
         """Documents answered right, when the headline is their share (a mean of one 0/1 score per
@@ -293,6 +339,26 @@ class HeadlineScorer:
     def correct(self, index: int) -> bool | None:
         values = [item_correct(self.samples[index].get(metric)) for metric, _ in self.functions if metric in self.samples[index]]
         return values[0] if len(values) == 1 else None
+
+
+@dataclass
+class ResampledHeadline:
+    """A cell's headline on resamples of fixed units: ``self(drawn)`` for one resample, ``rows(matrix)``
+    for a [resamples, units] matrix of them. Where the headline is a share of right/wrong answers, ``rows``
+    counts them with one array operation (the same numbers: whole counts over the same size); else it
+    scores each row with the task's own aggregation."""
+
+    scorer: HeadlineScorer
+    units: list[list[int]]
+
+    def __call__(self, drawn: Sequence[int] | None = None) -> float:
+        return self.scorer.score(self.units, drawn)
+
+    def rows(self, rows: np.ndarray) -> np.ndarray:
+        right = self.scorer.right_wrong_per_unit(self.units)
+        if right is None:
+            return np.array([self.scorer.score(self.units, row) for row in rows])
+        return (0.0 + right[rows].mean(axis=1)) * self.scorer.benchmark.scale
 
 
 # -- one report's statistics -------------------------------------------------------------------------
@@ -325,7 +391,7 @@ def cell_statistics(tidy: pd.DataFrame, runs_dir: Path, resamples: int = RESAMPL
             units = scorer.units()
             seed = seed_for(row["run"], row["task"], row["benchmark"], row["method_label"], row["budget"])
             stats.update(resamples=resamples, seed=seed)
-            score = partial(scorer.score, units)
+            score = scorer.resampled(units)
             right = scorer.right_count()
             if right is not None:
                 low, high = wilson_interval(right, len(scorer.samples))
@@ -382,7 +448,7 @@ def _paired(reference: str, row: pd.Series, partner: pd.Series, scorer: Headline
         return {}
     units = a.units()  # same documents in the same order: the units of one are the units of the other
     seed = seed_for(row["run"], row["task"], row["benchmark"], row["method_label"], row["budget"], "vs", partner["method_label"], partner["budget"])
-    low, high, p_bootstrap = paired_bootstrap(lambda d: a.score(units, d), lambda d: b.score(units, d), len(units), seed, resamples)
+    low, high, p_bootstrap = paired_bootstrap(a.resampled(units), b.resampled(units), len(units), seed, resamples)
     flips = [(b.correct(i), a.correct(i)) for i in range(len(shared))]
     binary = all(before is not None and after is not None for before, after in flips)
     right_to_wrong = sum(1 for before, after in flips if before and after is False) if binary else None

@@ -39,10 +39,14 @@ def pope_process_results(doc: dict, results: list[str]) -> dict:
 
 
 def _confusion(records: list[dict]) -> tuple[int, int, int, int]:
-    tp = sum(r["prediction"] == "yes" and r["answer"] == "yes" for r in records)
-    fp = sum(r["prediction"] == "yes" and r["answer"] == "no" for r in records)
-    fn = sum(r["prediction"] != "yes" and r["answer"] == "yes" for r in records)
-    tn = sum(r["prediction"] != "yes" and r["answer"] == "no" for r in records)
+    # one pass: the report's bootstrap calls this about a million times per `make demo`
+    tp = fp = fn = tn = 0
+    for r in records:
+        truth = r["answer"]
+        if r["prediction"] == "yes":
+            tp, fp = tp + (truth == "yes"), fp + (truth == "no")
+        else:
+            fn, tn = fn + (truth == "yes"), tn + (truth == "no")
     return tp, fp, fn, tn
 
 
@@ -95,8 +99,14 @@ def mme_acc_plus(records: list[dict]) -> float:
 
 
 def mme_score(records: list[dict]) -> float:
-    """MME's score: for each category 100 * (acc + acc+), summed over categories."""
-    by_category: dict[str, list[dict]] = defaultdict(list)
+    """MME's score: for each category 100 * (acc + acc+), summed over categories (in order of appearance)."""
+    # One pass (the report's bootstrap calls this about half a million times per `make demo`); per category:
+    # answers, right answers, and per image whether every answer so far was right.
+    categories: dict[str, list] = {}
     for r in records:
-        by_category[r["category"]].append(r)
-    return sum(100 * (mme_acc(rs) + mme_acc_plus(rs)) for rs in by_category.values())
+        answers = categories.setdefault(r["category"], [0, 0, {}])
+        correct = bool(r["correct"])
+        answers[0] += 1
+        answers[1] += correct
+        answers[2][r["image_id"]] = answers[2].get(r["image_id"], True) and correct
+    return sum(100 * (right / total + sum(images.values()) / len(images)) for total, right, images in categories.values())
