@@ -86,6 +86,7 @@ FAILURE_FILE = "failure.json"  # in a failed launch's scratch folder: which cell
 CHILD_FILE = "child.json"  # in a running launch's scratch folder: the lmms-eval child's process group
 WORKER_DIR = ".worker"  # beside the method folders: the running worker's job, events, own log and child.json
 JOB_FILE = "job.json"
+TASK_INDEX_DIR = ".task_index"  # in the output folder: lmms-eval's task index, shared by its sweeps' workers
 EVENTS_FILE = "events.jsonl"
 WORKER_LOG = "worker.log"  # what the worker writes outside its cells (each cell has its own log)
 WORKER_DEATHS_PER_CELL = 2  # a cell that kills this many workers fails
@@ -326,7 +327,7 @@ def _run_worker(
     for launch in launches:
         stop_stale_child(launch.work_dir)  # a process-route child of an earlier run may still write there
         shutil.rmtree(launch.work_dir, ignore_errors=True)
-    command = worker_command(config, write_worker_job(launches, scratch))
+    command = worker_command(config, write_worker_job(launches, scratch, Path(config.output).resolve() / TASK_INDEX_DIR))
     watch = _WorkerEvents(config, launches, provenance, feedback, command)
     with (scratch / WORKER_LOG).open("w") as log:
         log.write("$ " + shlex.join(command) + "\n")
@@ -390,11 +391,13 @@ class _WorkerEvents:
                                     f"{'; '.join(event.get('detail') or [])}; starting a fresh worker")  # fmt: skip
 
 
-def write_worker_job(launches: Sequence[Launch], scratch: Path) -> Path:
+def write_worker_job(launches: Sequence[Launch], scratch: Path, task_index_cache: Path | None = None) -> Path:
     """The job file of a worker over `launches` (one cell each): per cell the lmms-eval arguments of its
-    process-route command, its scratch folder and its log; events go to EVENTS_FILE beside it."""
+    process-route command, its scratch folder and its log; events go to EVENTS_FILE beside it. The worker
+    keeps lmms-eval's task index in `task_index_cache` (scope_eval.lmms.task_index) when given."""
     job = {
         "events": str(scratch / EVENTS_FILE),
+        "task_index_cache": str(task_index_cache) if task_index_cache is not None else None,
         "cells": [
             {"argv": _lmms_eval_arguments(launch.command), "work_dir": str(launch.work_dir), "log": str(launch.work_dir / LOG_FILE)}
             for launch in launches

@@ -16,8 +16,10 @@ launch (`python -m lmms_eval <arguments>`), its scratch folder and its log. For 
    buffer the same tensor, unmodified in place; every module's hooks and instance attributes, and the
    processor's, as they were after loading). A model that is not is never used again: the worker stops.
 
-The task index (lmms-eval's `TaskManager`) is built once per worker; each cell's tasks are loaded from it
-(the datasets library caches the data itself).
+The task index (lmms-eval's `TaskManager`) is built once per worker, or read from the job's
+`task_index_cache` folder when an earlier process of the same output folder built it for the same task
+files (`scope_eval.lmms.task_index`); each cell's tasks are loaded from it (the datasets library caches the
+data itself).
 
 Output: a cell's log receives everything the process writes while that cell runs (file descriptors 1 and 2
 are pointed at it), the model load included for the first cell. Events for the runner go, as JSON lines,
@@ -239,6 +241,8 @@ class Worker:
         from lmms_eval import models
         from lmms_eval.tasks import TaskManager
 
+        from ..lmms.task_index import CachedTaskManager
+
         kwargs = self._kwargs(args)
         loading = (args.model, {key: value for key, value in kwargs.items() if key not in pruning_keys()})
         if self.lm is not None:
@@ -257,7 +261,12 @@ class Worker:
         self.loaded_with = loading
         self.loaded_state = restore_state(*self._restorable())
         self.include_path = args.include_path
-        self.task_manager = TaskManager(args.verbosity, include_path=args.include_path, model_name=args.model)
+        if self.job.get("task_index_cache"):  # built by the first process of the sweep's output folder, read by the rest
+            self.task_manager = CachedTaskManager(
+                args.verbosity, include_path=args.include_path, model_name=args.model, cache_dir=self.job["task_index_cache"]
+            )
+        else:
+            self.task_manager = TaskManager(args.verbosity, include_path=args.include_path, model_name=args.model)
         # Everything alive now (modules, weights, the task index: about half a million objects) lives as long
         # as the worker: moved out of the collector's sight, the full collection lmms-eval runs after each
         # evaluation scans only what a cell created (0.25-0.3 s less per cell on the toy).
