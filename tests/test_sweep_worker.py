@@ -122,11 +122,11 @@ def test_worker_route_equals_one_process_per_cell(backend, tmp_path, request):
 
 @pytest.mark.slow
 def test_a_cell_that_kills_its_worker_twice_fails_alone_and_resume_redoes_only_it(tmp_path):
-    config = config_for(tmp_path / "runs", "llava_hf_scope", TOY, "worker", methods=["none", "scope", "random"], limit=2)
+    config = config_for(tmp_path / "runs", "llava_hf_scope", TOY, "worker", methods=["none", "scope", "random"], limit=6)
     victim = expand(config)[1]
     victim_log = cell_dir(config, victim).parent / f".tmp-{victim.task}" / LOG_FILE
-    worker_child = Path(config.output) / "toy-llava_hf_scope_limit2" / WORKER_DIR / CHILD_FILE
-    kills: list[int] = []
+    worker_child = Path(config.output) / "toy-llava_hf_scope_limit6" / WORKER_DIR / CHILD_FILE
+    kills: list[int] = []  # polled every 10 ms: a cell of 6 documents lasts a few tenths of a second
 
     def kill_worker_in_victim_cell() -> None:
         deadline = time.monotonic() + 600
@@ -136,7 +136,7 @@ def test_a_cell_that_kills_its_worker_twice_fails_alone_and_resume_redoes_only_i
                 started = victim_log.stat().st_ctime
                 pgid = json.loads(worker_child.read_text())["pgid"]
             except (OSError, ValueError, KeyError):
-                time.sleep(0.05)
+                time.sleep(0.01)
                 continue
             # the restarted worker may not have written its child.json yet: never count the killed one twice
             if pgid not in kills and started != seen and "run in the sweep worker" in victim_log.read_text():
@@ -146,7 +146,7 @@ def test_a_cell_that_kills_its_worker_twice_fails_alone_and_resume_redoes_only_i
                     continue
                 seen = started
                 kills.append(pgid)
-            time.sleep(0.05)
+            time.sleep(0.01)
 
     killer = threading.Thread(target=kill_worker_in_victim_cell, daemon=True)
     killer.start()
@@ -238,22 +238,31 @@ def test_interrupted_worker_sweep_stops_its_worker_and_resumes_without_redoing_f
 
     import yaml
 
-    data = config_data(tmp_path / "runs", "llava_hf_scope", TOY, "worker", methods=["none", "scope", "random"], limit=2)
+    data = config_data(tmp_path / "runs", "llava_hf_scope", TOY, "worker", methods=["none", "scope", "random"], limit=6)
     config, config_file = sweep_from_dict(data), tmp_path / "sweep.yaml"
     config_file.write_text(yaml.safe_dump(data))
     second = expand(config)[1]
     second_log = cell_dir(config, second).parent / f".tmp-{second.task}" / LOG_FILE
-    worker_child = Path(config.output) / "toy-llava_hf_scope_limit2" / WORKER_DIR / CHILD_FILE
+    worker_child = Path(config.output) / "toy-llava_hf_scope_limit6" / WORKER_DIR / CHILD_FILE
     command = [sys.executable, "-m", "scope_eval", "sweep", str(config_file)]
     sweep = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 600
     first = cell_dir(config, expand(config)[0]) / CELL_FILE
-    # interrupted once the first cell is sealed and the second has started (on a loaded machine the parent
-    # may seal the first a moment after the worker has moved on)
-    while not (first.is_file() and second_log.is_file() and "run in the sweep worker" in second_log.read_text()) and time.monotonic() < deadline:
-        time.sleep(0.05)
+
+    def wait_for(condition) -> None:
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    # The interrupt must land inside the second cell, which takes well under a second: the worker is frozen
+    # (SIGSTOP) as soon as that cell starts, the parent seals the first cell meanwhile, the sweep is
+    # interrupted, and the worker resumes only once the sweep's SIGTERM waits for it.
+    wait_for(lambda: second_log.is_file() and "run in the sweep worker" in second_log.read_text())
     worker = json.loads(worker_child.read_text())["pgid"]
+    os.killpg(worker, signal.SIGSTOP)
+    wait_for(first.is_file)
     sweep.send_signal(signal.SIGINT)
+    wait_for(lambda: sweep.poll() is not None or _pending(worker, signal.SIGTERM))
+    os.killpg(worker, signal.SIGCONT)
     output, _ = sweep.communicate(timeout=120)
     assert sweep.returncode == 130 and "interrupted" in output, output
     time.sleep(0.5)
@@ -263,3 +272,13 @@ def test_interrupted_worker_sweep_stops_its_worker_and_resumes_without_redoing_f
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert "1 already finished, 2 to run" in rerun.stdout
     assert first.read_bytes() == before and len(list(Path(config.output).rglob(CELL_FILE))) == 3
+
+
+def _pending(pid: int, signum: int) -> bool:
+    """Whether `signum` is pending for process `pid` (delivered once a stopped process continues)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return True  # gone
+    masks = [int(line.split()[1], 16) for line in status.splitlines() if line.startswith(("SigPnd:", "ShdPnd:"))]
+    return any(mask >> (signum - 1) & 1 for mask in masks)
