@@ -245,7 +245,10 @@ def test_interrupted_worker_sweep_stops_its_worker_and_resumes_without_redoing_f
     second_log = cell_dir(config, second).parent / f".tmp-{second.task}" / LOG_FILE
     worker_child = Path(config.output) / "toy-llava_hf_scope_limit6" / WORKER_DIR / CHILD_FILE
     command = [sys.executable, "-m", "scope_eval", "sweep", str(config_file)]
-    sweep = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Ctrl-C's default disposition in the sweep even where pytest itself was started with SIGINT ignored
+    # (a background job of a non-interactive shell): Python then ignores it too, and nothing is interrupted.
+    sweep = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     deadline = time.monotonic() + 600
     first = cell_dir(config, expand(config)[0]) / CELL_FILE
 
