@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOCK := requirements/requirements.lock.txt
 LLAVA_LOCK := requirements/llava.txt
-# data-parallel CPU processes per toy sweep in `make demo` / `make regress` (the 2-core machines this targets)
+# worker processes per toy sweep in `make demo` / `make regress` (the 2-core machines this targets)
 PROCESSES := 2
 
 .PHONY: setup test smoke demo regress lock test-latest clean-venv
@@ -40,9 +40,9 @@ smoke: $(STAMP)
 ## (pre-LLM methods on all three, the in-LLM FastV / PDrop / DART / SparseVLM on LLaVA-1.5 and FastV / PDrop / DART
 ## on Qwen2-VL in the same sweeps), through lmms-eval, offline; writes tables with intervals, significance and
 ## agreement, and the accuracy-vs-cost plots under results/toy/.
-## Each cell's documents are split over PROCESSES data-parallel CPU processes (one model load each), as
-## over GPUs: the same answers (tests/test_sweep_worker.py), about half the time on 2 cores. On one core:
-## make demo PROCESSES=1.
+## The toy configs say `parallel: cells`: PROCESSES one-process workers (one model load each) share each
+## sweep's cells, whole cells each, with the same answers as one process (tests/test_sweep_worker.py). On
+## one core: make demo PROCESSES=1.
 demo: $(STAMP)
 	$(BIN)/scope-eval sweep configs/toy_llava15.yaml --output runs/toy --num-processes $(PROCESSES)
 	$(BIN)/scope-eval sweep configs/toy_llava_next.yaml --output runs/toy --num-processes $(PROCESSES)

@@ -3,9 +3,10 @@
     .venv/bin/python scripts/time_runs.py --job smoke --job regress --repeats 3 --output runs/timing
     .venv/bin/python scripts/time_runs.py --job demo --route worker:2 --repeats 1
 
-A route is ISOLATION:PROCESSES: process:1 is the route before issue 19 (one lmms-eval launch per cell),
-worker:1 loads each model once, worker:2 also splits each cell's documents over 2 data-parallel processes
-(what `make demo` and `make regress` run).
+A route is ISOLATION:PROCESSES[:PARALLEL]: process:1 is the route before issue 19 (one lmms-eval launch per
+cell), worker:1 loads each model once, worker:2:documents also splits each cell's documents over 2
+data-parallel processes, worker:2:cells spreads whole cells over 2 one-process workers; worker:2 (no
+PARALLEL) takes the sweep configs' own choice, as `make demo` and `make regress` do (the toy configs: cells).
 
 Each run starts in a fresh output folder (nothing resumed) and runs the same scope-eval commands as the
 Makefile target. Runs are interleaved (repeat 1 of every job and route, then repeat 2, ...) so that a change
@@ -30,7 +31,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-ROUTES = ("process:1", "worker:1", "worker:2")
+ROUTES = ("process:1", "worker:1", "worker:2:documents", "worker:2:cells")
 BIN = Path(sys.executable).parent
 
 
@@ -49,6 +50,12 @@ def job_commands(job: str, out: Path, sweep_options: list[str]) -> list[list[str
     raise SystemExit(f"unknown job {job!r}; choose smoke, regress or demo")
 
 
+def step_name(command: list[str]) -> str:
+    """`sweep configs/x.yaml`, `regress configs/...`, `report`: the command without machine paths."""
+    subcommand = command[1]
+    return f"{subcommand} {command[2]}" if subcommand in ("sweep", "regress") else subcommand
+
+
 def generation_seconds(out: Path) -> float:
     """Sum of generate_s over every answered document of the runs under `out` (samples files)."""
     from scope_eval.sweeps.cost import sample_costs
@@ -56,27 +63,36 @@ def generation_seconds(out: Path) -> float:
     return sum(float(cost.get("generate_s") or 0.0) for samples in out.rglob("samples_*.jsonl") for cost in sample_costs(samples))
 
 
+def route_options(route: str) -> list[str]:
+    """The sweep options of a route ISOLATION:PROCESSES[:PARALLEL] (no PARALLEL: the config's own)."""
+    isolation, processes, *parallel = route.split(":")
+    return ["--isolation", isolation, "--num-processes", processes, *(["--parallel", *parallel] if parallel else [])]
+
+
 def timed_run(job: str, route: str, log: Path) -> dict:
-    isolation, processes = route.split(":")
-    sweep_options = ["--isolation", isolation, "--num-processes", processes]
+    processes = route.split(":")[1]
+    sweep_options = route_options(route)
     with tempfile.TemporaryDirectory(prefix=f"time-{job}-") as scratch:
         out = Path(scratch) / "runs"
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
+        steps = []  # wall seconds of each command (each sweep, the report)
         with log.open("a") as handle:
             for command in job_commands(job, out, sweep_options):
                 handle.write(f"$ {' '.join(command)}\n")
                 handle.flush()
+                step_started = time.perf_counter()
                 result = subprocess.run(command, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT)
                 if result.returncode != 0:
                     raise SystemExit(f"{job} ({route}) failed with exit code {result.returncode}; see {log}")
+                steps.append({"step": step_name(command), "wall_s": round(time.perf_counter() - step_started, 1)})
         wall = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         generate = generation_seconds(out)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"job": job, "route": route, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
             "load_1min": round(os.getloadavg()[0], 2), "generate_s": round(generate, 1),
-            "outside_generation": round(1.0 - generate / int(processes) / wall, 3)}  # fmt: skip
+            "outside_generation": round(1.0 - generate / int(processes) / wall, 3), "steps": steps}  # fmt: skip
 
 
 def summary_table(runs: list[dict]) -> str:
@@ -98,7 +114,7 @@ def summary_table(runs: list[dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--job", action="append", choices=("smoke", "regress", "demo"), required=True)
-    parser.add_argument("--route", action="append", choices=ROUTES, help=f"routes to time (default: all of {', '.join(ROUTES)})")
+    parser.add_argument("--route", action="append", choices=(*ROUTES, "worker:2"), help=f"routes to time (default: all of {', '.join(ROUTES)})")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--output", type=Path, default=REPO / "runs" / "timing")
     args = parser.parse_args(argv)

@@ -119,3 +119,25 @@ def test_isolation_is_chosen_on_the_command_line_as_in_the_config(tmp_path):
     assert "scope_eval.sweeps.worker" not in dry_run("--isolation", "process")
     refused = CliRunner().invoke(app, ["sweep", str(config), "--dry-run", "--isolation", "threads"])
     assert refused.exit_code == 2 and "isolation must be one of worker, process" in refused.output
+
+
+def test_parallel_cells_spreads_whole_cells_over_workers_and_names_its_limits(tmp_path):
+    """--parallel cells with --num-processes 2: two one-process workers share the cells; documents (the
+    default): one accelerate launch whose ranks split every cell. Bad combinations name the fix."""
+    config = ROOT / "configs" / "toy_llava15.yaml"
+
+    def invoke(*args: str):
+        return CliRunner().invoke(app, ["sweep", str(config), "--dry-run", "--output", str(tmp_path), "--method", "none", *args])
+
+    cells = invoke("--num-processes", "2", "--parallel", "cells")
+    assert cells.exit_code == 0, cells.output
+    assert "in 2 worker processes sharing the cells" in cells.output and "accelerate" not in cells.output
+    documents = invoke("--num-processes", "2", "--parallel", "documents")
+    assert "in one worker process" in documents.output and "accelerate.commands.launch" in documents.output
+    refused = invoke("--parallel", "threads")
+    assert refused.exit_code == 2 and "parallel must be one of documents, cells" in refused.output
+    refused = invoke("--parallel", "cells", "--isolation", "process")
+    assert refused.exit_code == 2 and "parallel: cells needs isolation: worker" in refused.output
+    # a config that says cells, run with --isolation process: each lmms-eval launch is data parallel
+    process = invoke("--num-processes", "2", "--isolation", "process")
+    assert process.exit_code == 0 and "accelerate.commands.launch" in process.output, process.output

@@ -6,6 +6,7 @@ alone, and the next run redoes only that cell."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -20,7 +21,7 @@ from rich.console import Console
 
 from scope_eval.sweeps.cells import CELL_FILE, cell_dir, expand
 from scope_eval.sweeps.config import sweep_from_dict
-from scope_eval.sweeps.runner import CHILD_FILE, LOG_FILE, WORKER_DIR, run_sweep
+from scope_eval.sweeps.runner import CHILD_FILE, EVENTS_FILE, LOG_FILE, WORKER_DIR, run_sweep
 from scope_eval.sweeps.worker import pruning_leftovers, restore_problems, restore_state
 
 REPO = Path(__file__).resolve().parents[1]
@@ -87,33 +88,75 @@ def original_toy(tmp_path_factory) -> Path:
     return export_llava_original(TOY, tmp_path_factory.mktemp("toy_original") / "llava15")
 
 
+def lane_events(model_root: Path) -> dict[str, list[dict]]:
+    """Every worker lane's events so far (whole lines only), by lane folder name."""
+    found = {}
+    for lane in sorted(model_root.glob(WORKER_DIR + "*")):
+        events = []
+        for line in (lane / EVENTS_FILE).read_text().splitlines() if (lane / EVENTS_FILE).is_file() else []:
+            try:
+                events.append(json.loads(line))
+            except ValueError:
+                pass  # being written
+        found[lane.name] = events
+    return found
+
+
+def worker_running(model_root: Path, index: int) -> int | None:
+    """The process group of the worker lane now inside cell `index` of the job (started, not ended)."""
+    for lane, events in lane_events(model_root).items():
+        starts = [e["cell"] for e in events if e.get("event") == "start"]
+        ended = {e["cell"] for e in events if e.get("event") == "end"}
+        if starts and starts[-1] == index and index not in ended:
+            try:
+                return json.loads((model_root / lane / CHILD_FILE).read_text())["pgid"]
+            except (OSError, ValueError, KeyError):
+                return None
+    return None
+
+
+# worker: one process, cells in turn; cells: whole cells spread over 2 one-process workers (parallel: cells)
+WORKER_ROUTES = {"worker": {}, "cells": {"num_processes": 2, "parallel": "cells"}}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["llava_hf_scope", "llava_scope"])
 def test_worker_route_equals_one_process_per_cell(backend, tmp_path, request):
     pretrained = TOY if backend == "llava_hf_scope" else request.getfixturevalue("original_toy")
     routes = {}
-    for isolation in ("process", "worker"):
-        config = config_for(tmp_path / isolation, backend, pretrained, isolation)
+    for route in ("process", *WORKER_ROUTES):
+        isolation = "process" if route == "process" else "worker"
+        config = config_for(tmp_path / route, backend, pretrained, isolation, **WORKER_ROUTES.get(route, {}))
         console, text = recording_console()
         summary = run_sweep(config, console=console)
-        routes[isolation] = (config, summary, text.getvalue())
-    (process_config, process_summary, _), (worker_config, worker_summary, shown) = routes["process"], routes["worker"]
-    assert [cell.name() for cell, _ in worker_summary.failed] == ["fastv_l1_unreachable b64 scope_toy_pope"]
+        routes[route] = (config, summary, text.getvalue())
+    process_config, process_summary, _ = routes["process"]
     assert [cell.name() for cell, _ in process_summary.failed] == ["fastv_l1_unreachable b64 scope_toy_pope"]
-    assert "budget_unit=after_layer" in worker_summary.failed[0][1], "the cell's own error, from its log"
-    assert len(worker_summary.finished) == 3
-    process_outcomes, worker_outcomes = outcome_by_cell(process_config, process_summary), outcome_by_cell(worker_config, worker_summary)
-    assert worker_outcomes == process_outcomes
-    assert {len(samples) for samples in worker_outcomes.values() if samples != "failed"} == {3}
-    for cell in expand(worker_config):
-        if cell.method.label == "fastv_l1_unreachable":
-            continue
-        process_record = json.loads((cell_dir(process_config, cell) / CELL_FILE).read_text())
-        worker_record = json.loads((cell_dir(worker_config, cell) / CELL_FILE).read_text())
-        assert worker_record["results"] == process_record["results"]
-        assert worker_record["visual_tokens"] == process_record["visual_tokens"]
-        assert worker_record["fingerprint"] == process_record["fingerprint"]
-        assert worker_record["timing"]["isolation"] == "worker" and worker_record["timing"]["cell_seconds"] > 0
+    process_outcomes = outcome_by_cell(process_config, process_summary)
+    for route in WORKER_ROUTES:
+        worker_config, worker_summary, _ = routes[route]
+        assert [cell.name() for cell, _ in worker_summary.failed] == ["fastv_l1_unreachable b64 scope_toy_pope"], route
+        assert "budget_unit=after_layer" in worker_summary.failed[0][1], "the cell's own error, from its log"
+        assert len(worker_summary.finished) == 3
+        worker_outcomes = outcome_by_cell(worker_config, worker_summary)
+        assert worker_outcomes == process_outcomes, route
+        assert {len(samples) for samples in worker_outcomes.values() if samples != "failed"} == {3}
+        for cell in expand(worker_config):
+            if cell.method.label == "fastv_l1_unreachable":
+                continue
+            process_record = json.loads((cell_dir(process_config, cell) / CELL_FILE).read_text())
+            worker_record = json.loads((cell_dir(worker_config, cell) / CELL_FILE).read_text())
+            assert worker_record["results"] == process_record["results"]
+            assert worker_record["visual_tokens"] == process_record["visual_tokens"]
+            assert worker_record["fingerprint"] == process_record["fingerprint"]
+            assert worker_record["timing"]["isolation"] == "worker" and worker_record["timing"]["cell_seconds"] > 0
+    cells_config, _, cells_shown = routes["cells"]
+    lanes = lane_events(Path(cells_config.output) / f"toy-{backend}_limit3")
+    started = {lane: sorted(e["cell"] for e in events if e["event"] == "start") for lane, events in lanes.items()}
+    assert set(started) == {WORKER_DIR, WORKER_DIR + "-1"} and all(started.values()), started
+    assert sorted(sum(started.values(), [])) == [0, 1, 2, 3], "each cell evaluated once, by one of the two workers"
+    assert "in 2 worker processes sharing the cells" in cells_shown
+    worker_config, _, shown = routes["worker"]
     # feedback: each cell's log when it starts, on one line even at 80 columns; its own time when it ends
     scope_log = cell_dir(worker_config, expand(worker_config)[1]).parent / ".tmp-scope_toy_pope" / LOG_FILE
     assert f"start  scope b64 scope_toy_pope  log: {scope_log}" in shown.splitlines()
@@ -275,6 +318,86 @@ def test_interrupted_worker_sweep_stops_its_worker_and_resumes_without_redoing_f
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert "1 already finished, 2 to run" in rerun.stdout
     assert first.read_bytes() == before and len(list(Path(config.output).rglob(CELL_FILE))) == 3
+
+
+@pytest.mark.slow
+def test_cells_spread_over_workers_a_crash_fails_only_its_cell_and_resume_redoes_only_it(tmp_path):
+    """parallel: cells: the worker inside the victim cell is SIGKILLed twice (each time in a fresh worker);
+    the victim fails alone, the other worker's cells and the rest of the queue finish, a re-run redoes only it."""
+    config = config_for(tmp_path / "runs", "llava_hf_scope", TOY, "worker", methods=["none", "scope", "random", "saliency"],
+                        limit=6, num_processes=2, parallel="cells")  # fmt: skip
+    model_root = Path(config.output) / "toy-llava_hf_scope_limit6"
+    victim = expand(config)[1]
+    kills: list[int] = []
+
+    def kill_the_worker_in_the_victim_cell() -> None:
+        deadline = time.monotonic() + 600
+        while len(kills) < 2 and time.monotonic() < deadline:
+            pgid = worker_running(model_root, 1)  # the job lists every cell: the victim is always cell 1
+            if pgid is not None and pgid not in kills:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pgid, signal.SIGKILL)
+                    kills.append(pgid)
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_the_worker_in_the_victim_cell, daemon=True)
+    killer.start()
+    console, text = recording_console()
+    summary = run_sweep(config, console=console)
+    killer.join(timeout=5)
+    assert len(kills) == 2, "two workers, each killed inside the victim cell"
+    assert [cell.name() for cell, _ in summary.failed] == [victim.name()], text.getvalue()
+    assert "killed by signal 9" in summary.failed[0][1] and "twice" in summary.failed[0][1]
+    assert {cell.name() for cell in summary.finished} == {cell.name() for cell in expand(config)} - {victim.name()}
+    assert "a fresh worker takes it again" in text.getvalue()
+    finished = {cell.name(): (cell_dir(config, cell) / CELL_FILE).read_bytes() for cell in summary.finished}
+
+    summary = run_sweep(config, console=console)  # resume: only the failed cell runs
+    assert [cell.name() for cell in summary.finished] == [victim.name()] and len(summary.skipped) == 3 and summary.ok
+    assert {cell.name(): (cell_dir(config, cell) / CELL_FILE).read_bytes() for cell in summary.skipped} == finished
+
+
+@pytest.mark.slow
+def test_interrupted_cells_sweep_stops_every_worker_and_resumes_without_redoing_finished_cells(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    data = config_data(tmp_path / "runs", "llava_hf_scope", TOY, "worker", methods=["none", "scope", "random"], limit=6,
+                       num_processes=2, parallel="cells")  # fmt: skip
+    config, config_file = sweep_from_dict(data), tmp_path / "sweep.yaml"
+    config_file.write_text(yaml.safe_dump(data))
+    model_root = Path(config.output) / "toy-llava_hf_scope_limit6"
+    command = [sys.executable, "-m", "scope_eval", "sweep", str(config_file)]
+    sweep = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    deadline = time.monotonic() + 600
+
+    def wait_for(condition):
+        while not (found := condition()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return found
+
+    # The worker on cell 1 is frozen inside it, so the interrupt always finds a cell running; the other
+    # worker seals cell 0 (and maybe cell 2) meanwhile.
+    frozen = wait_for(lambda: worker_running(model_root, 1))
+    os.killpg(frozen, signal.SIGSTOP)
+    wait_for((cell_dir(config, expand(config)[0]) / CELL_FILE).is_file)
+    workers = [json.loads((lane / CHILD_FILE).read_text())["pgid"] for lane in model_root.glob(WORKER_DIR + "*") if (lane / CHILD_FILE).is_file()]
+    sweep.send_signal(signal.SIGINT)
+    wait_for(lambda: sweep.poll() is not None or _pending(frozen, signal.SIGTERM))
+    os.killpg(frozen, signal.SIGCONT)
+    output, _ = sweep.communicate(timeout=120)
+    assert sweep.returncode == 130 and "interrupted" in output, output
+    time.sleep(0.5)
+    assert workers and not any(Path(f"/proc/{pgid}").exists() for pgid in workers), "every worker stopped with the sweep"
+    sealed = {path: path.read_bytes() for path in Path(config.output).rglob(CELL_FILE)}
+    assert 1 <= len(sealed) <= 2 and not (cell_dir(config, expand(config)[1]) / CELL_FILE).exists()
+    rerun = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert f"{len(sealed)} already finished, {3 - len(sealed)} to run" in rerun.stdout
+    assert {path: path.read_bytes() for path in sealed} == sealed and len(list(Path(config.output).rglob(CELL_FILE))) == 3
 
 
 def _pending(pid: int, signum: int) -> bool:

@@ -25,6 +25,9 @@ def test_jobs_run_the_makefile_targets_commands_on_the_chosen_route(tmp_path):
     assert demo[-1][1] == "report" and len(demo) == makefile.count("scope-eval sweep configs/toy_") + 1
     (regress,) = time_runs.job_commands("regress", tmp_path, [])
     assert f"scope-eval regress {regress[2]}" in makefile
+    assert time_runs.route_options("worker:2:cells") == ["--isolation", "worker", "--num-processes", "2", "--parallel", "cells"]
+    assert time_runs.route_options("process:1") == ["--isolation", "process", "--num-processes", "1"]
+    assert time_runs.step_name(regress) == "regress configs/regression/toy.yaml" and time_runs.step_name(demo[-1]) == "report"
 
 
 def test_generation_share_and_medians(tmp_path):

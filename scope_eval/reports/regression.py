@@ -391,7 +391,8 @@ def regress(
     config_path: Path = typer.Argument(..., help="regression config, e.g. configs/regression/toy.yaml"),
     runs: Path | None = typer.Option(None, "--output", "--runs", help="runs folder to use (and resume); default: a fresh temporary one (--runs: old spelling)"),
     update_baseline: bool = typer.Option(False, "--update-baseline", help="store this run as the new baseline"),
-    num_processes: int | None = typer.Option(None, "--num-processes", help="processes per sweep (data parallel, as scope-eval sweep --num-processes)"),
+    num_processes: int | None = typer.Option(None, "--num-processes", help="processes per sweep, as scope-eval sweep --num-processes"),
+    parallel: str | None = typer.Option(None, "--parallel", help="documents or cells, as scope-eval sweep --parallel"),
     isolation: str | None = typer.Option(None, "--isolation", help="worker (default) or process, as scope-eval sweep --isolation"),
 ) -> None:
     """Re-run a fixed subset and fail, naming each metric whose documents got significantly worse than the baseline's."""
@@ -401,8 +402,11 @@ def regress(
         baseline = None if update_baseline else read_baseline(config.baseline, config.limit)  # before hours of runs
         with tempfile.TemporaryDirectory(prefix="scope-regress-") as scratch:
             runs_dir = runs or Path(scratch)
-            # None keeps each sweep's own number of processes and isolation
-            sweeps = [with_overrides(sweep, num_processes=num_processes, isolation=isolation) for sweep in subset_sweeps(config, runs_dir)]
+            # None keeps each sweep's own number of processes, parallelism and isolation
+            sweeps = [
+                with_overrides(sweep, num_processes=num_processes, parallel=parallel, isolation=isolation)
+                for sweep in subset_sweeps(config, runs_dir)
+            ]
             finished = run_subset(sweeps, console)
             current = measured(runs_dir, {sweep.model.name: sweep.limit for sweep in sweeps})
             if update_baseline:

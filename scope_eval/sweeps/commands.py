@@ -18,6 +18,7 @@ from .scores import report_hint, score_table
 def sweep(
     config_path: Path = typer.Argument(..., metavar="CONFIG", help="Sweep YAML, e.g. configs/llava15_7b_table1.yaml"),
     num_processes: Optional[int] = typer.Option(None, "--num-processes", help="Processes (GPUs) per lmms-eval launch; >1 uses accelerate launch."),
+    parallel: Optional[str] = typer.Option(None, "--parallel", help="With --num-processes > 1: documents (each cell split over the processes, the default) or cells (whole cells spread over independent workers; many short cells)."),
     limit: Optional[str] = typer.Option(None, "--limit", help="Documents per task (N, or a fraction in (0,1)); limited runs go to their own folders."),
     methods: Optional[List[str]] = typer.Option(None, "--method", help="Run only this method (name or label; repeatable or comma-separated). Config entries keep their options."),
     budgets: Optional[List[str]] = typer.Option(None, "--budget", help="Run these budgets instead of the config's (repeatable or comma-separated). The unpruned cells are not affected."),
@@ -39,6 +40,7 @@ def sweep(
         config = with_overrides(
             load_sweep(config_path),
             num_processes=num_processes,
+            parallel=parallel,
             limit=_parse_limit(limit),
             methods=split_values(methods),
             budgets=whole_numbers(budgets, "--budget"),

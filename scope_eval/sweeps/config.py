@@ -84,6 +84,9 @@ class MethodSpec:
 
 
 ISOLATIONS = ("worker", "process")
+# How num_processes > 1 share a sweep (runner.py): each cell's documents split over the processes, or whole
+# cells handed out to independent one-process workers.
+PARALLELS = ("documents", "cells")
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,9 @@ class SweepConfig:
     budget_policy: str | None = None  # llava-next only; None = the plugin's default (per_crop)
     limit: int | float | None = None  # lmms-eval --limit: N docs, or a fraction in (0, 1)
     num_processes: int = 1
+    # documents: every cell split over the num_processes ranks of one accelerate launch (data parallel);
+    # cells: num_processes independent workers (one GPU each), each evaluating whole cells. See runner.py.
+    parallel: str = "documents"
     batch_size: int = 1
     group_tasks: bool = False  # one lmms-eval process per (method, budget) for all tasks, see runner.py
     # worker: one process loads the model once and evaluates every cell on it; process: one lmms-eval
@@ -219,6 +225,8 @@ def with_overrides(config: SweepConfig, **overrides: Any) -> SweepConfig:
         given["budgets"] = ()
     elif "budgets" in given and "keep_ratios" not in given:
         given["keep_ratios"] = ()
+    if given.get("isolation") == "process" and "parallel" not in given:  # one lmms-eval launch per cell: only its
+        given["parallel"] = "documents"  # own data parallelism applies, whatever the config file chose
     if "include_path" in given:  # from the command line: relative to the shell's folder
         given["include_path"] = str(Path(given["include_path"]).expanduser().resolve())
     for key in ("budgets", "keep_ratios", "tasks"):
@@ -309,6 +317,12 @@ def validate(config: SweepConfig, where: str) -> None:
     if config.isolation not in ISOLATIONS:
         raise SweepConfigError(f"{where}: isolation must be one of {', '.join(ISOLATIONS)}, got {config.isolation!r} "
                                "(worker: one model load per sweep; process: one lmms-eval launch per cell)")  # fmt: skip
+    if config.parallel not in PARALLELS:
+        raise SweepConfigError(f"{where}: parallel must be one of {', '.join(PARALLELS)}, got {config.parallel!r} "
+                               "(documents: each cell split over the processes; cells: whole cells spread over them)")  # fmt: skip
+    if config.parallel == "cells" and config.isolation != "worker":
+        raise SweepConfigError(f"{where}: parallel: cells needs isolation: worker (whole cells are handed to sweep workers); "
+                               "with isolation: process use parallel: documents")  # fmt: skip
     for flag in ("offline", "group_tasks"):
         if not isinstance(getattr(config, flag), bool):
             raise SweepConfigError(f"{where}: {flag} must be true or false, got {getattr(config, flag)!r}")

@@ -17,16 +17,24 @@ Two routes (the config's `isolation`); both write the same cell folders, judged 
   (method, budget) for all its tasks). For a method whose state cannot be restored in place; `--evaluator`
   (another interpreter or program standing in for lmms-eval) always takes this route.
 
-Several processes (`num_processes` > 1, GPUs). Both routes are data parallel per cell: `accelerate launch`
-starts N ranks, each rank of the worker loads the model once, and every cell is split over all ranks by
-lmms-eval (its own sharding, gathering and padding: the code path the plugin's 1-process == 2-process test
-covers). Spreading whole cells over GPUs instead was rejected: a paper sweep has few, long cells (a full
-benchmark per cell, e.g. 16 cells for configs/llava15_7b_table1.yaml, lengths varying 10x between tasks),
-so whole-cell spreading leaves GPUs idle at the end of the queue, a cell then ends only after its whole
-run on one GPU (later sealing, more lost on a crash), and it would need a scheduler of our own beside
-lmms-eval's. Data parallel keeps every GPU busy on every cell and each cell's numbers gathered exactly as
-a plain `accelerate launch -m lmms_eval` gathers them. With several ranks any error in a cell ends the
-worker (the other ranks would wait for the failed one), so it counts as a worker death of that cell.
+Several processes (`num_processes` > 1, GPUs): two ways, the config's `parallel`.
+- `documents` (the default). Data parallel per cell: `accelerate launch` starts N ranks, each rank of the
+  worker loads the model once, and every cell is split over all ranks by lmms-eval (its own sharding,
+  gathering and padding: the code path the plugin's 1-process == 2-process test covers). Right for a paper
+  sweep: few, long cells (a full benchmark per cell, e.g. 16 cells for configs/llava15_7b_table1.yaml,
+  lengths varying 10x between tasks) keep every GPU busy on every cell, and each cell ends (and is sealed)
+  as soon as possible. With several ranks any error in a cell ends the worker (the other ranks would wait
+  for the failed one), so it counts as a worker death of that cell.
+- `cells`. N independent one-process workers ("lanes", CUDA_VISIBLE_DEVICES one GPU each), fed whole cells
+  one at a time from one queue over their stdin. Right for many short cells (the toy sweeps: hundreds of
+  cells of 12-60 documents): a data-parallel cell pays lmms-eval's fixed per-evaluation work on every
+  rank and waits at its end for the slowest rank, a whole cell pays it once and waits for nobody, and no
+  process group or accelerate launcher is started. Each cell is evaluated exactly as by a one-process
+  worker, so its numbers are those of `num_processes: 1`; an error fails only its cell, a crash only the
+  cell its worker was on (retried once by a fresh worker, as above). The end of the queue leaves lanes
+  idle for at most one cell.
+`num_processes` and `parallel` never change a cell's numbers (they are not in its fingerprint): a sweep
+interrupted under one may be resumed under the other.
 
 Atomicity. A cell (or a process launch) writes into a scratch folder `.tmp-*` next to its cells, wiped
 before every start. A cell becomes finished in one step: its folder, complete with `cell.json`, is renamed
@@ -48,6 +56,7 @@ launch's time, said so). `scope-eval sweep` then prints a score table and the re
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import dataclasses
@@ -147,11 +156,15 @@ def describe_plan(config: SweepConfig, evaluator: Sequence[str] | None = None) -
     launches = plan_launches(config if isolation == "process" else one_cell_per_launch(config), pending, evaluator)
     lines = [
         f"# {len(cells)} cells: {len(done)} finished, {len(conflicts)} in conflict, "
-        f"{len(pending)} to run {_how(isolation, launches)}; output {config.output}"
+        f"{len(pending)} to run {_how(config, isolation, launches)}; output {config.output}"
     ]
     if isolation == "worker" and launches:
         worker = shlex.join(worker_command(config, Path("JOB.json")))
-        lines.append(f"# one worker ({worker}) evaluates in-process, on one model load, what each command below would")
+        if _lane_count(config, launches) > 1:
+            lines.append(f"# {_lane_count(config, launches)} workers ({worker}, one GPU each, cell indices fed on stdin) "
+                         "share the commands below, each evaluating whole cells in-process on its one model load")  # fmt: skip
+        else:
+            lines.append(f"# one worker ({worker}) evaluates in-process, on one model load, what each command below would")
     lines += [f"# conflict: {reason}" for _, reason in conflicts]
     lines += [f"# damaged, will be moved aside and run again: {reason}" for _, reason in damaged]
     for launch in launches:
@@ -179,7 +192,7 @@ def run_sweep(
     launches = plan_launches(config if isolation == "process" else one_cell_per_launch(config), pending, evaluator)
     console.print(
         f"{config.model.name}: {len(cells)} cells, {len(done)} already finished, {len(pending)} to run "
-        f"{_how(isolation, launches)} -> {config.output}",
+        f"{_how(config, isolation, launches)} -> {config.output}",
         soft_wrap=True,
     )
     for _, reason in damaged:
@@ -208,8 +221,17 @@ def _isolation(config: SweepConfig, evaluator: Sequence[str] | None) -> str:
     return "process" if evaluator else config.isolation
 
 
-def _how(isolation: str, launches: list[Launch]) -> str:
-    return f"in {len(launches)} lmms-eval launch(es)" if isolation == "process" else "in one worker process (one model load)"
+def _how(config: SweepConfig, isolation: str, launches: list[Launch]) -> str:
+    if isolation == "process":
+        return f"in {len(launches)} lmms-eval launch(es)"
+    if _lane_count(config, launches) > 1:
+        return f"in {_lane_count(config, launches)} worker processes sharing the cells (one model load each)"
+    return "in one worker process (one model load)"
+
+
+def _lane_count(config: SweepConfig, launches: list[Launch]) -> int:
+    """Workers of `parallel: cells` (1 otherwise): one per process, no more than there are cells."""
+    return min(config.num_processes, len(launches)) if config.parallel == "cells" else 1
 
 
 def _progress(console: Console) -> Progress:
@@ -232,19 +254,25 @@ class _Feedback:
         self.progress = progress
         self.summary = summary
         self.cells = progress.add_task("cells", total=cells)
-        self.documents = progress.add_task("documents", total=None, visible=False)
+        self.documents = {0: progress.add_task("documents", total=None, visible=False)}  # one bar per worker lane
         self.seconds: list[float] = []
 
     def print(self, text: str, **options: object) -> None:
         self.progress.console.print(text, soft_wrap=True, **options)  # never wrap a path: it must stay pasteable
 
-    def starting(self, what: str, log: Path) -> None:
+    def starting(self, what: str, log: Path, lane: int = 0) -> None:
         self.progress.update(self.cells, description=f"running {what}")
-        self.progress.reset(self.documents, total=None, visible=False)
+        self.progress.reset(self._documents(lane), total=None, visible=False)
         self.print(f"[cyan]start[/]  {what}  log: {log}", highlight=False)
 
-    def answered(self, done: int, total: int) -> None:
-        self.progress.update(self.documents, completed=done, total=total, visible=True, description="documents of this cell")
+    def answered(self, done: int, total: int, lane: int = 0) -> None:
+        what = "documents of this cell" if lane == 0 and len(self.documents) == 1 else f"documents, worker {lane + 1}"
+        self.progress.update(self._documents(lane), completed=done, total=total, visible=True, description=what)
+
+    def _documents(self, lane: int):
+        if lane not in self.documents:
+            self.documents[lane] = self.progress.add_task("documents", total=None, visible=False)
+        return self.documents[lane]
 
     def finished(self, cell: Cell, outcome: TaskOutcome, seconds: float | None, log: Path, shared: int = 1) -> None:
         """`shared`: cells of one process launch (group_tasks), whose time cannot be told apart."""
@@ -282,13 +310,19 @@ def _run_processes(config: SweepConfig, launches: list[Launch], provenance: dict
 
 
 def one_cell_per_launch(config: SweepConfig) -> SweepConfig:
-    """The worker evaluates and times each cell on its own: group_tasks only groups process launches."""
-    return dataclasses.replace(config, group_tasks=False)
+    """The worker evaluates and times each cell on its own: group_tasks only groups process launches. With
+    `parallel: cells` each cell is a one-process evaluation (what its equivalent command then says)."""
+    return dataclasses.replace(config, group_tasks=False, num_processes=1 if config.parallel == "cells" else config.num_processes)
 
 
 def _run_workers(config: SweepConfig, launches: list[Launch], provenance: dict, feedback: _Feedback) -> None:
     """The worker route: see the module docstring. A worker that dies (crash, OOM-kill, SIGKILL) fails no
     finished cell; the cell it was on is tried once more in a fresh worker and fails on the second death."""
+    for folder in (Path(config.output) / model_folder(config)).glob(WORKER_DIR + "*"):  # every lane of an earlier run
+        stop_stale_child(folder)
+    if _lane_count(config, launches) > 1:
+        _run_worker_lanes(config, launches, provenance, feedback, _lane_count(config, launches))
+        return
     scratch = Path(config.output) / model_folder(config) / WORKER_DIR
     remaining = list(launches)
     deaths: dict[Path, int] = {}  # by the cell's scratch folder (unique per cell)
@@ -298,16 +332,8 @@ def _run_workers(config: SweepConfig, launches: list[Launch], provenance: dict, 
         ended, crashed = _run_worker(config, remaining, scratch, provenance, feedback)
         if crashed is not None:
             launch, reason = crashed
-            deaths[launch.work_dir] = deaths.get(launch.work_dir, 0) + 1
-            _append(launch.work_dir / LOG_FILE, f"\n[scope-eval sweep] {reason} (death {deaths[launch.work_dir]} of this cell)\n")
-            if deaths[launch.work_dir] >= WORKER_DEATHS_PER_CELL:
-                feedback.print(f"[red]worker died twice on {launch.cells[0].name()}[/]: failing it, the next cells go on", highlight=False)
-                outcome = _failed_outcome(launch.cells[0], f"{reason}, twice")
-                _record_failures(launch.work_dir, [(launch.cells[0], outcome)], config)
+            if _worker_death(launch, reason, deaths, config, feedback, "restarting it there"):
                 ended.add(launch.work_dir)
-                feedback.finished(launch.cells[0], outcome, None, launch.work_dir / LOG_FILE)
-            else:
-                feedback.print(f"[yellow]worker died[/] on {launch.cells[0].name()}: {reason}; restarting it there", highlight=False)
         elif not ended:
             reason = f"the sweep worker ended before its first cell; log: {scratch / WORKER_LOG}"
             for launch in remaining:
@@ -357,11 +383,180 @@ def _run_worker(
     return watch.ended, None
 
 
+def _run_worker_lanes(config: SweepConfig, launches: list[Launch], provenance: dict, feedback: _Feedback, count: int) -> None:
+    """`parallel: cells`: `count` independent one-process workers ("lanes", one GPU each), fed one cell at a
+    time from one queue, so that a lane that finishes early takes the next cell (no end-of-sweep imbalance
+    beyond one cell). Each cell is evaluated exactly as by a one-process worker. Deaths as in `_run_workers`:
+    the cell a dying worker was on goes back to the front of the queue and fails on its second death; a
+    cell fed to a worker that exited before starting it goes back without counting."""
+    root = Path(config.output) / model_folder(config)
+    devices = _lane_devices(count)
+    lanes = [_Lane(number, root / _lane_folder(number), devices[number], config, launches, provenance, feedback) for number in range(count)]
+    queue = collections.deque(range(len(launches)))
+    deaths: dict[Path, int] = {}
+    try:
+        while queue or any(lane.process is not None for lane in lanes):
+            for lane in lanes:
+                if lane.process is None:
+                    if not queue or lane.retired:
+                        continue
+                    lane.start()
+                    lane.feed(queue.popleft())  # at once: a worker that dies unfed would look like a clean end
+                lane.read_events()
+                if lane.process.poll() is not None:
+                    lane.read_events()  # what it wrote before it exited
+                    _lane_ended(lane, queue, deaths, launches, config, feedback)
+                elif lane.assigned is None:
+                    if queue:
+                        lane.feed(queue.popleft())
+                    else:
+                        lane.close_input()
+            time.sleep(0.02)  # a fed cell waits at most this long for its worker
+    except BaseException:  # interrupted: stop every worker, but keep every cell they had ended
+        for lane in lanes:
+            lane.stop()
+        raise
+
+
+def _lane_ended(lane: _Lane, queue: collections.deque, deaths: dict[Path, int], launches: list[Launch], config: SweepConfig, feedback: _Feedback) -> None:
+    """A lane's worker exited: put back, or fail, the cell it held."""
+    index, started_any, code = lane.assigned, lane.started_any, lane.finish()
+    if index is None:
+        return
+    launch = launches[index]
+    if not started_any:  # died before its first cell (import error, bad job): every lane would, so nothing more runs
+        reason = f"the sweep worker ended before its first cell (exit code {code}); log: {lane.scratch / WORKER_LOG}"
+        for left in [index, *queue]:
+            feedback.finished(launches[left].cells[0], _failed_outcome(launches[left].cells[0], reason), None, lane.scratch / WORKER_LOG)
+        queue.clear()
+        lane.retired = True
+        return
+    if not lane.was_running(index):  # fed, never started (it stopped after its previous cell): just hand it on
+        queue.appendleft(index)
+        return
+    how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+    reason = f"the sweep worker {how} during this cell (worker log: {lane.scratch / WORKER_LOG})"
+    if not _worker_death(launch, reason, deaths, config, feedback, "a fresh worker takes it again"):
+        queue.appendleft(index)
+
+
+def _worker_death(launch: Launch, reason: str, deaths: dict[Path, int], config: SweepConfig, feedback: _Feedback, retry: str) -> bool:
+    """Count a worker's death inside this cell (noted in its log); True when that fails the cell for good."""
+    deaths[launch.work_dir] = deaths.get(launch.work_dir, 0) + 1
+    _append(launch.work_dir / LOG_FILE, f"\n[scope-eval sweep] {reason} (death {deaths[launch.work_dir]} of this cell)\n")
+    if deaths[launch.work_dir] < WORKER_DEATHS_PER_CELL:
+        feedback.print(f"[yellow]worker died[/] on {launch.cells[0].name()}: {reason}; {retry}", highlight=False)
+        return False
+    feedback.print(f"[red]worker died twice on {launch.cells[0].name()}[/]: failing it, the next cells go on", highlight=False)
+    outcome = _failed_outcome(launch.cells[0], f"{reason}, twice")
+    _record_failures(launch.work_dir, [(launch.cells[0], outcome)], config)
+    feedback.finished(launch.cells[0], outcome, None, launch.work_dir / LOG_FILE)
+    return True
+
+
+def _lane_folder(number: int) -> str:
+    return WORKER_DIR if number == 0 else f"{WORKER_DIR}-{number}"
+
+
+def _lane_devices(count: int) -> list[str]:
+    """The GPU each lane sees as its only one (CUDA_VISIBLE_DEVICES): the i-th of the sweep's own visible
+    devices, or GPU i. Harmless on a CPU-only machine."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    devices = [d.strip() for d in visible.split(",") if d.strip()] if visible is not None else [str(i) for i in range(count)]
+    if len(devices) < count:
+        raise SweepSetupError(f"parallel: cells with {count} processes needs {count} GPUs, but CUDA_VISIBLE_DEVICES={visible!r} "
+                              f"lists {len(devices)}; lower --num-processes or list more devices")  # fmt: skip
+    return devices[:count]
+
+
+class _Lane:
+    """One worker of `parallel: cells`: started with every cell in its job, evaluating those written to its
+    stdin. `assigned`: the index of the cell it was last given and has not ended."""
+
+    def __init__(self, number: int, scratch: Path, device: str, config: SweepConfig, launches: list[Launch], provenance: dict, feedback: _Feedback):
+        self.number, self.scratch, self.device = number, scratch, device
+        self.config, self.launches, self.provenance, self.feedback = config, launches, provenance, feedback
+        self.process: subprocess.Popen | None = None
+        self.assigned: int | None = None
+        self.started_any = False  # whether the current worker has started any cell
+        self.retired = False
+        self._watch: _WorkerEvents | None = None
+        self._reader: _EventReader | None = None
+        self._log = None
+
+    def start(self) -> None:
+        stop_stale_child(self.scratch)
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        self.scratch.mkdir(parents=True)
+        job = write_worker_job(self.launches, self.scratch, Path(self.config.output).resolve() / TASK_INDEX_DIR, feed=True)
+        command = worker_command(self.config, job)
+        self._watch = _WorkerEvents(self.config, self.launches, self.provenance, self.feedback, command, lane=self.number)
+        self._reader = _EventReader(self.scratch / EVENTS_FILE)
+        self._log = (self.scratch / WORKER_LOG).open("w")
+        self._log.write("$ " + shlex.join(command) + "\n")
+        self._log.flush()
+        env = {**os.environ, **child_env(self.config), "CUDA_VISIBLE_DEVICES": self.device}
+        try:
+            self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=self._log, stderr=subprocess.STDOUT, env=env, text=True,
+                                            start_new_session=True, preexec_fn=_die_with_parent(os.getpid()))  # fmt: skip
+        except OSError as error:
+            raise SweepSetupError(f"cannot start the sweep worker {command[0]}: {error.strerror or error}") from None
+        self.started_any = False
+        with contextlib.suppress(OSError):
+            write_json_atomic(self.scratch / CHILD_FILE, {"pgid": self.process.pid, "command": command})
+
+    def feed(self, index: int) -> None:
+        launch = self.launches[index]
+        stop_stale_child(launch.work_dir)  # a process-route child of an earlier run may still write there
+        shutil.rmtree(launch.work_dir, ignore_errors=True)
+        _move_aside_unfinished(self.config, launch)
+        self.assigned = index
+        with contextlib.suppress(OSError):  # a worker that died meanwhile: seen at the next poll
+            self.process.stdin.write(f"{index}\n")
+            self.process.stdin.flush()
+
+    def close_input(self) -> None:
+        """No cell left for it: it ends after the one it is on."""
+        if not self.process.stdin.closed:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
+
+    def read_events(self, ends_only: bool = False) -> None:
+        self._watch.handle(self._reader.new(), ends_only=ends_only)
+        if self._watch.running is not None:
+            self.started_any = True
+        if self.assigned is not None and self.launches[self.assigned].work_dir in self._watch.ended:
+            self.started_any = True
+            self.assigned = None
+
+    def was_running(self, index: int) -> bool:
+        return self._watch is not None and self._watch.running is not None and self._watch.running[0] is self.launches[index]
+
+    def finish(self) -> int:
+        """Close the exited worker's files; its exit code. `assigned` is cleared (the caller decides its fate)."""
+        code = self.process.returncode
+        with contextlib.suppress(OSError):
+            self.close_input()
+        self._reader.__exit__()
+        self._log.close()
+        (self.scratch / CHILD_FILE).unlink(missing_ok=True)
+        self.process, self.assigned = None, None
+        return code
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        _stop(self.process)
+        self.read_events(ends_only=True)
+        self.finish()
+
+
 class _WorkerEvents:
     """The runner's side of the worker's events: feedback as they come, each cell sealed as soon as it ended."""
 
-    def __init__(self, config: SweepConfig, launches: list[Launch], provenance: dict, feedback: _Feedback, command: list[str]):
+    def __init__(self, config: SweepConfig, launches: list[Launch], provenance: dict, feedback: _Feedback, command: list[str], lane: int = 0):
         self.config, self.launches, self.provenance, self.feedback, self.command = config, launches, provenance, feedback, command
+        self.lane = lane
         self.ended: set[Path] = set()  # scratch folders of the cells ended (finished or failed)
         self.running: tuple[Launch, float] | None = None  # the cell started and not ended, and when it started
         self.loaded_seconds: float | None = None
@@ -383,20 +578,22 @@ class _WorkerEvents:
                 self.feedback.print(f"model loaded once in {self.loaded_seconds:.1f} s; cells now run on it", highlight=False)
             elif kind == "start" and launch is not None:
                 self.running = (launch, float(event["time"]))
-                self.feedback.starting(launch.cells[0].name(), launch.work_dir / LOG_FILE)
+                self.feedback.starting(launch.cells[0].name(), launch.work_dir / LOG_FILE, lane=self.lane)
             elif kind == "documents":
-                self.feedback.answered(int(event["done"]), int(event["total"]))
+                self.feedback.answered(int(event["done"]), int(event["total"]), lane=self.lane)
             elif kind == "restore_failed":
                 self.feedback.print(f"[red]restore check failed[/] after {launch.cells[0].name() if launch else '?'}: "
                                     f"{'; '.join(event.get('detail') or [])}; starting a fresh worker")  # fmt: skip
 
 
-def write_worker_job(launches: Sequence[Launch], scratch: Path, task_index_cache: Path | None = None) -> Path:
+def write_worker_job(launches: Sequence[Launch], scratch: Path, task_index_cache: Path | None = None, feed: bool = False) -> Path:
     """The job file of a worker over `launches` (one cell each): per cell the lmms-eval arguments of its
     process-route command, its scratch folder and its log; events go to EVENTS_FILE beside it. The worker
-    keeps lmms-eval's task index in `task_index_cache` (scope_eval.lmms.task_index) when given."""
+    keeps lmms-eval's task index in `task_index_cache` (scope_eval.lmms.task_index) when given. `feed`: it
+    evaluates only the cells whose index it reads on stdin (`parallel: cells`), else all, in order."""
     job = {
         "events": str(scratch / EVENTS_FILE),
+        "feed": feed,
         "task_index_cache": str(task_index_cache) if task_index_cache is not None else None,
         "cells": [
             {"argv": _lmms_eval_arguments(launch.command), "work_dir": str(launch.work_dir), "log": str(launch.work_dir / LOG_FILE)}
@@ -408,9 +605,10 @@ def write_worker_job(launches: Sequence[Launch], scratch: Path, task_index_cache
 
 
 def worker_command(config: SweepConfig, job: Path) -> list[str]:
-    """`python -m scope_eval.sweeps.worker JOB`; with several processes under `accelerate launch`, every rank
-    loading the model once and evaluating its shard of every cell (data parallel, see the module docstring)."""
-    if config.num_processes > 1:
+    """`python -m scope_eval.sweeps.worker JOB`; with several processes and `parallel: documents` under
+    `accelerate launch`, every rank loading the model once and evaluating its shard of every cell (data
+    parallel, see the module docstring); with `parallel: cells` each worker is one such plain process."""
+    if config.num_processes > 1 and config.parallel == "documents":
         return [*accelerate_launch(sys.executable, config.num_processes), "-m", "scope_eval.sweeps.worker", str(job)]
     return [sys.executable, "-m", "scope_eval.sweeps.worker", str(job)]
 

@@ -2,7 +2,9 @@
 
 `python -m scope_eval.sweeps.worker JOB.json` (started by the runner, `isolation: worker`). The job lists
 cells of one model configuration, each as the lmms-eval command-line arguments the process route would
-launch (`python -m lmms_eval <arguments>`), its scratch folder and its log. For each cell, in order:
+launch (`python -m lmms_eval <arguments>`), its scratch folder and its log. The worker evaluates them in
+order, or, when the job says `feed` (`parallel: cells`: several workers share the sweep's cells), those
+whose index the runner writes to its stdin, one at a time, until stdin closes. For each cell:
 
 1. its arguments are parsed by lmms-eval's own parser; the model args that choose the model (all but the
    pruning keys) must equal those of the loaded model, the rest become the cell's pruning plan, validated
@@ -201,7 +203,8 @@ class Worker:
         self.load_seconds = 0.0  # of the model load within the current cell (the first one), if any
 
     def run(self) -> int:
-        for index, cell in enumerate(self.job["cells"]):
+        for index in self._cell_order():
+            cell = self.job["cells"][index]
             Path(cell["work_dir"]).mkdir(parents=True, exist_ok=True)
             with output_to(Path(cell["log"])):
                 print("# run in the sweep worker (one model load for all its cells), as: python -m lmms_eval " + shlex.join(cell["argv"]), flush=True)
@@ -218,6 +221,15 @@ class Worker:
             if error is not None and self.world_size > 1:
                 return 1
         return 0
+
+    def _cell_order(self) -> Iterator[int]:
+        """Every cell in order; with `feed` (whole cells spread over several workers, see runner.py), the
+        indices the runner writes to stdin, one per line, each once the previous cell has ended, until EOF."""
+        if not self.job.get("feed"):
+            yield from range(len(self.job["cells"]))
+            return
+        for line in sys.stdin:
+            yield int(line)
 
     def _evaluate(self, index: int, cell: dict[str, Any]) -> str | None:
         from loguru import logger
