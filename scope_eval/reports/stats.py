@@ -281,7 +281,7 @@ class HeadlineScorer:
                 for unit in picked:
                     copy = copies.get(unit, 0)
                     copies[unit] = copy + 1
-                    values += per_unit[unit] if copy == 0 else self._relabelled(per_unit, unit, copy)
+                    values += per_unit[unit] if copy == 0 else self._relabelled(metric, per_unit, unit, copy)
             total += float(function(values)) if values else 0.0  # type: ignore[misc]
         return total * self.benchmark.scale
 
@@ -299,9 +299,10 @@ class HeadlineScorer:
             by_metric[metric] = [[self.samples[i][metric] for i in unit if metric in self.samples[i]] for unit in units]
         return by_metric[metric]
 
-    def _relabelled(self, per_unit: list[list[Any]], unit: int, copy: int) -> list[Any]:
-        """A second draw of an image must count as another image, not as two more answers to the first."""
-        key = (id(per_unit), unit, copy)
+    def _relabelled(self, metric: str, per_unit: list[list[Any]], unit: int, copy: int) -> list[Any]:
+        """A second draw of an image must count as another image, not as two more answers to the first.
+        ``per_unit``: this metric's values by unit (`_values_by_unit`); kept per (metric, unit, copy)."""
+        key = (metric, unit, copy)
         relabelled = self._unit_values[2]  # type: ignore[index]
         if key not in relabelled:
             relabelled[key] = [
