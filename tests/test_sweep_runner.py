@@ -239,3 +239,21 @@ def test_cli_shows_each_log_path_unwrapped_and_ends_with_scores_and_the_report_c
     assert "GQA" in header and "MME" in header
     gqa = json.loads((cell_dir(config, expand(config)[2]) / CELL_FILE).read_text())["results"]["exact_match,none"]
     assert any(line.split("│")[1:4] and "scope" in line and f"{100 * gqa:.1f}" in line for line in table), table
+
+
+def test_cell_workers_get_one_gpu_each_and_leave_a_cpu_model_alone(tmp_path, monkeypatch):
+    """parallel: cells: worker i sees the i-th visible GPU as its only one; a CPU model keeps the environment
+    (even CUDA_VISIBLE_DEVICES="" , which hides every GPU); too few GPUs is refused, naming the fix."""
+    from scope_eval.sweeps.runner import _lane_devices
+
+    data = sweep_data(tmp_path, num_processes=2, parallel="cells")
+    gpu = sweep_from_dict({**data, "model": {**data["model"], "model_args": {"device": "cuda"}}})
+    cpu = sweep_from_dict({**data, "model": {**data["model"], "model_args": {"device": "cpu"}}})
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert _lane_devices(gpu, 2) == ["0", "1"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3, 5,6")
+    assert _lane_devices(gpu, 2) == ["3", "5"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert _lane_devices(cpu, 2) == [None, None]
+    with pytest.raises(SweepSetupError, match="needs 2 GPUs.*lower --num-processes"):
+        _lane_devices(gpu, 2)

@@ -390,7 +390,7 @@ def _run_worker_lanes(config: SweepConfig, launches: list[Launch], provenance: d
     the cell a dying worker was on goes back to the front of the queue and fails on its second death; a
     cell fed to a worker that exited before starting it goes back without counting."""
     root = Path(config.output) / model_folder(config)
-    devices = _lane_devices(count)
+    devices = _lane_devices(config, count)
     lanes = [_Lane(number, root / _lane_folder(number), devices[number], config, launches, provenance, feedback) for number in range(count)]
     queue = collections.deque(range(len(launches)))
     deaths: dict[Path, int] = {}
@@ -458,9 +458,11 @@ def _lane_folder(number: int) -> str:
     return WORKER_DIR if number == 0 else f"{WORKER_DIR}-{number}"
 
 
-def _lane_devices(count: int) -> list[str]:
+def _lane_devices(config: SweepConfig, count: int) -> list[str | None]:
     """The GPU each lane sees as its only one (CUDA_VISIBLE_DEVICES): the i-th of the sweep's own visible
-    devices, or GPU i. Harmless on a CPU-only machine."""
+    devices, or GPU i. None (the environment as it is) for a model on the CPU."""
+    if str(config.model.model_args.get("device", "cuda")).startswith("cpu"):
+        return [None] * count
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     devices = [d.strip() for d in visible.split(",") if d.strip()] if visible is not None else [str(i) for i in range(count)]
     if len(devices) < count:
@@ -473,7 +475,7 @@ class _Lane:
     """One worker of `parallel: cells`: started with every cell in its job, evaluating those written to its
     stdin. `assigned`: the index of the cell it was last given and has not ended."""
 
-    def __init__(self, number: int, scratch: Path, device: str, config: SweepConfig, launches: list[Launch], provenance: dict, feedback: _Feedback):
+    def __init__(self, number: int, scratch: Path, device: str | None, config: SweepConfig, launches: list[Launch], provenance: dict, feedback: _Feedback):
         self.number, self.scratch, self.device = number, scratch, device
         self.config, self.launches, self.provenance, self.feedback = config, launches, provenance, feedback
         self.process: subprocess.Popen | None = None
@@ -495,7 +497,7 @@ class _Lane:
         self._log = (self.scratch / WORKER_LOG).open("w")
         self._log.write("$ " + shlex.join(command) + "\n")
         self._log.flush()
-        env = {**os.environ, **child_env(self.config), "CUDA_VISIBLE_DEVICES": self.device}
+        env = {**os.environ, **child_env(self.config), **({"CUDA_VISIBLE_DEVICES": self.device} if self.device is not None else {})}
         try:
             self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=self._log, stderr=subprocess.STDOUT, env=env, text=True,
                                             start_new_session=True, preexec_fn=_die_with_parent(os.getpid()))  # fmt: skip
