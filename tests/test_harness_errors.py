@@ -659,7 +659,9 @@ def test_regress_says_when_the_baseline_environment_differs_and_still_compares(t
 @pytest.mark.slow
 def test_a_two_process_sweep_runs_two_cpu_processes_with_the_one_process_numbers(toy_runs, tmp_path):
     runs = tmp_path / "runs"
-    result = cli("sweep", str(REPO / "configs" / "smoke_toy.yaml"), "--output", str(runs), "--num-processes", "2", timeout=900)
+    # data parallel (the config itself spreads whole cells, each then in one process: tests/test_sweep_worker.py)
+    result = cli("sweep", str(REPO / "configs" / "smoke_toy.yaml"), "--output", str(runs), "--num-processes", "2",
+                 "--parallel", "documents", timeout=900)  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     for one in sorted(toy_runs.rglob(CELL_FILE)):
         two = runs / one.relative_to(toy_runs)
