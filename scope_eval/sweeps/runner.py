@@ -347,24 +347,13 @@ def _run_worker(
 ) -> tuple[set[Path], tuple[Launch, str] | None]:
     """One worker process over `launches` (one cell each), until it ends. Returns the scratch folders of the
     cells it ended (finished or failed) and, if it died inside a cell, that cell's launch and how it died."""
-    stop_stale_child(scratch)
-    shutil.rmtree(scratch, ignore_errors=True)
-    scratch.mkdir(parents=True)
+    _fresh_folder(scratch)
     for launch in launches:
-        stop_stale_child(launch.work_dir)  # a process-route child of an earlier run may still write there
-        shutil.rmtree(launch.work_dir, ignore_errors=True)
+        _clear_cell_scratch(launch)
     command = worker_command(config, write_worker_job(launches, scratch, Path(config.output).resolve() / TASK_INDEX_DIR))
     watch = _WorkerEvents(config, launches, provenance, feedback, command)
     with (scratch / WORKER_LOG).open("w") as log:
-        log.write("$ " + shlex.join(command) + "\n")
-        log.flush()
-        try:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **child_env(config)},
-                                       start_new_session=True, preexec_fn=_die_with_parent(os.getpid()))  # fmt: skip
-        except OSError as error:
-            raise SweepSetupError(f"cannot start the sweep worker {command[0]}: {error.strerror or error}") from None
-        with contextlib.suppress(OSError):
-            write_json_atomic(scratch / CHILD_FILE, {"pgid": process.pid, "command": command})
+        process = _start_worker(config, scratch, command, log)
         with _EventReader(scratch / EVENTS_FILE) as reader:
             try:
                 while process.poll() is None:
@@ -376,11 +365,42 @@ def _run_worker(
                 raise
             watch.handle(reader.new())  # what it wrote before it exited
         (scratch / CHILD_FILE).unlink(missing_ok=True)
-    code = process.returncode
     if watch.running is not None:
-        how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
-        return watch.ended, (watch.running[0], f"the sweep worker {how} during this cell (worker log: {scratch / WORKER_LOG})")
+        return watch.ended, (watch.running[0], _death_reason(process.returncode, scratch))
     return watch.ended, None
+
+
+def _fresh_folder(scratch: Path) -> None:
+    """A worker's scratch folder, emptied (its earlier worker, if one survived a killed sweep, stopped)."""
+    stop_stale_child(scratch)
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+
+
+def _clear_cell_scratch(launch: Launch) -> None:
+    stop_stale_child(launch.work_dir)  # a process-route child of an earlier run may still write there
+    shutil.rmtree(launch.work_dir, ignore_errors=True)
+
+
+def _start_worker(config: SweepConfig, scratch: Path, command: list[str], log, stdin=None, device: str | None = None) -> subprocess.Popen:
+    """Start a sweep worker writing to `log`, in its own process group (dying with the sweep), that group
+    recorded in `scratch` for `stop_stale_child`. `device`: its only visible GPU (parallel: cells)."""
+    log.write("$ " + shlex.join(command) + "\n")
+    log.flush()
+    env = {**os.environ, **child_env(config), **({"CUDA_VISIBLE_DEVICES": device} if device is not None else {})}
+    try:
+        process = subprocess.Popen(command, stdin=stdin, stdout=log, stderr=subprocess.STDOUT, env=env, text=True,
+                                   start_new_session=True, preexec_fn=_die_with_parent(os.getpid()))  # fmt: skip
+    except OSError as error:
+        raise SweepSetupError(f"cannot start the sweep worker {command[0]}: {error.strerror or error}") from None
+    with contextlib.suppress(OSError):
+        write_json_atomic(scratch / CHILD_FILE, {"pgid": process.pid, "command": command})
+    return process
+
+
+def _death_reason(code: int, scratch: Path) -> str:
+    how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+    return f"the sweep worker {how} during this cell (worker log: {scratch / WORKER_LOG})"
 
 
 def _run_worker_lanes(config: SweepConfig, launches: list[Launch], provenance: dict, feedback: _Feedback, count: int) -> None:
@@ -434,9 +454,7 @@ def _lane_ended(lane: _Lane, queue: collections.deque, deaths: dict[Path, int], 
     if not lane.was_running(index):  # fed, never started (it stopped after its previous cell): just hand it on
         queue.appendleft(index)
         return
-    how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
-    reason = f"the sweep worker {how} during this cell (worker log: {lane.scratch / WORKER_LOG})"
-    if not _worker_death(launch, reason, deaths, config, feedback, "a fresh worker takes it again"):
+    if not _worker_death(launch, _death_reason(code, lane.scratch), deaths, config, feedback, "a fresh worker takes it again"):
         queue.appendleft(index)
 
 
@@ -487,30 +505,18 @@ class _Lane:
         self._log = None
 
     def start(self) -> None:
-        stop_stale_child(self.scratch)
-        shutil.rmtree(self.scratch, ignore_errors=True)
-        self.scratch.mkdir(parents=True)
+        _fresh_folder(self.scratch)
         job = write_worker_job(self.launches, self.scratch, Path(self.config.output).resolve() / TASK_INDEX_DIR, feed=True)
         command = worker_command(self.config, job)
         self._watch = _WorkerEvents(self.config, self.launches, self.provenance, self.feedback, command, lane=self.number)
         self._reader = _EventReader(self.scratch / EVENTS_FILE)
         self._log = (self.scratch / WORKER_LOG).open("w")
-        self._log.write("$ " + shlex.join(command) + "\n")
-        self._log.flush()
-        env = {**os.environ, **child_env(self.config), **({"CUDA_VISIBLE_DEVICES": self.device} if self.device is not None else {})}
-        try:
-            self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=self._log, stderr=subprocess.STDOUT, env=env, text=True,
-                                            start_new_session=True, preexec_fn=_die_with_parent(os.getpid()))  # fmt: skip
-        except OSError as error:
-            raise SweepSetupError(f"cannot start the sweep worker {command[0]}: {error.strerror or error}") from None
+        self.process = _start_worker(self.config, self.scratch, command, self._log, stdin=subprocess.PIPE, device=self.device)
         self.started_any = False
-        with contextlib.suppress(OSError):
-            write_json_atomic(self.scratch / CHILD_FILE, {"pgid": self.process.pid, "command": command})
 
     def feed(self, index: int) -> None:
         launch = self.launches[index]
-        stop_stale_child(launch.work_dir)  # a process-route child of an earlier run may still write there
-        shutil.rmtree(launch.work_dir, ignore_errors=True)
+        _clear_cell_scratch(launch)
         _move_aside_unfinished(self.config, launch)
         self.assigned = index
         with contextlib.suppress(OSError):  # a worker that died meanwhile: seen at the next poll
