@@ -140,6 +140,39 @@ def test_paired_flips_agreement_and_mcnemar_counted_by_hand(tmp_path):
     assert again.loc["random", "ci_low"] == row["ci_low"] and again.loc["random", "ci_high"] == row["ci_high"]  # fixed seeds
 
 
+def test_statistics_spread_over_processes_are_the_same_table_value_for_value(tmp_path, monkeypatch):
+    """Rows computed in forked processes (the report's default on several CPUs) equal the one-process table
+    exactly: Wilson rows, McNemar pairs, bootstrapped pooled MME scores and POPE F1, paired with unpruned and SCOPE."""
+    from scope_eval.reports import forked
+
+    rng = np.random.default_rng(7)
+    rows = []
+    for method, budget in (("none", 576), ("scope", 64), ("random", 64), ("scope", 128), ("random", 128)):
+        gqa = [{"doc_id": d, "filtered_resps": str(rng.integers(3)), "exact_match": float(rng.random() < 0.6)} for d in range(24)]
+        rows.append(_tidy_row(method, budget, _write_cell(tmp_path, f"gqa_{method}_{budget}", gqa), 60.0))
+        mme = [{"doc_id": d, "filtered_resps": "yes", "mme_score": {"image_id": str(d // 2), "category": "color" if d < 12 else "count",
+                "correct": bool(rng.random() < 0.7)}} for d in range(24)]  # fmt: skip
+        rows.append(_tidy_row(method, budget, _write_cell(tmp_path, f"mme_{method}_{budget}", mme), 100.0, "scope_toy_mme", "Toy-MME"))
+        pope = [{"doc_id": d, "filtered_resps": "yes", "pope_f1_score": {"question_id": str(d), "prediction": str(rng.choice(["yes", "no"])),
+                 "answer": "yes" if d % 2 else "no", "category": "random"}} for d in range(24)]  # fmt: skip
+        rows.append(_tidy_row(method, budget, _write_cell(tmp_path, f"pope_{method}_{budget}", pope), 50.0, "scope_toy_pope", "Toy-POPE"))
+    tidy = pd.DataFrame(rows)
+    pools = []
+
+    class CountedPool(forked.ProcessPoolExecutor):
+        def __init__(self, *args, **kwargs):
+            pools.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(forked, "ProcessPoolExecutor", CountedPool)
+    alone = cell_statistics(tidy, tmp_path, resamples=300)
+    assert pools == []
+    spread = cell_statistics(tidy, tmp_path, resamples=300, processes=3)
+    assert pools == [3]
+    assert set(alone["ci_method"]) == {"wilson", "bootstrap"} and alone["vs_scope_diff"].notna().sum() == 6
+    pd.testing.assert_frame_equal(alone, spread, check_exact=True)
+
+
 def test_pooled_mme_score_resamples_images_and_a_twice_drawn_image_counts_twice():
     from scope_eval.lmms.tasks.toy import utils
 
@@ -283,3 +316,13 @@ def test_report_of_a_real_smoke_sweep_has_intervals_agreement_and_per_sample_cos
     assert {"ci_low", "ci_high", "vs_unpruned_diff", "agreement", "right_to_wrong", "ttft_s_median", "ttft_s_p90"} <= set(stats.columns)
     assert (stats["ci_low"] <= stats["value"]).all() and (stats["value"] <= stats["ci_high"]).all()
     assert (runs / "report" / "cost_toy-llava15_limit8.png").is_file() and (runs / "report" / "time_toy-llava15_limit8.png").is_file()
+    # In one process the report (statistics and figures) is the same, byte for byte, as over several
+    alone = subprocess.run([sys.executable, "-m", "scope_eval", "report", str(runs), "--output", str(tmp_path / "alone"), "--num-processes", "1"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert alone.returncode == 0, alone.stderr
+    spread = subprocess.run([sys.executable, "-m", "scope_eval", "report", str(runs), "--output", str(tmp_path / "spread"), "--num-processes", "2"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert spread.returncode == 0, spread.stderr
+    written = sorted(path.name for path in (tmp_path / "alone").iterdir())
+    assert len(written) >= 8 and written == sorted(path.name for path in (tmp_path / "spread").iterdir())
+    assert all((tmp_path / "alone" / name).read_bytes() == (tmp_path / "spread" / name).read_bytes() for name in written)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
@@ -11,6 +13,7 @@ import typer
 
 from ..sweeps.cli_values import split_values, whole_numbers
 from .collect import MixedCellsError, tidy
+from .forked import map_forked
 from .gaps import Gap, find_gaps
 from .plots import plot_accuracy_vs_cost, plot_run, plot_time_breakdown
 from .reference import reference_long
@@ -26,8 +29,12 @@ class ReportFiles:
     plots: list[Path] = field(default_factory=list)
 
 
-def write_report(runs_dir: Path, out_dir: Path, cells: pd.DataFrame | None = None, gaps: list[Gap] | None = None) -> tuple[ReportFiles, pd.DataFrame]:
-    """The report files; `cells` and `gaps` as read_runs gives them (read here when not given)."""
+def write_report(
+    runs_dir: Path, out_dir: Path, cells: pd.DataFrame | None = None, gaps: list[Gap] | None = None, processes: int | None = None
+) -> tuple[ReportFiles, pd.DataFrame]:
+    """The report files; `cells` and `gaps` as read_runs gives them (read here when not given). `processes`
+    compute the statistics and draw the figures (default: one per CPU this process may use); the files are
+    the same for any number."""
     if cells is None:
         cells, gaps = read_runs(runs_dir)
     if cells.empty:
@@ -36,7 +43,9 @@ def write_report(runs_dir: Path, out_dir: Path, cells: pd.DataFrame | None = Non
     files = ReportFiles(tidy=out_dir / "cells.csv")
     cells.to_csv(files.tidy, index=False)
     reference = reference_long()
-    stats = cell_statistics(cells, runs_dir)  # intervals, paired tests, agreement (stats.py)
+    processes = processes or available_cpus()
+    stats = cell_statistics(cells, runs_dir, processes=processes)  # intervals, paired tests, agreement (stats.py)
+    plots: list[Callable[[], Path | None]] = []
     for run in sorted(cells["run"].unique()):
         text_table = interval_layout(stats, run)  # the Markdown, CSV (with numbers) and TeX tables: one set of columns
         written = {suffix: out_dir / f"table_{run}{suffix}" for suffix in (".md", ".csv", ".tex")}
@@ -53,15 +62,14 @@ def write_report(runs_dir: Path, out_dir: Path, cells: pd.DataFrame | None = Non
             comparison.to_csv(compared[".csv"], index=False)
             compared[".md"].write_text(markdown(comparison_grid(comparison)) + "\n")
             files.comparisons += list(compared.values())
-        files.plots.append(plot_run(stats, run, reference, out_dir / f"plot_{run}.png"))
-        files.plots += [
-            path
-            for path in (
-                plot_accuracy_vs_cost(stats, run, out_dir / f"cost_{run}.png"),
-                plot_time_breakdown(stats, run, out_dir / f"time_{run}.png"),
-            )
-            if path is not None
+        plots += [
+            lambda run=run: plot_run(stats, run, reference, out_dir / f"plot_{run}.png"),
+            lambda run=run: plot_accuracy_vs_cost(stats, run, out_dir / f"cost_{run}.png"),
+            lambda run=run: plot_time_breakdown(stats, run, out_dir / f"time_{run}.png"),
         ]
+    # The figures, drawn side by side like the statistics (each on its own; a figure the data cannot fill is None)
+    drawn = map_forked(lambda index: plots[index](), range(len(plots)), processes)
+    files.plots = [path for path in drawn if path is not None]
     return files, cells
 
 
@@ -78,6 +86,7 @@ def report(
     methods: Optional[List[str]] = typer.Option(None, "--method", help="Print only these methods (repeatable or comma-separated); files keep everything."),
     budgets: Optional[List[str]] = typer.Option(None, "--budget", help="Print only these budgets (repeatable or comma-separated); unpruned rows always show."),
     include_path: Optional[Path] = typer.Option(None, "--include-path", help="Folder of your own task YAMLs, for cells whose cell.json does not name it."),
+    num_processes: Optional[int] = typer.Option(None, "--num-processes", min=1, help="Processes computing the statistics (default: one per CPU available); the report is the same for any number."),
 ) -> None:
     """Tidy table, the paper's layout with Avg, the side-by-side with the published numbers, and plots."""
     methods, budgets = split_values(methods), whole_numbers(budgets, "--budget")
@@ -99,7 +108,7 @@ def report(
         raise typer.Exit(2)
     _check_filters(cells, methods or [], budgets or [])
     try:
-        files, cells = write_report(runs_dir, out_dir, cells, gaps)
+        files, cells = write_report(runs_dir, out_dir, cells, gaps, num_processes)
     except OSError as error:
         typer.echo(f"error: cannot write the report to {out_dir}: {error.strerror or error}; pass a writable --output", err=True)
         raise typer.Exit(2) from None
@@ -118,6 +127,11 @@ def report(
     typer.echo(f"\nwritten to {out_dir}: {files.tidy.name}, " + ", ".join(p.name for p in files.tables + files.comparisons + files.plots))
     if gaps:
         typer.echo(f"{len(gaps)} cell(s) missing, failed or damaged: listed under the tables", err=True)
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity: a container's or taskset's limit, not the host's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _check_filters(cells: pd.DataFrame, methods: list[str], budgets: list[int]) -> None:
