@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/time_runs.py --job smoke --job regress --repeats 3 --output runs/timing
     .venv/bin/python scripts/time_runs.py --job demo --route worker:2 --repeats 1
+    .venv/bin/python scripts/time_runs.py --job demo --route worker:2 --report-processes 2 --report-processes 1
 
 A route is ISOLATION:PROCESSES[:PARALLEL]: process:1 is the route before issue 19 (one lmms-eval launch per
 cell), worker:1 loads each model once, worker:2:documents also splits each cell's documents over 2
@@ -35,7 +36,7 @@ ROUTES = ("process:1", "worker:1", "worker:2:documents", "worker:2:cells")
 BIN = Path(sys.executable).parent
 
 
-def job_commands(job: str, out: Path, sweep_options: list[str]) -> list[list[str]]:
+def job_commands(job: str, out: Path, sweep_options: list[str], report_options: list[str] = ()) -> list[list[str]]:
     """The scope-eval commands of a Makefile target, writing under `out`."""
     scope_eval = str(BIN / "scope-eval")
     if job == "smoke":
@@ -45,7 +46,7 @@ def job_commands(job: str, out: Path, sweep_options: list[str]) -> list[list[str
     if job == "demo":
         sweeps = ["configs/toy_llava15.yaml", "configs/toy_llava_next.yaml", "configs/toy_qwen2_vl.yaml"]
         return [[scope_eval, "sweep", sweep, "--output", str(out), *sweep_options] for sweep in sweeps] + [
-            [scope_eval, "report", str(out), "--output", str(out / "report")]
+            [scope_eval, "report", str(out), "--output", str(out / "report"), *report_options]
         ]
     raise SystemExit(f"unknown job {job!r}; choose smoke, regress or demo")
 
@@ -69,16 +70,21 @@ def route_options(route: str) -> list[str]:
     return ["--isolation", isolation, "--num-processes", processes, *(["--parallel", *parallel] if parallel else [])]
 
 
-def timed_run(job: str, route: str, log: Path) -> dict:
+def timed_run(job: str, route: str, log: Path, report_processes: list[int] = ()) -> dict:
+    """`report_processes`: the demo's report on that many processes (the first; the Makefile's default when
+    none), then again on each further count into another folder, timed apart (`other_reports`), not counted
+    in `wall_s`: the same sweeps measured once, the report both ways."""
     processes = route.split(":")[1]
     sweep_options = route_options(route)
+    report_options = ["--num-processes", str(report_processes[0])] if report_processes else []
+    others = []
     with tempfile.TemporaryDirectory(prefix=f"time-{job}-") as scratch:
         out = Path(scratch) / "runs"
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         steps = []  # wall seconds of each command (each sweep, the report)
         with log.open("a") as handle:
-            for command in job_commands(job, out, sweep_options):
+            for command in job_commands(job, out, sweep_options, report_options):
                 handle.write(f"$ {' '.join(command)}\n")
                 handle.flush()
                 step_started = time.perf_counter()
@@ -89,10 +95,17 @@ def timed_run(job: str, route: str, log: Path) -> dict:
         wall = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         generate = generation_seconds(out)
+        for count in report_processes[1:] if job == "demo" else ():
+            command = [str(BIN / "scope-eval"), "report", str(out), "--output", str(out / f"report_{count}"), "--num-processes", str(count)]
+            report_started = time.perf_counter()
+            with log.open("a") as handle:
+                subprocess.run(command, cwd=REPO, stdout=handle, stderr=subprocess.STDOUT, check=True)
+            others.append({"report_processes": count, "wall_s": round(time.perf_counter() - report_started, 1)})
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"job": job, "route": route, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
             "load_1min": round(os.getloadavg()[0], 2), "generate_s": round(generate, 1),
-            "outside_generation": round(1.0 - generate / int(processes) / wall, 3), "steps": steps}  # fmt: skip
+            "outside_generation": round(1.0 - generate / int(processes) / wall, 3), "steps": steps,
+            **({"report_processes": report_processes[0], "other_reports": others} if report_processes and job == "demo" else {})}  # fmt: skip
 
 
 def summary_table(runs: list[dict]) -> str:
@@ -116,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--job", action="append", choices=("smoke", "regress", "demo"), required=True)
     parser.add_argument("--route", action="append", choices=(*ROUTES, "worker:2"), help=f"routes to time (default: all of {', '.join(ROUTES)})")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--report-processes", type=int, action="append", default=[],
+                        help="demo: its report on this many processes (repeat: each further count timed after it, apart)")
     parser.add_argument("--output", type=Path, default=REPO / "runs" / "timing")
     args = parser.parse_args(argv)
     args.output.mkdir(parents=True, exist_ok=True)
@@ -126,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     for repeat in range(args.repeats):
         for job in args.job:
             for route in args.route or ROUTES:
-                run = timed_run(job, route, args.output / "timing.log")
+                run = timed_run(job, route, args.output / "timing.log", args.report_processes)
                 run.update(repeat=repeat + 1)
                 runs.append(run)
                 print(json.dumps(run), flush=True)

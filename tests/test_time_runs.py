@@ -23,6 +23,8 @@ def test_jobs_run_the_makefile_targets_commands_on_the_chosen_route(tmp_path):
     for command in demo[:-1]:  # every sweep `make demo` runs, then its report
         assert command[1] == "sweep" and f"scope-eval sweep {command[2]}" in makefile and command[-4:] == ["--isolation", "worker", "--num-processes", "2"]
     assert demo[-1][1] == "report" and len(demo) == makefile.count("scope-eval sweep configs/toy_") + 1
+    report_alone = time_runs.job_commands("demo", tmp_path, [], ["--num-processes", "1"])[-1]
+    assert report_alone[1] == "report" and report_alone[-3:] == [str(tmp_path / "report"), "--num-processes", "1"]
     (regress,) = time_runs.job_commands("regress", tmp_path, [])
     assert f"scope-eval regress {regress[2]}" in makefile
     assert time_runs.route_options("worker:2:cells") == ["--isolation", "worker", "--num-processes", "2", "--parallel", "cells"]
