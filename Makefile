@@ -40,13 +40,12 @@ smoke: $(STAMP)
 ## (pre-LLM methods on all three, the in-LLM FastV / PDrop / DART / SparseVLM on LLaVA-1.5 and FastV / PDrop / DART
 ## on Qwen2-VL in the same sweeps), through lmms-eval, offline; writes tables with intervals, significance and
 ## agreement, and the accuracy-vs-cost plots under results/toy/.
-## The toy configs say `parallel: cells`: PROCESSES one-process workers (one model load each) share each
-## sweep's cells, whole cells each, with the same answers as one process (tests/test_sweep_worker.py). On
-## one core: make demo PROCESSES=1.
+## The toy configs say `parallel: cells`: PROCESSES one-process workers (one model load per sweep each)
+## share each sweep's cells, whole cells each, with the same answers as one process
+## (tests/test_sweep_worker.py); one command for the three sweeps starts those workers once. On one core:
+## make demo PROCESSES=1.
 demo: $(STAMP)
-	$(BIN)/scope-eval sweep configs/toy_llava15.yaml --output runs/toy --num-processes $(PROCESSES)
-	$(BIN)/scope-eval sweep configs/toy_llava_next.yaml --output runs/toy --num-processes $(PROCESSES)
-	$(BIN)/scope-eval sweep configs/toy_qwen2_vl.yaml --output runs/toy --num-processes $(PROCESSES)
+	$(BIN)/scope-eval sweep configs/toy_llava15.yaml configs/toy_llava_next.yaml configs/toy_qwen2_vl.yaml --output runs/toy --num-processes $(PROCESSES)
 	$(BIN)/scope-eval report runs/toy --output results/toy
 
 ## Accuracy regression check against the stored baseline (both backends).

@@ -127,8 +127,13 @@ def _command_class():
 
 
 def standard_placeholders(params: list) -> list:
-    """Options shown as `--budget INTEGER`, `--output PATH`, flags bare: not typer's `<list[int]>`, `<bool>`."""
+    """Options shown as `--budget INTEGER`, `--output PATH`, flags bare: not typer's `<list[int]>`, `<bool>`;
+    an argument taking several values as `<path>...` (how a single one reads: `<path>`)."""
     for param in params:
+        if getattr(param, "param_type_name", None) == "argument" and getattr(param, "nargs", 1) != 1:
+            single = "<" + PLACEHOLDERS.get(param.bare_type().removeprefix("list[").removesuffix("]"), "TEXT").lower() + ">..."
+            param.display_type_rich = lambda ctx, shown=single: shown  # this command's own parameter object only
+            continue
         if getattr(param, "param_type_name", None) != "option" or param.metavar is not None:
             continue
         described = getattr(param, "type_descriptor", None)

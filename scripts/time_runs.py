@@ -45,16 +45,17 @@ def job_commands(job: str, out: Path, sweep_options: list[str], report_options: 
         return [[scope_eval, "regress", "configs/regression/toy.yaml", "--output", str(out), *sweep_options]]
     if job == "demo":
         sweeps = ["configs/toy_llava15.yaml", "configs/toy_llava_next.yaml", "configs/toy_qwen2_vl.yaml"]
-        return [[scope_eval, "sweep", sweep, "--output", str(out), *sweep_options] for sweep in sweeps] + [
+        return [[scope_eval, "sweep", *sweeps, "--output", str(out), *sweep_options]] + [
             [scope_eval, "report", str(out), "--output", str(out / "report"), *report_options]
         ]
     raise SystemExit(f"unknown job {job!r}; choose smoke, regress or demo")
 
 
 def step_name(command: list[str]) -> str:
-    """`sweep configs/x.yaml`, `regress configs/...`, `report`: the command without machine paths."""
-    subcommand = command[1]
-    return f"{subcommand} {command[2]}" if subcommand in ("sweep", "regress") else subcommand
+    """`sweep configs/x.yaml configs/y.yaml`, `regress configs/...`, `report`: the command without machine paths."""
+    subcommand, *arguments = command[1:]
+    configs = arguments[: arguments.index("--output")] if "--output" in arguments else arguments
+    return " ".join([subcommand, *configs]) if subcommand in ("sweep", "regress") else subcommand
 
 
 def generation_seconds(out: Path) -> float:

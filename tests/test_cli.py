@@ -141,3 +141,26 @@ def test_parallel_cells_spreads_whole_cells_over_workers_and_names_its_limits(tm
     # a config that says cells, run with --isolation process: each lmms-eval launch is data parallel
     process = invoke("--num-processes", "2", "--isolation", "process")
     assert process.exit_code == 0 and "accelerate.commands.launch" in process.output, process.output
+
+
+@pytest.mark.slow
+def test_several_configs_in_one_sweep_command_share_their_two_workers(tmp_path):
+    """`scope-eval sweep A.yaml B.yaml` (what `make demo` runs): every config checked before anything runs,
+    then each sweep in turn, with --parallel cells on the same two worker processes (each loading the next
+    model itself); each sweep's own score table."""
+    llava, qwen = ROOT / "configs" / "smoke_toy.yaml", ROOT / "configs" / "toy_qwen2_vl.yaml"
+    common = ["--output", str(tmp_path / "runs"), "--method", "none,scope", "--task", "scope_toy_pope", "--limit", "2"]
+    bad = scope_eval_cli("sweep", str(llava), str(tmp_path / "missing.yaml"), *common)
+    assert bad.returncode == 2 and "missing.yaml" in bad.stderr and not (tmp_path / "runs").exists(), bad.stderr
+    plan = scope_eval_cli("sweep", str(llava), str(qwen), *common, "--num-processes", "2", "--dry-run")
+    assert plan.returncode == 0 and "toy-llava15" in plan.stdout and "toy-qwen2-vl" in plan.stdout, plan.stderr
+    result = scope_eval_cli("sweep", str(llava), str(qwen), *common, "--num-processes", "2")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.count("scores: ") == 2 and result.stdout.count("model loaded once") == 4
+    workers = {}
+    for model in ("toy-llava15_limit2", "toy-qwen2-vl_limit2"):
+        assert len(list((tmp_path / "runs" / model).rglob("cell.json"))) == (2 if "llava" in model else 3)
+        for events in (tmp_path / "runs" / model).glob(".worker*/events.jsonl"):
+            loads = [json.loads(line) for line in events.read_text().splitlines() if '"loaded"' in line]
+            workers.setdefault(model, set()).update(load["pid"] for load in loads)
+    assert len(workers["toy-llava15_limit2"]) == 2 and workers["toy-qwen2-vl_limit2"] == workers["toy-llava15_limit2"], workers

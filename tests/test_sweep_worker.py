@@ -1,7 +1,8 @@
 """The worker route (isolation: worker, the default): one process loads the model once and evaluates every
 cell on it. Same per-sample answers, scores and realised token counts as one lmms-eval process per cell
 (isolation: process), on both backends, pre-LLM and in-LLM methods, with a cell failing in the middle; a
-restore check between cells; a worker killed inside a cell is restarted, a cell that kills it twice fails
+restore check between cells; a worker that evaluated another model's sweep first (one command, several
+configs) gives the same numbers; a worker killed inside a cell is restarted, a cell that kills it twice fails
 alone, and the next run redoes only that cell."""
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ import pytest
 from rich.console import Console
 
 from scope_eval.sweeps.cells import CELL_FILE, cell_dir, expand
-from scope_eval.sweeps.config import sweep_from_dict
-from scope_eval.sweeps.runner import CHILD_FILE, EVENTS_FILE, LOG_FILE, WORKER_DIR, run_sweep
+from scope_eval.sweeps.config import load_sweep, sweep_from_dict, with_overrides
+from scope_eval.sweeps.runner import CHILD_FILE, EVENTS_FILE, LOG_FILE, WORKER_DIR, WorkerLanes, run_sweep
 from scope_eval.sweeps.worker import pruning_leftovers, restore_problems, restore_state
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,8 +116,22 @@ def worker_running(model_root: Path, index: int) -> int | None:
     return None
 
 
-# worker: one process, cells in turn; cells: whole cells spread over 2 one-process workers (parallel: cells)
-WORKER_ROUTES = {"worker": {}, "cells": {"num_processes": 2, "parallel": "cells"}}
+# worker: one process, cells in turn; cells: whole cells spread over 2 one-process workers (parallel: cells);
+# cells_after_qwen: the same, on the 2 workers a toy Qwen2-VL sweep of the same command has just used
+WORKER_ROUTES = {"worker": {}, "cells": {"num_processes": 2, "parallel": "cells"}, "cells_after_qwen": {"num_processes": 2, "parallel": "cells"}}
+
+
+def sweep_after_another_model(config, console):
+    """`config` run on the workers (WorkerLanes) a toy Qwen2-VL sweep has just used, as `scope-eval sweep
+    configs/toy_qwen2_vl.yaml CONFIG` does; checks that the same two processes went on."""
+    qwen = with_overrides(load_sweep(REPO / "configs" / "toy_qwen2_vl.yaml"), methods=["scope"], tasks=["scope_toy_pope"], limit=2,
+                          output=config.output, num_processes=2, parallel="cells")  # fmt: skip
+    with WorkerLanes() as lanes:
+        assert run_sweep(qwen, console=recording_console()[0], lanes=lanes).ok
+        workers = [lane.process.pid for lane in lanes.lanes]
+        summary = run_sweep(config, console=console, lanes=lanes)
+        assert [lane.process.pid if lane.process else None for lane in lanes.lanes] == workers, "the Qwen sweep's workers went on"
+    return summary
 
 
 @pytest.mark.slow
@@ -128,7 +143,7 @@ def test_worker_route_equals_one_process_per_cell(backend, tmp_path, request):
         isolation = "process" if route == "process" else "worker"
         config = config_for(tmp_path / route, backend, pretrained, isolation, **WORKER_ROUTES.get(route, {}))
         console, text = recording_console()
-        summary = run_sweep(config, console=console)
+        summary = sweep_after_another_model(config, console) if route == "cells_after_qwen" else run_sweep(config, console=console)
         routes[route] = (config, summary, text.getvalue())
     process_config, process_summary, _ = routes["process"]
     assert [cell.name() for cell, _ in process_summary.failed] == ["fastv_l1_unreachable b64 scope_toy_pope"]
@@ -150,6 +165,10 @@ def test_worker_route_equals_one_process_per_cell(backend, tmp_path, request):
             assert worker_record["visual_tokens"] == process_record["visual_tokens"]
             assert worker_record["fingerprint"] == process_record["fingerprint"]
             assert worker_record["timing"]["isolation"] == "worker" and worker_record["timing"]["cell_seconds"] > 0
+    after_config, _, _ = routes["cells_after_qwen"]
+    reused = lane_events(Path(after_config.output) / f"toy-{backend}_limit3")
+    assert sorted(e["cell"] for events in reused.values() for e in events if e["event"] == "start") == [0, 1, 2, 3]
+    assert all(any(e["event"] == "loaded" for e in events) for events in reused.values() if events), "each worker loaded this model afresh"
     cells_config, _, cells_shown = routes["cells"]
     lanes = lane_events(Path(cells_config.output) / f"toy-{backend}_limit3")
     started = {lane: sorted(e["cell"] for e in events if e["event"] == "start") for lane, events in lanes.items()}

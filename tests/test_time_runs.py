@@ -20,9 +20,9 @@ def test_jobs_run_the_makefile_targets_commands_on_the_chosen_route(tmp_path):
     time_runs = load_script()
     makefile = (REPO / "Makefile").read_text()
     demo = time_runs.job_commands("demo", tmp_path, ["--isolation", "worker", "--num-processes", "2"])
-    for command in demo[:-1]:  # every sweep `make demo` runs, then its report
-        assert command[1] == "sweep" and f"scope-eval sweep {command[2]}" in makefile and command[-4:] == ["--isolation", "worker", "--num-processes", "2"]
-    assert demo[-1][1] == "report" and len(demo) == makefile.count("scope-eval sweep configs/toy_") + 1
+    sweep, report = demo  # `make demo`: one sweep command over the three toy configs, then the report
+    assert f"scope-eval {time_runs.step_name(sweep)} --output runs/toy" in makefile and sweep[-4:] == ["--isolation", "worker", "--num-processes", "2"]
+    assert time_runs.step_name(sweep).count("configs/toy_") == 3 and report[1] == "report"
     report_alone = time_runs.job_commands("demo", tmp_path, [], ["--num-processes", "1"])[-1]
     assert report_alone[1] == "report" and report_alone[-3:] == [str(tmp_path / "report"), "--num-processes", "1"]
     (regress,) = time_runs.job_commands("regress", tmp_path, [])

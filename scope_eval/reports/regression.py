@@ -32,7 +32,7 @@ from rich.console import Console
 
 from ..sweeps.cells import CELL_FILE
 from ..sweeps.config import SweepConfigError, load_sweep, with_overrides
-from ..sweeps.runner import print_summary, run_sweep
+from ..sweeps.runner import WorkerLanes, print_summary, run_sweep
 from .collect import MixedCellsError
 
 KEY_COLUMNS = ["model", "method_label", "budget", "task", "benchmark"]
@@ -190,12 +190,14 @@ def subset_sweeps(config: RegressionConfig, runs_dir: Path) -> list:
 
 
 def run_subset(sweeps: list, console: Console) -> bool:
-    """Run (or resume) the subset sweeps (`subset_sweeps`); True if every cell finished."""
+    """Run (or resume) the subset sweeps (`subset_sweeps`); True if every cell finished. Their workers are
+    started once for all of them (WorkerLanes, with `parallel: cells`)."""
     ok = True
-    for sweep in sweeps:
-        summary = run_sweep(sweep, console=console)
-        print_summary(summary, console)
-        ok = ok and summary.ok
+    with WorkerLanes() as lanes:
+        for sweep in sweeps:
+            summary = run_sweep(sweep, console=console, lanes=lanes)
+            print_summary(summary, console)
+            ok = ok and summary.ok
     return ok
 
 

@@ -11,12 +11,12 @@ from rich.console import Console
 
 from .cli_values import split_values, whole_numbers
 from .config import SweepConfigError, load_sweep, with_overrides
-from .runner import SweepSetupError, describe_plan, print_summary, run_sweep
+from .runner import SweepSetupError, WorkerLanes, describe_plan, print_summary, run_sweep
 from .scores import report_hint, score_table
 
 
 def sweep(
-    config_path: Path = typer.Argument(..., metavar="CONFIG", help="Sweep YAML, e.g. configs/llava15_7b_table1.yaml"),
+    config_paths: List[Path] = typer.Argument(..., metavar="CONFIG", help="Sweep YAML(s), e.g. configs/llava15_7b_table1.yaml; several run one after another, the options applying to each."),
     num_processes: Optional[int] = typer.Option(None, "--num-processes", help="Processes (GPUs) per lmms-eval launch; >1 uses accelerate launch."),
     parallel: Optional[str] = typer.Option(None, "--parallel", help="With --num-processes > 1: documents (each cell split over the processes, the default) or cells (whole cells spread over independent workers; many short cells)."),
     limit: Optional[str] = typer.Option(None, "--limit", help="Documents per task (N, or a fraction in (0,1)); limited runs go to their own folders."),
@@ -36,45 +36,54 @@ def sweep(
     """Run a methods x budgets x tasks sweep through lmms-eval; finished cells are kept and skipped."""
     console = Console(soft_wrap=True)  # paths stay whole (pasteable) whatever the terminal width
     errors = Console(stderr=True, soft_wrap=True)
-    try:
-        config = with_overrides(
-            load_sweep(config_path),
-            num_processes=num_processes,
-            parallel=parallel,
-            limit=_parse_limit(limit),
-            methods=split_values(methods),
-            budgets=whole_numbers(budgets, "--budget"),
-            keep_ratios=keep_ratios or None,
-            tasks=split_values(tasks),
-            output=output,
-            pretrained=pretrained,
-            data_dir=data_dir,
-            include_path=include_path,
-            offline=offline,
-            isolation=isolation,
-        )
+    try:  # every config checked before the first cell runs
+        configs = [
+            with_overrides(
+                load_sweep(config_path),
+                num_processes=num_processes,
+                parallel=parallel,
+                limit=_parse_limit(limit),
+                methods=split_values(methods),
+                budgets=whole_numbers(budgets, "--budget"),
+                keep_ratios=keep_ratios or None,
+                tasks=split_values(tasks),
+                output=output,
+                pretrained=pretrained,
+                data_dir=data_dir,
+                include_path=include_path,
+                offline=offline,
+                isolation=isolation,
+            )
+            for config_path in config_paths
+        ]
     except SweepConfigError as error:
         errors.print(f"[red]error:[/] {error}", highlight=False)
         raise typer.Exit(2) from None
     evaluator_args = shlex.split(evaluator) if evaluator else None
+    failed = False
     try:
         if dry_run:
-            for line in describe_plan(config, evaluator_args):
-                typer.echo(line)
+            for config in configs:
+                for line in describe_plan(config, evaluator_args):
+                    typer.echo(line)
             return
-        summary = run_sweep(config, evaluator_args, console)
+        # Several configs: with parallel: cells, their workers start once, each sweep handing them its job
+        with WorkerLanes() as lanes:
+            for config in configs:
+                summary = run_sweep(config, evaluator_args, console, lanes)
+                print_summary(summary, console)
+                table = score_table(config)
+                if table is not None:
+                    console.print(table)
+                    console.print(report_hint(config), soft_wrap=True, highlight=False)
+                failed = failed or not summary.ok
     except SweepSetupError as error:
         errors.print(f"[red]error:[/] {error}", highlight=False)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         errors.print("[yellow]interrupted[/]: finished cells are kept; run the same command again to resume")
         raise typer.Exit(130) from None
-    print_summary(summary, console)
-    table = score_table(config)
-    if table is not None:
-        console.print(table)
-        console.print(report_hint(config), soft_wrap=True, highlight=False)
-    if not summary.ok:
+    if failed:
         raise typer.Exit(1)
 
 

@@ -36,6 +36,13 @@ Several processes (`num_processes` > 1, GPUs): two ways, the config's `parallel`
 `num_processes` and `parallel` never change a cell's numbers (they are not in its fingerprint): a sweep
 interrupted under one may be resumed under the other.
 
+Several sweeps in one command (`scope-eval sweep A.yaml B.yaml`, `scope-eval regress`). With `parallel:
+cells` the lanes outlive a sweep (WorkerLanes): at its end each idle worker stays, and the next sweep hands
+it its job over stdin; the worker drops its model and the next cell loads the new one, exactly as a fresh
+worker's first cell would (tests/test_sweep_worker.py runs a sweep on workers a toy Qwen2-VL sweep used
+first: same numbers). What is saved is the process start, mostly imports (about 6 s of CPU per worker on
+the toy; the three sweeps of `make demo` start two workers instead of six).
+
 Atomicity. A cell (or a process launch) writes into a scratch folder `.tmp-*` next to its cells, wiped
 before every start. A cell becomes finished in one step: its folder, complete with `cell.json`, is renamed
 into place (`os.replace` of a directory). So after a crash, a cell folder either holds everything or does
@@ -178,9 +185,12 @@ def run_sweep(
     config: SweepConfig,
     evaluator: Sequence[str] | None = None,
     console: Console | None = None,
+    lanes: WorkerLanes | None = None,
 ) -> SweepSummary:
     """Run every unfinished cell. `evaluator` (a program replacing `python -m lmms_eval`) runs the process
-    route whatever the config's isolation: the worker route runs lmms-eval inside this package's worker."""
+    route whatever the config's isolation: the worker route runs lmms-eval inside this package's worker.
+    `lanes`: the workers of `parallel: cells`, kept alive across the sweeps of one command (WorkerLanes);
+    by default this sweep's own, ended with it."""
     console = console or Console()
     check_evaluator(evaluator)
     root = Path(config.output)
@@ -211,9 +221,15 @@ def run_sweep(
             write_include_dir(config)
         feedback = _Feedback(progress, len(pending), summary)
         if isolation == "process":
+            if lanes is not None:
+                lanes.take(0)  # an earlier sweep's idle workers would hold their models' memory meanwhile
             _run_processes(config, launches, provenance, feedback)
         else:
-            _run_workers(config, launches, provenance, feedback)
+            if lanes is None:
+                with WorkerLanes() as own:
+                    _run_workers(config, launches, provenance, feedback, own)
+            else:
+                _run_workers(config, launches, provenance, feedback, lanes)
     return summary
 
 
@@ -315,14 +331,15 @@ def one_cell_per_launch(config: SweepConfig) -> SweepConfig:
     return dataclasses.replace(config, group_tasks=False, num_processes=1 if config.parallel == "cells" else config.num_processes)
 
 
-def _run_workers(config: SweepConfig, launches: list[Launch], provenance: dict, feedback: _Feedback) -> None:
+def _run_workers(config: SweepConfig, launches: list[Launch], provenance: dict, feedback: _Feedback, lanes: WorkerLanes) -> None:
     """The worker route: see the module docstring. A worker that dies (crash, OOM-kill, SIGKILL) fails no
     finished cell; the cell it was on is tried once more in a fresh worker and fails on the second death."""
     for folder in (Path(config.output) / model_folder(config)).glob(WORKER_DIR + "*"):  # every lane of an earlier run
         stop_stale_child(folder)
     if _lane_count(config, launches) > 1:
-        _run_worker_lanes(config, launches, provenance, feedback, _lane_count(config, launches))
+        _run_worker_lanes(config, launches, provenance, feedback, lanes.take(_lane_count(config, launches)))
         return
+    lanes.take(0)  # an earlier sweep's idle workers would hold their models' memory meanwhile
     scratch = Path(config.output) / model_folder(config) / WORKER_DIR
     remaining = list(launches)
     deaths: dict[Path, int] = {}  # by the cell's scratch folder (unique per cell)
@@ -403,19 +420,21 @@ def _death_reason(code: int, scratch: Path) -> str:
     return f"the sweep worker {how} during this cell (worker log: {scratch / WORKER_LOG})"
 
 
-def _run_worker_lanes(config: SweepConfig, launches: list[Launch], provenance: dict, feedback: _Feedback, count: int) -> None:
-    """`parallel: cells`: `count` independent one-process workers ("lanes", one GPU each), fed one cell at a
-    time from one queue, so that a lane that finishes early takes the next cell (no end-of-sweep imbalance
+def _run_worker_lanes(config: SweepConfig, launches: list[Launch], provenance: dict, feedback: _Feedback, lanes: list[_Lane]) -> None:
+    """`parallel: cells`: independent one-process workers ("lanes", one GPU each), fed one cell at a time
+    from one queue, so that a lane that finishes early takes the next cell (no end-of-sweep imbalance
     beyond one cell). Each cell is evaluated exactly as by a one-process worker. Deaths as in `_run_workers`:
     the cell a dying worker was on goes back to the front of the queue and fails on its second death; a
-    cell fed to a worker that exited before starting it goes back without counting."""
+    cell fed to a worker that exited before starting it goes back without counting. The workers still
+    alive at the end stay idle, for the command's next sweep (WorkerLanes)."""
     root = Path(config.output) / model_folder(config)
-    devices = _lane_devices(config, count)
-    lanes = [_Lane(number, root / _lane_folder(number), devices[number], config, launches, provenance, feedback) for number in range(count)]
+    devices = _lane_devices(config, len(lanes))
+    for lane in lanes:
+        lane.join(root / _lane_folder(lane.number), devices[lane.number], config, launches, provenance, feedback)
     queue = collections.deque(range(len(launches)))
     deaths: dict[Path, int] = {}
     try:
-        while queue or any(lane.process is not None for lane in lanes):
+        while queue or any(lane.assigned is not None for lane in lanes):
             for lane in lanes:
                 if lane.process is None:
                     if not queue or lane.retired:
@@ -426,16 +445,44 @@ def _run_worker_lanes(config: SweepConfig, launches: list[Launch], provenance: d
                 if lane.process.poll() is not None:
                     lane.read_events()  # what it wrote before it exited
                     _lane_ended(lane, queue, deaths, launches, config, feedback)
-                elif lane.assigned is None:
-                    if queue:
-                        lane.feed(queue.popleft())
-                    else:
-                        lane.close_input()
+                elif lane.assigned is None and queue:
+                    lane.feed(queue.popleft())
             time.sleep(0.02)  # a fed cell waits at most this long for its worker
     except BaseException:  # interrupted: stop every worker, but keep every cell they had ended
         for lane in lanes:
             lane.stop()
         raise
+    for lane in lanes:
+        lane.leave()
+
+
+class WorkerLanes:
+    """The lanes (workers) of `parallel: cells`, kept across the sweeps of one command (`scope-eval sweep
+    A.yaml B.yaml`, `scope-eval regress`): a live, idle worker is handed the next sweep's job over its
+    stdin (`job PATH`; it drops its model, and its next cell loads the new one, as in a fresh worker), so
+    each lane pays the process start-up (imports) once per command instead of once per sweep. A worker
+    whose environment would differ (offline, cpu_threads, its GPU) is ended and a fresh one started.
+    Closing ends every worker: stdin closed, then each exits after its (already ended) last cell."""
+
+    def __init__(self) -> None:
+        self.lanes: list[_Lane] = []
+
+    def __enter__(self) -> WorkerLanes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def take(self, count: int) -> list[_Lane]:
+        """The first `count` lanes (created as needed); any further ones are ended."""
+        for lane in self.lanes[count:]:
+            lane.end()
+        self.lanes = self.lanes[:count] + [_Lane(number) for number in range(len(self.lanes), count)]
+        return self.lanes
+
+    def close(self) -> None:
+        for lane in self.lanes:
+            lane.end()
 
 
 def _lane_ended(lane: _Lane, queue: collections.deque, deaths: dict[Path, int], launches: list[Launch], config: SweepConfig, feedback: _Feedback) -> None:
@@ -490,12 +537,17 @@ def _lane_devices(config: SweepConfig, count: int) -> list[str | None]:
 
 
 class _Lane:
-    """One worker of `parallel: cells`: started with every cell in its job, evaluating those written to its
-    stdin. `assigned`: the index of the cell it was last given and has not ended."""
+    """One worker of `parallel: cells`: started with every cell of its sweep's job, evaluating those written
+    to its stdin, then (WorkerLanes) perhaps the next sweep's. `assigned`: the index of the cell it was last
+    given and has not ended."""
 
-    def __init__(self, number: int, scratch: Path, device: str | None, config: SweepConfig, launches: list[Launch], provenance: dict, feedback: _Feedback):
-        self.number, self.scratch, self.device = number, scratch, device
-        self.config, self.launches, self.provenance, self.feedback = config, launches, provenance, feedback
+    def __init__(self, number: int):
+        self.number = number
+        self.scratch: Path | None = None
+        self.device: str | None = None
+        self.env: dict[str, str] | None = None  # what its worker was started with
+        self.config: SweepConfig | None = None
+        self.launches: list[Launch] = []
         self.process: subprocess.Popen | None = None
         self.assigned: int | None = None
         self.started_any = False  # whether the current worker has started any cell
@@ -504,14 +556,40 @@ class _Lane:
         self._reader: _EventReader | None = None
         self._log = None
 
+    def join(self, scratch: Path, device: str | None, config: SweepConfig, launches: list[Launch], provenance: dict, feedback: _Feedback) -> None:
+        """Work for this sweep from now on. A live worker started with the same environment is handed this
+        sweep's job; one started otherwise is ended (a fresh one starts with the first cell)."""
+        if self.process is not None and self.process.poll() is None and (self.env, self.device) == (child_env(config), device):
+            switching = True
+        else:
+            self.end()
+            switching = False
+        self.scratch, self.device, self.config, self.launches = scratch, device, config, launches
+        self.provenance, self.feedback = provenance, feedback
+        self.retired = False
+        if switching:
+            self._reader.__exit__()
+            _fresh_folder(scratch)
+            job = self._write_job(worker_log=scratch / WORKER_LOG)
+            # the command that would start a worker on this job (the one running was started on an earlier one)
+            self._watch = _WorkerEvents(config, launches, provenance, feedback, [*self._command[:-1], str(job)], lane=self.number)
+            self._reader = _EventReader(scratch / EVENTS_FILE)
+            with contextlib.suppress(OSError):
+                write_json_atomic(scratch / CHILD_FILE, {"pgid": self.process.pid, "command": self._command})
+            self._send(f"job {job}")
+
+    def _write_job(self, worker_log: Path | None = None) -> Path:
+        return write_worker_job(self.launches, self.scratch, Path(self.config.output).resolve() / TASK_INDEX_DIR, feed=True,
+                                worker_log=worker_log)  # fmt: skip
+
     def start(self) -> None:
         _fresh_folder(self.scratch)
-        job = write_worker_job(self.launches, self.scratch, Path(self.config.output).resolve() / TASK_INDEX_DIR, feed=True)
-        command = worker_command(self.config, job)
-        self._watch = _WorkerEvents(self.config, self.launches, self.provenance, self.feedback, command, lane=self.number)
+        self._command = worker_command(self.config, self._write_job())
+        self._watch = _WorkerEvents(self.config, self.launches, self.provenance, self.feedback, self._command, lane=self.number)
         self._reader = _EventReader(self.scratch / EVENTS_FILE)
         self._log = (self.scratch / WORKER_LOG).open("w")
-        self.process = _start_worker(self.config, self.scratch, command, self._log, stdin=subprocess.PIPE, device=self.device)
+        self.env = child_env(self.config)
+        self.process = _start_worker(self.config, self.scratch, self._command, self._log, stdin=subprocess.PIPE, device=self.device)
         self.started_any = False
 
     def feed(self, index: int) -> None:
@@ -519,8 +597,11 @@ class _Lane:
         _clear_cell_scratch(launch)
         _move_aside_unfinished(self.config, launch)
         self.assigned = index
+        self._send(str(index))
+
+    def _send(self, line: str) -> None:
         with contextlib.suppress(OSError):  # a worker that died meanwhile: seen at the next poll
-            self.process.stdin.write(f"{index}\n")
+            self.process.stdin.write(line + "\n")
             self.process.stdin.flush()
 
     def close_input(self) -> None:
@@ -550,6 +631,23 @@ class _Lane:
         (self.scratch / CHILD_FILE).unlink(missing_ok=True)
         self.process, self.assigned = None, None
         return code
+
+    def leave(self) -> None:
+        """This sweep is done: an idle worker is left running for the next one (WorkerLanes); the record a
+        re-run uses to stop a leftover worker goes, so that the next sweep of this folder keeps it."""
+        if self.process is not None:
+            (self.scratch / CHILD_FILE).unlink(missing_ok=True)
+
+    def end(self) -> None:
+        """End an idle worker: its stdin closed, it exits (stopped if it does not within a minute)."""
+        if self.process is None:
+            return
+        self.close_input()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            _stop(self.process)
+        self.finish()
 
     def stop(self) -> None:
         if self.process is None:
@@ -594,14 +692,18 @@ class _WorkerEvents:
                                     f"{'; '.join(event.get('detail') or [])}; starting a fresh worker")  # fmt: skip
 
 
-def write_worker_job(launches: Sequence[Launch], scratch: Path, task_index_cache: Path | None = None, feed: bool = False) -> Path:
+def write_worker_job(
+    launches: Sequence[Launch], scratch: Path, task_index_cache: Path | None = None, feed: bool = False, worker_log: Path | None = None
+) -> Path:
     """The job file of a worker over `launches` (one cell each): per cell the lmms-eval arguments of its
     process-route command, its scratch folder and its log; events go to EVENTS_FILE beside it. The worker
     keeps lmms-eval's task index in `task_index_cache` (scope_eval.lmms.task_index) when given. `feed`: it
-    evaluates only the cells whose index it reads on stdin (`parallel: cells`), else all, in order."""
+    evaluates only the cells whose index it reads on stdin (`parallel: cells`), else all, in order.
+    `worker_log`: where a worker handed this job by a `job PATH` line writes its own output from then on."""
     job = {
         "events": str(scratch / EVENTS_FILE),
         "feed": feed,
+        "worker_log": str(worker_log) if worker_log is not None else None,
         "task_index_cache": str(task_index_cache) if task_index_cache is not None else None,
         "cells": [
             {"argv": _lmms_eval_arguments(launch.command), "work_dir": str(launch.work_dir), "log": str(launch.work_dir / LOG_FILE)}

@@ -4,7 +4,9 @@
 cells of one model configuration, each as the lmms-eval command-line arguments the process route would
 launch (`python -m lmms_eval <arguments>`), its scratch folder and its log. The worker evaluates them in
 order, or, when the job says `feed` (`parallel: cells`: several workers share the sweep's cells), those
-whose index the runner writes to its stdin, one at a time, until stdin closes. For each cell:
+whose index the runner writes to its stdin, one at a time, until stdin closes; there a line `job PATH`
+switches it to the next sweep of the same command (`scope-eval sweep A.yaml B.yaml`: another model, loaded
+by the next cell as in a fresh worker; the process start is what is saved). For each cell:
 
 1. its arguments are parsed by lmms-eval's own parser; the model args that choose the model (all but the
    pruning keys) must equal those of the loaded model, the rest become the cell's pruning plan, validated
@@ -156,6 +158,11 @@ class Events:
             self._handle.write(json.dumps({"event": event, "time": time.time(), **fields}) + "\n")
             self._handle.flush()
 
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
 
 @contextlib.contextmanager
 def output_to(log: Path) -> Iterator[None]:
@@ -224,12 +231,45 @@ class Worker:
 
     def _cell_order(self) -> Iterator[int]:
         """Every cell in order; with `feed` (whole cells spread over several workers, see runner.py), the
-        indices the runner writes to stdin, one per line, each once the previous cell has ended, until EOF."""
+        indices the runner writes to stdin, one per line, each once the previous cell has ended, until EOF.
+        A line `job PATH` hands this worker the next sweep of the same command: its cells follow."""
         if not self.job.get("feed"):
             yield from range(len(self.job["cells"]))
             return
         for line in sys.stdin:
-            yield int(line)
+            if line.startswith("job "):
+                self._take_job(Path(line[4:].strip()))
+            else:
+                yield int(line)
+
+    def _take_job(self, path: Path) -> None:
+        """Go on with another sweep's job (another model configuration, another output folder): the loaded
+        model is dropped and its memory freed, the next cell loads the new job's model, exactly as the
+        first cell of a fresh worker does. What is saved is the process start (imports: most of a
+        worker's start-up on the toy)."""
+        self._unload()
+        self.job = json.loads(path.read_text())
+        self.events.close()
+        self.events = Events(Path(self.job["events"]) if self.rank == 0 else None)
+        if self.job.get("worker_log"):  # this process's own output now goes to the new sweep's worker log
+            target = os.open(self.job["worker_log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(target, 1)
+            os.dup2(target, 2)
+            os.close(target)
+
+    def _unload(self) -> None:
+        if self.lm is None:
+            return
+        import torch
+
+        self.lm = self.loaded_with = self.loaded_state = self.settled_state = None
+        self.task_manager = self.include_path = None
+        gc.unfreeze()  # the load froze the model's objects (see _load): let the collector free them
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def _evaluate(self, index: int, cell: dict[str, Any]) -> str | None:
         from loguru import logger
@@ -284,7 +324,7 @@ class Worker:
         # evaluation scans only what a cell created (0.25-0.3 s less per cell on the toy).
         gc.freeze()
         self.load_seconds = time.monotonic() - started
-        self.events.send("loaded", seconds=self.load_seconds)
+        self.events.send("loaded", seconds=self.load_seconds, pid=os.getpid())  # which process: a worker may serve several sweeps
 
     def _kwargs(self, args: Any) -> dict[str, Any]:
         from lmms_eval.utils import simple_parse_args_string
