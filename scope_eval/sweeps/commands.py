@@ -37,25 +37,22 @@ def sweep(
     console = Console(soft_wrap=True)  # paths stay whole (pasteable) whatever the terminal width
     errors = Console(stderr=True, soft_wrap=True)
     try:  # every config checked before the first cell runs
-        configs = [
-            with_overrides(
-                load_sweep(config_path),
-                num_processes=num_processes,
-                parallel=parallel,
-                limit=_parse_limit(limit),
-                methods=split_values(methods),
-                budgets=whole_numbers(budgets, "--budget"),
-                keep_ratios=keep_ratios or None,
-                tasks=split_values(tasks),
-                output=output,
-                pretrained=pretrained,
-                data_dir=data_dir,
-                include_path=include_path,
-                offline=offline,
-                isolation=isolation,
-            )
-            for config_path in config_paths
-        ]
+        overrides = dict(
+            num_processes=num_processes,
+            parallel=parallel,
+            limit=_parse_limit(limit),
+            methods=split_values(methods),
+            budgets=whole_numbers(budgets, "--budget"),
+            keep_ratios=keep_ratios or None,
+            tasks=split_values(tasks),
+            output=output,
+            pretrained=pretrained,
+            data_dir=data_dir,
+            include_path=include_path,
+            offline=offline,
+            isolation=isolation,
+        )
+        configs = [with_overrides(load_sweep(config_path), **overrides) for config_path in config_paths]
     except SweepConfigError as error:
         errors.print(f"[red]error:[/] {error}", highlight=False)
         raise typer.Exit(2) from None

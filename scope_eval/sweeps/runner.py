@@ -410,9 +410,14 @@ def _start_worker(config: SweepConfig, scratch: Path, command: list[str], log, s
                                    start_new_session=True, preexec_fn=_die_with_parent(os.getpid()))  # fmt: skip
     except OSError as error:
         raise SweepSetupError(f"cannot start the sweep worker {command[0]}: {error.strerror or error}") from None
+    _record_child(scratch, process, command)
+    return process
+
+
+def _record_child(scratch: Path, process: subprocess.Popen, command: list[str]) -> None:
+    """The worker's process group, in `scratch`, for `stop_stale_child` of a later run."""
     with contextlib.suppress(OSError):
         write_json_atomic(scratch / CHILD_FILE, {"pgid": process.pid, "command": command})
-    return process
 
 
 def _death_reason(code: int, scratch: Path) -> str:
@@ -481,8 +486,7 @@ class WorkerLanes:
         return self.lanes
 
     def close(self) -> None:
-        for lane in self.lanes:
-            lane.end()
+        self.take(0)
 
 
 def _lane_ended(lane: _Lane, queue: collections.deque, deaths: dict[Path, int], launches: list[Launch], config: SweepConfig, feedback: _Feedback) -> None:
@@ -548,6 +552,9 @@ class _Lane:
         self.env: dict[str, str] | None = None  # what its worker was started with
         self.config: SweepConfig | None = None
         self.launches: list[Launch] = []
+        self.provenance: dict = {}
+        self.feedback: _Feedback | None = None
+        self._command: list[str] = []  # the one its running worker was started with
         self.process: subprocess.Popen | None = None
         self.assigned: int | None = None
         self.started_any = False  # whether the current worker has started any cell
@@ -571,12 +578,14 @@ class _Lane:
             self._reader.__exit__()
             _fresh_folder(scratch)
             job = self._write_job(worker_log=scratch / WORKER_LOG)
-            # the command that would start a worker on this job (the one running was started on an earlier one)
-            self._watch = _WorkerEvents(config, launches, provenance, feedback, [*self._command[:-1], str(job)], lane=self.number)
-            self._reader = _EventReader(scratch / EVENTS_FILE)
-            with contextlib.suppress(OSError):
-                write_json_atomic(scratch / CHILD_FILE, {"pgid": self.process.pid, "command": self._command})
+            self._watch_events([*self._command[:-1], str(job)])  # the command that would start a worker on this job
+            _record_child(scratch, self.process, self._command)
             self._send(f"job {job}")
+
+    def _watch_events(self, command: list[str]) -> None:
+        """Read this sweep's events of the lane's worker from now on (`command`: recorded in each cell's timing)."""
+        self._watch = _WorkerEvents(self.config, self.launches, self.provenance, self.feedback, command, lane=self.number)
+        self._reader = _EventReader(self.scratch / EVENTS_FILE)
 
     def _write_job(self, worker_log: Path | None = None) -> Path:
         return write_worker_job(self.launches, self.scratch, Path(self.config.output).resolve() / TASK_INDEX_DIR, feed=True,
@@ -585,8 +594,7 @@ class _Lane:
     def start(self) -> None:
         _fresh_folder(self.scratch)
         self._command = worker_command(self.config, self._write_job())
-        self._watch = _WorkerEvents(self.config, self.launches, self.provenance, self.feedback, self._command, lane=self.number)
-        self._reader = _EventReader(self.scratch / EVENTS_FILE)
+        self._watch_events(self._command)
         self._log = (self.scratch / WORKER_LOG).open("w")
         self.env = child_env(self.config)
         self.process = _start_worker(self.config, self.scratch, self._command, self._log, stdin=subprocess.PIPE, device=self.device)

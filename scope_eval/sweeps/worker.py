@@ -168,21 +168,27 @@ class Events:
 def output_to(log: Path) -> Iterator[None]:
     """Point this process's stdout and stderr (file descriptors 1 and 2, so C libraries and child threads
     too) at `log`, appended to, for the duration."""
-    sys.stdout.flush()
-    sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
-    target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
-        os.dup2(target, 1)
-        os.dup2(target, 2)
+        _point_output_at(log)
         yield
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
-        for fd in (target, *saved):
+        for fd in saved:
             os.close(fd)
+
+
+def _point_output_at(log: Path) -> None:
+    """File descriptors 1 and 2 appended to `log` from now on (what was buffered goes where it was bound)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    target = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(target, 1)
+    os.dup2(target, 2)
+    os.close(target)
 
 
 class Worker:
@@ -252,12 +258,7 @@ class Worker:
         self.events.close()
         self.events = Events(Path(self.job["events"]) if self.rank == 0 else None)
         if self.job.get("worker_log"):  # this process's own output now goes to the new sweep's worker log
-            target = os.open(self.job["worker_log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(target, 1)
-            os.dup2(target, 2)
-            os.close(target)
+            _point_output_at(Path(self.job["worker_log"]))
 
     def _unload(self) -> None:
         if self.lm is None:
